@@ -1,0 +1,65 @@
+# Tenure: `make run` to try it, `make test` to test it. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Tests run against real PostgreSQL and Redis (started below when local and down).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tenure
+TEST_REDIS_URL ?= redis://127.0.0.1:6379
+PG_ENV = DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL)/15 \
+	CACHE_URL=$(TEST_REDIS_URL)/14 TENURE_DATA_DIR=$(CURDIR)/data/test-postgres
+SQLITE_ENV = DATABASE_URL= CELERY_BROKER_URL=filesystem:// CACHE_URL= \
+	TENURE_DATA_DIR=$(CURDIR)/data/test-sqlite
+
+.PHONY: install run test test-postgres test-sqlite lint format bench services clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py ensure_local_admin
+	$(PY) manage.py seed_demo --if-empty
+	@echo "Starting web (http://127.0.0.1:8000), Celery worker and Celery beat. Ctrl-C stops them all."
+	@export DEBUG=1; trap 'kill 0' INT TERM; \
+	$(PY) manage.py runserver 127.0.0.1:8000 & \
+	$(VENV)/bin/celery -A config worker -Q default,delivery,tracking --concurrency 2 --loglevel INFO & \
+	$(VENV)/bin/celery -A config beat --loglevel INFO & \
+	wait
+
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
+		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+
+# Every test on PostgreSQL + Redis, then again on SQLite + the filesystem broker
+# (the embedded default), less the few that need PostgreSQL's row locks.
+test: install services test-postgres test-sqlite
+
+test-postgres: install
+	$(PG_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-sqlite: install
+	$(SQLITE_ENV) $(PY) -m pytest -m "not postgres" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install services
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,100 @@
+import hashlib
+
+from django.db import models
+from django.db.models.functions import Upper
+
+from .validation import validate_email, validate_phone, validate_timezone
+
+# Traits that also live in their own columns (identify fills both).
+CONTACT_FIELDS = ("email", "phone", "timezone", "locale")
+
+
+class Customer(models.Model):
+    external_id = models.CharField(
+        max_length=200, unique=True, help_text="The business's own user id."
+    )
+    email = models.CharField(max_length=254, blank=True, validators=[validate_email])
+    phone = models.CharField(
+        max_length=16, blank=True, validators=[validate_phone], help_text="E.164"
+    )
+    timezone = models.CharField(
+        max_length=64, blank=True, validators=[validate_timezone], help_text="IANA zone"
+    )
+    locale = models.CharField(max_length=35, blank=True)
+    traits = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(Upper("email"), name="customer_email_upper"),
+            models.Index(fields=["phone"], name="customer_phone"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Event(models.Model):
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="events")
+    name = models.CharField(max_length=200)
+    properties = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    # The sender's deduplication key; NULLs never collide, so events without one
+    # are all kept.
+    message_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["customer", "name", "occurred_at"], name="event_customer_name_at"),
+            models.Index(fields=["name", "occurred_at"], name="event_name_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class EventStat(models.Model):
+    """Per customer and event name: how many and when first/last. Written in the
+    same transaction as the events themselves, so it is always exact."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="event_stats")
+    name = models.CharField(max_length=200)
+    count = models.PositiveBigIntegerField()
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "name"], name="eventstat_customer_name")
+        ]
+        indexes = [models.Index(fields=["name", "last_at"], name="eventstat_name_last")]
+
+    def __str__(self) -> str:
+        return f"{self.name} x{self.count}"
+
+
+class ApiKey(models.Model):
+    """A credential for the ingestion API. Only a SHA-256 of the key is stored:
+    keys are 256 random bits, so a slow hash would add latency and no safety."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(
+        max_length=12, help_text="The key's first characters, to tell keys apart."
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,50 @@
+"""The Celery app: JSON only, late acks, one task at a time per process,
+bounded run time, three queues, and the system's periodic schedule declared
+here in code. Beat runs django-celery-beat's DatabaseScheduler, which copies
+this schedule into the admin's "Periodic tasks" when it starts.
+"""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("tenure")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+QUEUES = ("default", "delivery", "tracking")
+
+# Each periodic task the system relies on, by name. Later issues add theirs
+# (segment refresh, engine tick, delivery sweeper) here, never as ad-hoc rows.
+SYSTEM_SCHEDULE = {
+    "heartbeat": {
+        "task": "apps.core.tasks.heartbeat",
+        "schedule": float(os.environ.get("HEARTBEAT_INTERVAL_S", "30")),
+        "options": {"queue": "default", "expires": 60},
+    },
+}
+
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    task_default_queue="default",
+    task_queues=[Queue(name) for name in QUEUES],
+    task_routes={
+        "apps.messaging.tasks.*": {"queue": "delivery"},
+        "apps.tracking.tasks.*": {"queue": "tracking"},
+    },
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
+    beat_schedule=SYSTEM_SCHEDULE,
+    timezone="UTC",
+    enable_utc=True,
+)
+app.autodiscover_tasks()

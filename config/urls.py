@@ -1,0 +1,16 @@
+from django.contrib import admin
+from django.urls import path
+
+from apps.core.views import healthz
+
+from .api import api
+
+admin.site.site_header = "Tenure"
+admin.site.site_title = "Tenure"
+admin.site.index_title = "Lifecycle marketing"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+    path("healthz", healthz, name="healthz"),
+]
