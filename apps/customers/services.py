@@ -6,8 +6,9 @@ construction (it is updated in the same transaction, from the rows that were
 actually inserted, never from the rows that were merely offered).
 """
 
+import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -128,8 +129,57 @@ def _apply_identities(
     return len(changed)
 
 
+def _staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, statement: str):
+    """Run `statement` with `rows` readable as the table `{staged}`, and return
+    what it returns. PostgreSQL gets the rows by COPY into a temporary table (no
+    parameter limit, no query splitting); SQLite as a VALUES common table
+    expression in chunks under its parameter limit."""
+    returned: list[tuple] = []
+    names = ", ".join(c for c, _ in columns)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            table = f"tenure_staged_{name}"
+            types = ", ".join(f"{c} {t}" for c, t in columns)
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {table} ({types}) ON COMMIT DELETE ROWS"
+            )
+            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(statement.format(staged=table))
+            if cursor.description:
+                returned = cursor.fetchall()
+            cursor.execute(f"TRUNCATE {table}")
+        else:
+            placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+            for chunk in _chunks(rows):
+                cursor.execute(
+                    f"WITH staged({names}) AS (VALUES {', '.join([placeholder] * len(chunk))}) "
+                    + statement.format(staged="staged"),
+                    [value for row in chunk for value in row],
+                )
+                if cursor.description:
+                    returned += cursor.fetchall()
+    return returned
+
+
+def _datetime_adapter() -> Callable[[datetime], object]:
+    """How a datetime goes into a staged row: as is for PostgreSQL's COPY, as
+    Django's text form for SQLite. Looked up once per batch, not per value."""
+    if connection.vendor == "postgresql":
+        return lambda value: value
+    return connection.ops.adapt_datetimefield_value
+
+
 _EventRow = tuple[int, str, datetime]  # customer_id, name, occurred_at
-_EVENT_FIELDS = ("customer", "name", "properties", "occurred_at", "received_at", "message_id")
+_EVENT_COLUMNS = (
+    ("customer_id", "bigint"),
+    ("name", "text"),
+    ("properties", "text"),
+    ("occurred_at", "timestamptz"),
+    ("received_at", "timestamptz"),
+    ("message_id", "text"),
+)
 
 
 def _insert_events(
@@ -137,46 +187,56 @@ def _insert_events(
 ) -> tuple[list[int], list[_EventRow]]:
     """Insert the events, skipping message ids already stored (earlier in this
     batch or in the database). Returns the new ids and the rows inserted."""
-    fields = [Event._meta.get_field(name) for name in _EVENT_FIELDS]
-    table = connection.ops.quote_name(Event._meta.db_table)
-    cols = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-
     seen: set[str] = set()
-    pending: list[TrackIn] = []
+    staged: list[tuple] = []
+    rows: list[_EventRow] = []
+    by_message_id: dict[str, _EventRow] = {}
+    db_datetime = _datetime_adapter()
+    received = db_datetime(received_at)
     for t in tracks:
         if t.message_id is not None:
             if t.message_id in seen:
                 continue
             seen.add(t.message_id)
-        pending.append(t)
-
-    ids: list[int] = []
-    rows: list[_EventRow] = []
-    with connection.cursor() as cursor:
-        for chunk in _chunks(pending):
-            params: list = []
-            by_message_id: dict[str, _EventRow] = {}
-            for t in chunk:
-                row = (customers[t.user_id].pk, t.event, t.timestamp or received_at)
-                raw = (row[0], t.event, t.properties, row[2], received_at, t.message_id)
-                params += [
-                    f.get_db_prep_save(v, connection) for f, v in zip(fields, raw, strict=True)
-                ]
-                if t.message_id is None:
-                    rows.append(row)  # nothing to conflict with: always inserted
-                else:
-                    by_message_id[t.message_id] = row
-            cursor.execute(
-                f"INSERT INTO {table} ({cols}) VALUES {', '.join([placeholder] * len(chunk))} "  # noqa: S608
-                "ON CONFLICT (message_id) DO NOTHING RETURNING id, message_id",
-                params,
+        occurred_at = t.timestamp or received_at
+        row = (customers[t.user_id].pk, t.event, occurred_at)
+        if t.message_id is None:
+            rows.append(row)  # nothing to conflict with: always inserted
+        else:
+            by_message_id[t.message_id] = row
+        staged.append(
+            (
+                row[0],
+                t.event,
+                json.dumps(t.properties),
+                db_datetime(occurred_at),
+                received,
+                t.message_id,
             )
-            for event_id, message_id in cursor.fetchall():
-                ids.append(event_id)
-                if message_id is not None:
-                    rows.append(by_message_id[message_id])
-    return ids, rows
+        )
+    if not staged:
+        return [], []
+    properties = "properties::jsonb" if connection.vendor == "postgresql" else "properties"
+    returned = _staged_write(
+        "event",
+        _EVENT_COLUMNS,
+        staged,
+        f"INSERT INTO {Event._meta.db_table} "  # noqa: S608
+        "(customer_id, name, properties, occurred_at, received_at, message_id) "
+        f"SELECT customer_id, name, {properties}, occurred_at, received_at, message_id "
+        "FROM {staged} WHERE true ON CONFLICT (message_id) DO NOTHING RETURNING id, message_id",
+    )
+    rows += [by_message_id[message_id] for _, message_id in returned if message_id is not None]
+    return [event_id for event_id, _ in returned], rows
+
+
+_STAT_COLUMNS = (
+    ("customer_id", "bigint"),
+    ("name", "text"),
+    ("count", "bigint"),
+    ("first_at", "timestamptz"),
+    ("last_at", "timestamptz"),
+)
 
 
 def _upsert_stats(rows: Iterable[_EventRow]) -> None:
@@ -191,30 +251,25 @@ def _upsert_stats(rows: Iterable[_EventRow]) -> None:
             stat[2] = max(stat[2], occurred_at)
     if not stats:
         return
-    at_field = EventStat._meta.get_field("first_at")
     least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
-    table = connection.ops.quote_name(EventStat._meta.db_table)
-    ordered = sorted(stats.items())  # one lock order for every writer
-    with connection.cursor() as cursor:
-        for chunk in _chunks(ordered):
-            params: list = []
-            for (customer_id, name), (count, first_at, last_at) in chunk:
-                params += [
-                    customer_id,
-                    name,
-                    count,
-                    at_field.get_db_prep_save(first_at, connection),
-                    at_field.get_db_prep_save(last_at, connection),
-                ]
-            cursor.execute(
-                f"INSERT INTO {table} (customer_id, name, count, first_at, last_at) "  # noqa: S608
-                f"VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(chunk))} "
-                "ON CONFLICT (customer_id, name) DO UPDATE SET "
-                f"count = {table}.count + excluded.count, "
-                f"first_at = {least}({table}.first_at, excluded.first_at), "
-                f"last_at = {greatest}({table}.last_at, excluded.last_at)",
-                params,
-            )
+    table = EventStat._meta.db_table
+    db_datetime = _datetime_adapter()
+    _staged_write(
+        "eventstat",
+        _STAT_COLUMNS,
+        # One lock order for every writer, so concurrent batches cannot deadlock.
+        [
+            (cid, name, count, db_datetime(first), db_datetime(last))
+            for (cid, name), (count, first, last) in sorted(stats.items())
+        ],
+        f"INSERT INTO {table} (customer_id, name, count, first_at, last_at) "  # noqa: S608
+        "SELECT customer_id, name, count, first_at, last_at FROM {staged} WHERE true "
+        "ORDER BY customer_id, name "
+        "ON CONFLICT (customer_id, name) DO UPDATE SET "
+        f"count = {table}.count + excluded.count, "
+        f"first_at = {least}({table}.first_at, excluded.first_at), "
+        f"last_at = {greatest}({table}.last_at, excluded.last_at)",
+    )
 
 
 def api_key_create(*, name: str) -> tuple[ApiKey, str]:
