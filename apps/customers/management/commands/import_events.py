@@ -49,11 +49,13 @@ class Command(BaseCommand):
         rate = stored.events_stored / elapsed if elapsed else 0
         self.stdout.write(
             f"{file.name}: {report.accepted:,} calls accepted, {len(report.errors):,} refused; "
-            f"customers {stored.customers_created:,} created, {stored.customers_updated:,} updated; "
+            f"customers {stored.customers_created:,} created, "
+            f"{stored.customers_updated:,} updated; "
             f"events {stored.events_stored:,} stored, {stored.events_duplicate:,} already there; "
             f"{elapsed:.1f}s ({rate:,.0f} events/s)"
         )
         if report.errors:
             raise CommandError(
-                f"{len(report.errors):,} line(s) refused (listed above); every other line was stored"
+                f"{len(report.errors):,} line(s) refused (listed above); "
+                "every other line was stored"
             )
