@@ -48,7 +48,7 @@ def read_json_object(request: HttpRequest) -> dict:
     if not request.body:
         raise HttpError(400, "request body is empty; expected a JSON object")
     try:
-        data = json.loads(request.body)
+        data = json.loads(request.body.decode("utf-8"))
     except UnicodeDecodeError:
         raise HttpError(400, "request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

@@ -95,7 +95,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Call | str]]:
             if not raw.strip():
                 continue
             try:
-                item = json.loads(raw)
+                item = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 yield line_no, "not UTF-8 text"
                 continue

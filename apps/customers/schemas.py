@@ -40,8 +40,8 @@ def _parse_timestamp(value: Any) -> Any:
 
 UserId = Annotated[
     str,
-    BeforeValidator(_id_to_str),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    BeforeValidator(_id_to_str),  # runs first: before-validators apply outermost-first
 ]
 Timestamp = Annotated[datetime | None, BeforeValidator(_parse_timestamp)]
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=200)]

@@ -272,6 +272,15 @@ def _upsert_stats(rows: Iterable[_EventRow]) -> None:
     )
 
 
+def customer_save(customer: Customer, *, changed: Iterable[str]) -> None:
+    """Save an edit made by hand: a contact column that changed is written to
+    the matching trait too, as identify does."""
+    for column in CONTACT_FIELDS:
+        if column in changed:
+            customer.traits = {**customer.traits, column: getattr(customer, column)}
+    customer.save()
+
+
 def api_key_create(*, name: str) -> tuple[ApiKey, str]:
     """A new key; the plain key is returned once and never stored."""
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)

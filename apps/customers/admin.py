@@ -1,0 +1,148 @@
+import json
+
+from django.contrib import admin, messages
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from apps.core.admin_paging import EstimatedCountPaginator
+
+from . import selectors, services
+from .models import ApiKey, Customer, Event, EventStat
+
+
+class TraitFilter(admin.SimpleListFilter):
+    """Filter customers by the value of one trait."""
+
+    trait = ""
+
+    def lookups(self, request, model_admin):
+        return [(v, v) for v in selectors.trait_values(self.trait)]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(**{f"traits__{self.trait}": value}) if value else queryset
+
+
+class PlanFilter(TraitFilter):
+    title = parameter_name = trait = "plan"
+
+
+class StatusFilter(TraitFilter):
+    title = parameter_name = trait = "status"
+
+
+class EventStatInline(admin.TabularInline):
+    model = EventStat
+    fields = readonly_fields = ("name", "count", "first_at", "last_at")
+    ordering = ("-last_at",)
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Event totals"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ("external_id", "email", "phone", "plan", "status", "timezone", "last_seen_at")
+    search_fields = ("=external_id", "=email", "=phone")
+    search_help_text = "Exact external id, email or phone."
+    list_filter = (PlanFilter, StatusFilter)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    list_per_page = 50
+    ordering = ("-id",)
+    readonly_fields = ("created_at", "updated_at", "last_seen_at", "traits_pretty", "recent_events")
+    fieldsets = (
+        (None, {"fields": ("external_id", "email", "phone", "timezone", "locale")}),
+        ("Traits", {"fields": ("traits_pretty", "traits")}),
+        ("Activity", {"fields": ("created_at", "updated_at", "last_seen_at", "recent_events")}),
+    )
+    inlines = (EventStatInline,)
+
+    def save_model(self, request, obj, form, change):
+        services.customer_save(obj, changed=form.changed_data)
+
+    @admin.display(description="plan")
+    def plan(self, obj):
+        return obj.traits.get("plan", "")
+
+    @admin.display(description="status")
+    def status(self, obj):
+        return obj.traits.get("status", "")
+
+    @admin.display(description="Traits (read)")
+    def traits_pretty(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.traits, indent=2, sort_keys=True))
+
+    @admin.display(description="Recent events")
+    def recent_events(self, obj):
+        events = selectors.customer_recent_events(obj)
+        if not events:
+            return "No events yet."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            (
+                (
+                    timezone.localtime(e.occurred_at).strftime("%Y-%m-%d %H:%M"),
+                    e.name,
+                    json.dumps(e.properties),
+                )
+                for e in events
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>When (UTC)</th><th>Event</th><th>Properties</th></tr>"
+            "</thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    """Read only: events are history, and EventStat must stay exact."""
+
+    list_display = ("name", "customer", "occurred_at", "received_at", "message_id")
+    list_select_related = ("customer",)
+    search_fields = ("=customer__external_id", "=name", "=message_id")
+    search_help_text = "Exact customer external id, event name or message id."
+    raw_id_fields = ("customer",)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    ordering = ("-id",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke",)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        api_key, key = services.api_key_create(name=obj.name)
+        obj.pk = api_key.pk
+        obj.refresh_from_db()
+        messages.warning(request, f"New API key (shown once, store it now): {key}")
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        for api_key in queryset:
+            services.api_key_revoke(api_key, now=timezone.now())
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")
