@@ -16,15 +16,20 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 QUEUES = ("default", "delivery", "tracking")
 
-# Each periodic task the system relies on, by name. Later issues add theirs
-# (segment refresh, engine tick, delivery sweeper) here, never as ad-hoc rows.
-SYSTEM_SCHEDULE = {
-    "heartbeat": {
-        "task": "apps.core.tasks.heartbeat",
-        "schedule": float(os.environ.get("HEARTBEAT_INTERVAL_S", "30")),
-        "options": {"queue": "default", "expires": 60},
-    },
-}
+
+def system_schedule() -> dict:
+    """Each periodic task the system relies on, by name. Later parts add theirs
+    (segment refresh, engine tick, delivery sweeper) here, never as ad-hoc rows."""
+    from django.conf import settings
+
+    return {
+        "heartbeat": {
+            "task": "apps.core.tasks.heartbeat",
+            "schedule": float(settings.HEARTBEAT_INTERVAL_S),
+            "options": {"queue": "default", "expires": settings.HEARTBEAT_INTERVAL_S * 2},
+        },
+    }
+
 
 app.conf.update(
     task_serializer="json",
@@ -43,8 +48,12 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
     beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
-    beat_schedule=SYSTEM_SCHEDULE,
     timezone="UTC",
     enable_utc=True,
 )
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _install_system_schedule(sender: Celery, **kwargs) -> None:
+    sender.conf.beat_schedule = system_schedule()

@@ -180,3 +180,4 @@ TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 
 # --- Operations -----------------------------------------------------------
 HEALTH_CHECK_TIMEOUT_S = env.float("HEALTH_CHECK_TIMEOUT_S", default=2.0)
+HEARTBEAT_INTERVAL_S = env.int("HEARTBEAT_INTERVAL_S", default=30)

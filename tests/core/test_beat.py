@@ -2,7 +2,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from config.celery import SYSTEM_SCHEDULE, app
+from config.celery import app, system_schedule
 
 
 @pytest.mark.django_db(transaction=True)  # the scheduler manages its own connection
@@ -10,7 +10,7 @@ def test_the_system_schedule_declared_in_code_appears_as_periodic_tasks():
     DatabaseScheduler(app=app)  # what `celery beat` does when it starts
 
     tasks = {t.name: t for t in PeriodicTask.objects.all()}
-    assert set(SYSTEM_SCHEDULE) <= set(tasks)
+    assert set(system_schedule()) <= set(tasks)
     assert tasks["heartbeat"].task == "apps.core.tasks.heartbeat"
     assert tasks["heartbeat"].enabled
 
