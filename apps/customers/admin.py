@@ -46,7 +46,7 @@ class EventStatInline(admin.TabularInline):
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     list_display = ("external_id", "email", "phone", "plan", "status", "timezone", "last_seen_at")
-    search_fields = ("=external_id", "=email", "=phone")
+    search_fields = ("external_id",)  # the search itself is customer_search
     search_help_text = "Exact external id, email or phone."
     list_filter = (PlanFilter, StatusFilter)
     show_full_result_count = False
@@ -60,6 +60,9 @@ class CustomerAdmin(admin.ModelAdmin):
         ("Activity", {"fields": ("created_at", "updated_at", "last_seen_at", "recent_events")}),
     )
     inlines = (EventStatInline,)
+
+    def get_search_results(self, request, queryset, search_term):
+        return selectors.customer_search(queryset, search_term), False
 
     def save_model(self, request, obj, form, change):
         services.customer_save(obj, changed=form.changed_data)
@@ -106,12 +109,15 @@ class EventAdmin(admin.ModelAdmin):
 
     list_display = ("name", "customer", "occurred_at", "received_at", "message_id")
     list_select_related = ("customer",)
-    search_fields = ("=customer__external_id", "=name", "=message_id")
+    search_fields = ("name",)  # the search itself is event_search
     search_help_text = "Exact customer external id, event name or message id."
     raw_id_fields = ("customer",)
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     ordering = ("-id",)
+
+    def get_search_results(self, request, queryset, search_term):
+        return selectors.event_search(queryset, search_term), False
 
     def has_add_permission(self, request):
         return False

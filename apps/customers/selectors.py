@@ -1,12 +1,29 @@
 """Reads of customers and their usage data."""
 
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KT
 
 from .models import Customer, Event
 
 TRAIT_CHOICES_TTL_S = 300
+
+
+def customer_search(queryset: QuerySet[Customer], term: str) -> QuerySet[Customer]:
+    """Exact external id or phone, or email in any case: each side of the OR
+    has its own index, so this stays an index lookup at millions of rows."""
+    term = term.strip()
+    if not term:
+        return queryset
+    return queryset.filter(Q(external_id=term) | Q(phone=term) | Q(email__iexact=term))
+
+
+def event_search(queryset: QuerySet[Event], term: str) -> QuerySet[Event]:
+    """Exact customer external id, event name or message id, each indexed."""
+    term = term.strip()
+    if not term:
+        return queryset
+    return queryset.filter(Q(customer__external_id=term) | Q(name=term) | Q(message_id=term))
 
 
 def customer_recent_events(customer: Customer, *, limit: int = 50) -> QuerySet[Event]:

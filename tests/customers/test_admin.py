@@ -151,3 +151,16 @@ def test_revoking_a_key_in_the_admin_locks_it_out(admin_client, client, api_key)
         content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}",
     )  # fmt: skip
     assert response.status_code == 401
+
+
+def test_events_are_found_by_customer_name_or_message_id(admin_client, customers):
+    ingest([TrackIn(userId="u-2", event="login", messageId="m-77", timestamp=AT)], received_at=AT)
+    url = reverse("admin:customers_event_changelist")
+
+    def found(term):
+        return sorted(e.name for e in admin_client.get(url, {"q": term}).context["cl"].result_list)
+
+    assert found("u-2") == ["login"]
+    assert found("feature_used") == ["feature_used"]
+    assert found("m-77") == ["login"]
+    assert found("nothing") == []
