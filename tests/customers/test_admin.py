@@ -164,3 +164,11 @@ def test_events_are_found_by_customer_name_or_message_id(admin_client, customers
     assert found("feature_used") == ["feature_used"]
     assert found("m-77") == ["login"]
     assert found("nothing") == []
+
+
+def test_the_admin_links_to_the_api_docs_and_health(admin_client):
+    response = admin_client.get(reverse("admin:index"))
+
+    assert b'href="/api/v1/docs"' in response.content
+    assert b'href="/healthz"' in response.content
+    assert admin_client.get("/api/v1/docs").status_code == 200
