@@ -14,7 +14,6 @@ from datetime import datetime
 from itertools import islice
 
 from django.db import connection, transaction
-from django.utils import timezone
 
 from .models import CONTACT_FIELDS, ApiKey, Customer, Event, EventStat
 from .schemas import Call, IdentifyIn, TrackIn
@@ -34,27 +33,31 @@ class IngestResult:
     event_ids: list[int] = field(default_factory=list)
 
     def add(self, other: "IngestResult") -> None:
+        """Add up the counts (event ids belong to one call and are not kept)."""
         self.customers_created += other.customers_created
         self.customers_updated += other.customers_updated
         self.events_stored += other.events_stored
         self.events_duplicate += other.events_duplicate
-        self.event_ids.extend(other.event_ids)
 
 
 def ingest(calls: Sequence[Call], *, received_at: datetime) -> IngestResult:
     """Store validated identify/track calls in one transaction.
 
-    Customers are upserted and locked in id order (so concurrent batches cannot
-    deadlock), identify traits merge in call order, events are inserted with
-    `ON CONFLICT (message_id) DO NOTHING` (a repeated messageId stores nothing)
-    and the per-customer `EventStat` rows are upserted from what was inserted.
+    Customers are upserted and locked in external id order (one global order,
+    so concurrent batches cannot deadlock), identify traits merge in call order
+    and only customers that really changed are written, events are inserted
+    with `ON CONFLICT (message_id) DO NOTHING` (a repeated messageId stores
+    nothing) and the per-customer `EventStat` rows are upserted from what was
+    inserted.
     """
     result = IngestResult()
     if not calls:
         return result
     with transaction.atomic():
-        customers, result.customers_created = _customers_locked(calls)
-        result.customers_updated = _apply_identities(calls, customers, received_at)
+        customers, created = _customers_locked(calls)
+        changed = _apply_identities(calls, customers, received_at)
+        result.customers_created = len(created)
+        result.customers_updated = len(changed - created)
         tracks = [c for c in calls if isinstance(c, TrackIn)]
         if tracks:
             result.event_ids, rows = _insert_events(tracks, customers, received_at)
@@ -70,8 +73,9 @@ def _chunks(items: Sequence, size: int = SQL_CHUNK) -> Iterable[Sequence]:
         yield chunk
 
 
-def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, Customer], int]:
-    """The customers named by the calls, created where missing, row-locked."""
+def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, Customer], set[str]]:
+    """The customers named by the calls, created where missing, row-locked;
+    and the external ids that were created."""
     external_ids = sorted({c.user_id for c in calls})
     needs_traits = any(isinstance(c, IdentifyIn) for c in calls)
     fields = ["id", "external_id", "last_seen_at"]
@@ -81,8 +85,8 @@ def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, Customer], int]:
     def load(ids: Sequence[str]) -> dict[str, Customer]:
         found: dict[str, Customer] = {}
         for chunk in _chunks(ids):
-            qs = Customer.objects.filter(external_id__in=chunk).only(*fields).order_by("id")
-            found.update((c.external_id, c) for c in qs.select_for_update())
+            qs = Customer.objects.filter(external_id__in=chunk).only(*fields)
+            found.update((c.external_id, c) for c in qs.order_by("external_id").select_for_update())
         return found
 
     customers = load(external_ids)
@@ -94,39 +98,66 @@ def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, Customer], int]:
             ignore_conflicts=True,
         )
         customers.update(load(missing))
-    return customers, len(missing)
+    return customers, set(missing)
 
 
 def _apply_identities(
     calls: Sequence[Call], customers: dict[str, Customer], received_at: datetime
-) -> int:
-    """Merge traits and move `last_seen_at` forward; write only what changed."""
-    changed: dict[int, Customer] = {}
-    traits_changed = False
+) -> set[str]:
+    """Merge traits and move `last_seen_at` forward; write only the customers
+    whose row really changed. Returns their external ids."""
+    seen_changed: dict[int, Customer] = {}
+    traits_changed: dict[int, Customer] = {}
     for call in calls:
         customer = customers[call.user_id]
         seen = call.timestamp or received_at
         if customer.last_seen_at is None or seen > customer.last_seen_at:
             customer.last_seen_at = seen
-            changed[customer.pk] = customer
+            seen_changed[customer.pk] = customer
         if isinstance(call, IdentifyIn) and call.traits:
-            customer.traits = {**customer.traits, **call.traits}
-            for column in CONTACT_FIELDS:
-                if column in call.traits:
-                    setattr(customer, column, call.traits[column] or "")
-            changed[customer.pk] = customer
-            traits_changed = True
-    if changed:
-        update = ["last_seen_at", "updated_at"]
-        if traits_changed:
-            update += ["traits", *CONTACT_FIELDS]
-        now = timezone.now()
-        for customer in changed.values():
-            customer.updated_at = now
-        Customer.objects.bulk_update(
-            sorted(changed.values(), key=lambda c: c.pk), update, batch_size=500
+            merged = {**customer.traits, **call.traits}
+            contact = {c: call.traits[c] or "" for c in CONTACT_FIELDS if c in call.traits}
+            if merged != customer.traits or any(
+                getattr(customer, c) != v for c, v in contact.items()
+            ):
+                customer.traits = merged
+                for column, value in contact.items():
+                    setattr(customer, column, value)
+                traits_changed[customer.pk] = customer
+    db_datetime = _datetime_adapter()
+    updated_at = db_datetime(received_at)
+    if traits_changed:
+        jsonb = "::jsonb" if connection.vendor == "postgresql" else ""
+        _staged_update(
+            "customer_traits",
+            [
+                (c.pk, json.dumps(c.traits), *(getattr(c, f) for f in CONTACT_FIELDS),
+                 db_datetime(c.last_seen_at), updated_at)
+                for c in traits_changed.values()
+            ],
+            (("traits", "text", jsonb), *((f, "text", "") for f in CONTACT_FIELDS),
+             ("last_seen_at", "timestamptz", ""), ("updated_at", "timestamptz", "")),
+        )  # fmt: skip
+    seen_only = [c for pk, c in seen_changed.items() if pk not in traits_changed]
+    if seen_only:
+        _staged_update(
+            "customer_seen",
+            [(c.pk, db_datetime(c.last_seen_at), updated_at) for c in seen_only],
+            (("last_seen_at", "timestamptz", ""), ("updated_at", "timestamptz", "")),
         )
-    return len(changed)
+    return {c.external_id for c in (*seen_changed.values(), *traits_changed.values())}
+
+
+def _staged_update(name: str, rows: list[tuple], columns: Sequence[tuple[str, str, str]]) -> None:
+    """Set `columns` (name, type, cast) of customers from rows `(id, *values)`."""
+    table = Customer._meta.db_table
+    assignments = ", ".join(f"{column} = s.{column}{cast}" for column, _, cast in columns)
+    _staged_write(
+        name,
+        [("id", "bigint"), *((column, kind) for column, kind, _ in columns)],
+        rows,
+        f"UPDATE {table} AS c SET {assignments} FROM {{staged}} AS s WHERE c.id = s.id",  # noqa: S608
+    )
 
 
 def _staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, statement: str):
