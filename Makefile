@@ -28,11 +28,7 @@ run: install
 	$(PY) manage.py ensure_local_admin
 	$(PY) manage.py seed_demo --if-empty
 	@echo "Starting web (http://127.0.0.1:8000), Celery worker and Celery beat. Ctrl-C stops them all."
-	@export DEBUG=1; trap 'kill 0' INT TERM; \
-	$(PY) manage.py runserver 127.0.0.1:8000 & \
-	$(VENV)/bin/celery -A config worker -Q default,delivery,tracking --concurrency 2 --loglevel INFO & \
-	$(VENV)/bin/celery -A config beat --loglevel INFO & \
-	wait
+	@DEBUG=1 $(PY) manage.py run_local
 
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
