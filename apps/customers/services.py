@@ -8,19 +8,17 @@ actually inserted, never from the rows that were merely offered).
 
 import json
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
 
 from django.db import connection, transaction
+
+from apps.core.bulk import SQL_CHUNK, chunks, datetime_adapter, staged_write
 
 from .models import CONTACT_FIELDS, ApiKey, Customer, Event, EventStat
 from .schemas import Call, IdentifyIn, TrackIn
 
-# Rows per INSERT statement: well under both PostgreSQL's 65,535 and SQLite's
-# 32,766 bound parameters.
-SQL_CHUNK = 1000
 API_KEY_PREFIX = "tk_"
 
 
@@ -67,12 +65,6 @@ def ingest(calls: Sequence[Call], *, received_at: datetime) -> IngestResult:
     return result
 
 
-def _chunks(items: Sequence, size: int = SQL_CHUNK) -> Iterable[Sequence]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
 def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, Customer], set[str]]:
     """The customers named by the calls, created where missing, row-locked;
     and the external ids that were created."""
@@ -84,7 +76,7 @@ def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, Customer], set[s
 
     def load(ids: Sequence[str]) -> dict[str, Customer]:
         found: dict[str, Customer] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             qs = Customer.objects.filter(external_id__in=chunk).only(*fields)
             found.update((c.external_id, c) for c in qs.order_by("external_id").select_for_update())
         return found
@@ -124,7 +116,7 @@ def _apply_identities(
                 for column, value in contact.items():
                     setattr(customer, column, value)
                 traits_changed[customer.pk] = customer
-    db_datetime = _datetime_adapter()
+    db_datetime = datetime_adapter()
     updated_at = db_datetime(received_at)
     if traits_changed:
         jsonb = "::jsonb" if connection.vendor == "postgresql" else ""
@@ -152,54 +144,12 @@ def _staged_update(name: str, rows: list[tuple], columns: Sequence[tuple[str, st
     """Set `columns` (name, type, cast) of customers from rows `(id, *values)`."""
     table = Customer._meta.db_table
     assignments = ", ".join(f"{column} = s.{column}{cast}" for column, _, cast in columns)
-    _staged_write(
+    staged_write(
         name,
         [("id", "bigint"), *((column, kind) for column, kind, _ in columns)],
         rows,
         f"UPDATE {table} AS c SET {assignments} FROM {{staged}} AS s WHERE c.id = s.id",  # noqa: S608
     )
-
-
-def _staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, statement: str):
-    """Run `statement` with `rows` readable as the table `{staged}`, and return
-    what it returns. PostgreSQL gets the rows by COPY into a temporary table (no
-    parameter limit, no query splitting); SQLite as a VALUES common table
-    expression in chunks under its parameter limit."""
-    returned: list[tuple] = []
-    names = ", ".join(c for c, _ in columns)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            table = f"tenure_staged_{name}"
-            types = ", ".join(f"{c} {t}" for c, t in columns)
-            cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {table} ({types}) ON COMMIT DELETE ROWS"
-            )
-            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cursor.execute(statement.format(staged=table))
-            if cursor.description:
-                returned = cursor.fetchall()
-            cursor.execute(f"TRUNCATE {table}")
-        else:
-            placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-            for chunk in _chunks(rows):
-                cursor.execute(
-                    f"WITH staged({names}) AS (VALUES {', '.join([placeholder] * len(chunk))}) "
-                    + statement.format(staged="staged"),
-                    [value for row in chunk for value in row],
-                )
-                if cursor.description:
-                    returned += cursor.fetchall()
-    return returned
-
-
-def _datetime_adapter() -> Callable[[datetime], object]:
-    """How a datetime goes into a staged row: as is for PostgreSQL's COPY, as
-    Django's text form for SQLite. Looked up once per batch, not per value."""
-    if connection.vendor == "postgresql":
-        return lambda value: value
-    return connection.ops.adapt_datetimefield_value
 
 
 _EventRow = tuple[int, str, datetime]  # customer_id, name, occurred_at
@@ -222,7 +172,7 @@ def _insert_events(
     staged: list[tuple] = []
     rows: list[_EventRow] = []
     by_message_id: dict[str, _EventRow] = {}
-    db_datetime = _datetime_adapter()
+    db_datetime = datetime_adapter()
     received = db_datetime(received_at)
     for t in tracks:
         if t.message_id is not None:
@@ -248,7 +198,7 @@ def _insert_events(
     if not staged:
         return [], []
     properties = "properties::jsonb" if connection.vendor == "postgresql" else "properties"
-    returned = _staged_write(
+    returned = staged_write(
         "event",
         _EVENT_COLUMNS,
         staged,
@@ -284,8 +234,8 @@ def _upsert_stats(rows: Iterable[_EventRow]) -> None:
         return
     least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
     table = EventStat._meta.db_table
-    db_datetime = _datetime_adapter()
-    _staged_write(
+    db_datetime = datetime_adapter()
+    staged_write(
         "eventstat",
         _STAT_COLUMNS,
         # One lock order for every writer, so concurrent batches cannot deadlock.
