@@ -1,11 +1,13 @@
 """Bulk SQL that runs the same on PostgreSQL and SQLite: many rows into one
 statement without hitting parameter limits or per-row round trips."""
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import islice
 
 from django.db import connection
+from django.db.models.expressions import RawSQL
 
 # Rows per statement on SQLite: well under its 32,766 bound parameters.
 SQL_CHUNK = 1000
@@ -34,16 +36,18 @@ def staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, stat
             with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cursor.execute(statement.format(staged=table))
+            cursor.execute(statement.replace("{staged}", table))
             if cursor.description:
                 returned = cursor.fetchall()
-            cursor.execute(f"TRUNCATE {table}")
+            # Emptied for the next batch in this transaction (commit empties it
+            # too); DELETE, not TRUNCATE, which churns the catalog every time.
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - our own table name
         else:
             placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
             for chunk in chunks(rows):
                 cursor.execute(
                     f"WITH staged({names}) AS (VALUES {', '.join([placeholder] * len(chunk))}) "
-                    + statement.format(staged="staged"),
+                    + statement.replace("{staged}", "staged"),
                     [value for row in chunk for value in row],
                 )
                 if cursor.description:
@@ -57,3 +61,12 @@ def datetime_adapter() -> Callable[[datetime], object]:
     if connection.vendor == "postgresql":
         return lambda value: value
     return connection.ops.adapt_datetimefield_value
+
+
+def values_subquery(values: Sequence[str]) -> RawSQL:
+    """`SELECT` of the given strings, for `field__in=`: one parameter however
+    many values (an array on PostgreSQL, a JSON list on SQLite), instead of a
+    placeholder each."""
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s::text[])", [list(values)])
+    return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(list(values))])

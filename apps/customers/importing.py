@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .schemas import Call, IdentifyIn, TrackIn, describe_errors, parse_call
+from .schemas import TYPED_CALL, Call, IdentifyIn, TrackIn, describe_errors, parse_call
 from .services import IngestResult, ingest
 
 Format = Literal["jsonl", "csv"]
@@ -57,7 +57,7 @@ def import_file(
     *,
     received_at: datetime,
     fmt: Format | None = None,
-    chunk_size: int = 5000,
+    chunk_size: int = 20_000,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Import `path`; `on_progress(n)` is called with the lines read since the last call."""
@@ -92,24 +92,31 @@ def import_file(
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Call | str]]:
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                item = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield line_no, "not UTF-8 text"
-                continue
-            except json.JSONDecodeError as exc:
-                yield line_no, f"not valid JSON: {exc.msg} (column {exc.colno})"
-                continue
-            try:
-                call = parse_call(item)
-            except ValueError as exc:
-                yield line_no, str(exc)
-                continue
-            if isinstance(call, TrackIn) and call.message_id is None:
-                call.message_id = _content_id(item)
-            yield line_no, call
+            if raw.strip():
+                yield line_no, _jsonl_call(raw)
+
+
+def _jsonl_call(raw: bytes) -> Call | str:
+    """The call on a line, or why it was refused."""
+    try:
+        call = TYPED_CALL.validate_json(raw)
+    except ValidationError:
+        call = None  # explained below, in the same words as the batch API
+    if call is not None and not (isinstance(call, TrackIn) and call.message_id is None):
+        return call
+    try:
+        item = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON: {exc.msg} (column {exc.colno})"
+    try:
+        call = call or parse_call(item)
+    except ValueError as exc:
+        return str(exc)
+    if isinstance(call, TrackIn) and call.message_id is None:
+        call.message_id = _content_id(item)
+    return call
 
 
 def _content_id(item: dict) -> str:

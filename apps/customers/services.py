@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.utils import timezone
 
-from apps.core.bulk import SQL_CHUNK, chunks, datetime_adapter, staged_write
+from apps.core.bulk import datetime_adapter, staged_write, values_subquery
 
 from .models import CONTACT_FIELDS, ApiKey, Customer, Event, EventStat
 from .schemas import Call, IdentifyIn, TrackIn
@@ -65,41 +66,71 @@ def ingest(calls: Sequence[Call], *, received_at: datetime) -> IngestResult:
     return result
 
 
-def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, Customer], set[str]]:
-    """The customers named by the calls, created where missing, row-locked;
-    and the external ids that were created."""
+@dataclass(slots=True)
+class _Known:
+    """What ingest needs of a stored customer: lighter than a model instance,
+    which matters when a chunk of a big import touches thousands of them."""
+
+    pk: int
+    external_id: str
+    last_seen_at: datetime | None
+    traits: dict = field(default_factory=dict)
+    email: str = ""
+    phone: str = ""
+    timezone: str = ""
+    locale: str = ""
+
+
+def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, _Known], set[str]]:
+    """The customers named by the calls, created where missing and row-locked,
+    all in one pass in external id order; and the external ids created."""
     external_ids = sorted({c.user_id for c in calls})
-    needs_traits = any(isinstance(c, IdentifyIn) for c in calls)
+    created = dict(_lock_or_create(external_ids))
     fields = ["id", "external_id", "last_seen_at"]
-    if needs_traits:
+    if any(isinstance(c, IdentifyIn) for c in calls):
         fields += ["traits", *CONTACT_FIELDS]
+    existing = [eid for eid in external_ids if eid not in created]
+    rows = (
+        Customer.objects.filter(external_id__in=values_subquery(existing)).values_list(*fields)
+        if existing
+        else []
+    )
+    customers = {row[1]: _Known(*row) for row in rows}
+    customers.update((eid, _Known(pk, eid, None)) for eid, pk in created.items())
+    return customers, set(created)
 
-    def load(ids: Sequence[str]) -> dict[str, Customer]:
-        found: dict[str, Customer] = {}
-        for chunk in chunks(ids):
-            qs = Customer.objects.filter(external_id__in=chunk).only(*fields)
-            found.update((c.external_id, c) for c in qs.order_by("external_id").select_for_update())
-        return found
 
-    customers = load(external_ids)
-    missing = [eid for eid in external_ids if eid not in customers]
-    if missing:
-        Customer.objects.bulk_create(
-            [Customer(external_id=eid) for eid in missing],
-            batch_size=SQL_CHUNK,
-            ignore_conflicts=True,
-        )
-        customers.update(load(missing))
-    return customers, set(missing)
+def _lock_or_create(external_ids: Sequence[str]) -> list[tuple[str, int]]:
+    """Create the customers that do not exist and lock those that do, in one
+    statement taking rows in external id order: every writer locks in the same
+    order, so concurrent batches never deadlock. PostgreSQL locks a conflicting
+    row even though `WHERE false` leaves it unchanged. Returns (external_id, id)
+    of the customers created."""
+    now = timezone.now()
+    empty_json = "'{}'::jsonb" if connection.vendor == "postgresql" else "'{}'"
+    db_datetime = datetime_adapter()
+    table = Customer._meta.db_table
+    return staged_write(
+        "customer_new",
+        (("external_id", "text"), ("created_at", "timestamptz")),
+        [(eid, db_datetime(now)) for eid in external_ids],
+        f"INSERT INTO {table} "  # noqa: S608
+        "(external_id, email, phone, timezone, locale, traits, created_at, updated_at) "
+        f"SELECT external_id, '', '', '', '', {empty_json}, created_at, created_at "
+        "FROM {staged} WHERE true ORDER BY external_id "
+        "ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id "
+        "WHERE false RETURNING external_id, id",
+    )
 
 
 def _apply_identities(
-    calls: Sequence[Call], customers: dict[str, Customer], received_at: datetime
+    calls: Sequence[Call], customers: dict[str, _Known], received_at: datetime
 ) -> set[str]:
     """Merge traits and move `last_seen_at` forward; write only the customers
-    whose row really changed. Returns their external ids."""
-    seen_changed: dict[int, Customer] = {}
-    traits_changed: dict[int, Customer] = {}
+    whose row really changed. Returns the external ids whose traits or contact
+    columns changed (a later `last_seen_at` alone is not an update)."""
+    seen_changed: dict[int, _Known] = {}
+    traits_changed: dict[int, _Known] = {}
     for call in calls:
         customer = customers[call.user_id]
         seen = call.timestamp or received_at
@@ -137,7 +168,7 @@ def _apply_identities(
             [(c.pk, db_datetime(c.last_seen_at), updated_at) for c in seen_only],
             (("last_seen_at", "timestamptz", ""), ("updated_at", "timestamptz", "")),
         )
-    return {c.external_id for c in (*seen_changed.values(), *traits_changed.values())}
+    return {c.external_id for c in traits_changed.values()}
 
 
 def _staged_update(name: str, rows: list[tuple], columns: Sequence[tuple[str, str, str]]) -> None:
@@ -164,7 +195,7 @@ _EVENT_COLUMNS = (
 
 
 def _insert_events(
-    tracks: Sequence[TrackIn], customers: dict[str, Customer], received_at: datetime
+    tracks: Sequence[TrackIn], customers: dict[str, _Known], received_at: datetime
 ) -> tuple[list[int], list[_EventRow]]:
     """Insert the events, skipping message ids already stored (earlier in this
     batch or in the database). Returns the new ids and the rows inserted."""
@@ -205,7 +236,10 @@ def _insert_events(
         f"INSERT INTO {Event._meta.db_table} "  # noqa: S608
         "(customer_id, name, properties, occurred_at, received_at, message_id) "
         f"SELECT customer_id, name, {properties}, occurred_at, received_at, message_id "
-        "FROM {staged} WHERE true ON CONFLICT (message_id) DO NOTHING RETURNING id, message_id",
+        # In message id order: writers that share ids wait for each other in one
+        # global order, never in a cycle.
+        "FROM {staged} WHERE true ORDER BY message_id "
+        "ON CONFLICT (message_id) DO NOTHING RETURNING id, message_id",
     )
     rows += [by_message_id[message_id] for _, message_id in returned if message_id is not None]
     return [event_id for event_id, _ in returned], rows

@@ -14,6 +14,8 @@ BASE = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 def random_calls(rng: random.Random, n: int, *, id_space: int) -> list:
+    """Identify and track calls over 12 customers that may not exist yet, some
+    with message ids that other batches (and writers) repeat."""
     calls = []
     for _ in range(n):
         user = f"u-{rng.randrange(12)}"
@@ -88,14 +90,14 @@ def test_concurrent_writers_with_overlapping_message_ids_keep_stats_exact():
     def writer(seed: int) -> None:
         rng = random.Random(seed)
         try:
-            for _ in range(15):
+            for _ in range(25):
                 ingest(random_calls(rng, 40, id_space=300), received_at=BASE)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(6)]
     for t in threads:
         t.start()
     for t in threads:

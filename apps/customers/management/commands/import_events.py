@@ -20,7 +20,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
         parser.add_argument("--format", choices=["jsonl", "csv"], dest="fmt")
-        parser.add_argument("--chunk", type=int, default=5000, help="calls per transaction")
+        parser.add_argument("--chunk", type=int, default=20_000, help="calls per transaction")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, file: Path, fmt, chunk, no_progress, **options):
