@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "apps.core",
     "apps.customers",
+    "apps.segments",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,763 @@
+"""The condition language (DESIGN.md): parse, validate and compile to SQL.
+
+A definition is parsed into typed, immutable nodes; any problem is refused
+with a message naming the path of the bad node (`all[2].any[0]: unknown op
+'eqq'`). A valid tree compiles to one boolean SQL expression over `Customer`,
+evaluated as of a given `now` (events after `now` do not count), so a segment
+is one query and a branch or goal tests one customer with the same SQL.
+
+Semantics, the same on PostgreSQL and SQLite:
+- Trait comparisons are JSON-type aware: a number compares with numbers, a
+  string with strings (an ISO-8601 date string compares as a time with trait
+  strings that are ISO-8601 times), a boolean with booleans. A trait that is
+  absent or null never matches a comparison (not even `ne` or `not_in`) and
+  never raises; `not` of such a comparison does match.
+- `contains` is a case-sensitive substring of a string trait, or an element of
+  an array trait.
+- `since`/`not_since` read `EventStat` (one row per customer and event) and
+  only touch `Event` for customers with events after `now` (backtests).
+- Trait names are letters, digits, `_` and `-`.
+
+One operator beyond DESIGN.md's list, for "usage down by half":
+`{"event": E, "op": "dropped_by", "percent": 50, "days": 14}` matches when the
+count of E in the last `days` is at most (100 - percent)% of the count in the
+`days` before, and that earlier count was not zero.
+"""
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db.models import BooleanField, Count, Exists, Expression, F, OuterRef, Q, QuerySet
+
+from apps.core.isotime import ISO_TIME, ISO_TIME_RE
+from apps.customers.models import Customer, Event, EventStat
+
+TRAIT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+
+COMPARE_OPS = {"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains"}
+PRESENCE_OPS = {"exists", "not_exists"}
+DATE_OPS = {"within_next", "within_last", "before_days_ago", "after_days_ago"}
+COUNT_OPS = {"count_gte", "count_lt"}
+TREND_OPS = {"dropped_by"}
+RECENCY_OPS = {"since", "not_since"}
+NPS_CATEGORIES = {"promoter", "passive", "detractor"}
+CONTEXTS = {"segment", "journey"}
+
+
+class ConditionError(ValueError):
+    """An invalid condition; the message names the path of the bad node."""
+
+
+# --- the typed tree ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    items: tuple["Condition", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    items: tuple["Condition", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    item: "Condition"
+
+
+@dataclass(frozen=True, slots=True)
+class TraitCompare:
+    trait: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TraitDate:
+    trait: str
+    op: str
+    days: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventCount:
+    event: str
+    op: str
+    value: int
+    within_days: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecency:
+    event: str
+    op: str
+    days: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventDrop:
+    event: str
+    percent: int
+    days: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventSinceEnrolled:
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRef:
+    segment: str
+
+
+Condition = (
+    All
+    | AnyOf
+    | Not
+    | TraitCompare
+    | TraitDate
+    | EventCount
+    | EventRecency
+    | EventDrop
+    | EventSinceEnrolled
+    | SegmentRef
+)
+
+
+# --- parsing -------------------------------------------------------------------
+
+
+def parse(definition: Any, *, context: str = "segment") -> Condition:
+    """The typed tree of a definition, or ConditionError naming the bad node.
+    Segment references are not looked up here (see `validate_definition`)."""
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown context {context!r}")
+    return _parse(definition, "", context)
+
+
+def _at(path: str) -> str:
+    return path or "condition"
+
+
+def _fail(path: str, message: str) -> ConditionError:
+    return ConditionError(f"{_at(path)}: {message}")
+
+
+KINDS = ("all", "any", "not", "trait", "event", "segment", "nps")
+KEYS = {
+    "all": {"all"},
+    "any": {"any"},
+    "not": {"not"},
+    "trait": {"trait", "op", "value", "days"},
+    "event": {"event", "op", "value", "within_days", "days", "percent"},
+    "segment": {"segment"},
+    "nps": {"nps", "within_days"},
+}
+
+
+def _parse(node: Any, path: str, context: str) -> Condition:
+    if not isinstance(node, dict):
+        raise _fail(path, f'must be an object like {{"trait": …}}, got {_kind(node)}')
+    kinds = [k for k in KINDS if k in node]
+    if len(kinds) != 1:
+        found = ", ".join(repr(k) for k in node) or "nothing"
+        raise _fail(path, f"needs exactly one of {', '.join(KINDS)}; found {found}")
+    kind = kinds[0]
+    unknown = sorted(set(node) - KEYS[kind])
+    if unknown:
+        raise _fail(path, f"unknown key {unknown[0]!r} in a {kind!r} condition")
+    if kind in ("all", "any"):
+        items = node[kind]
+        if not isinstance(items, list) or not items:
+            raise _fail(path, f"{kind} must be a non-empty list of conditions")
+        prefix = f"{path}." if path else ""
+        parsed = tuple(_parse(c, f"{prefix}{kind}[{i}]", context) for i, c in enumerate(items))
+        return All(parsed) if kind == "all" else AnyOf(parsed)
+    if kind == "not":
+        return Not(_parse(node["not"], f"{path}.not" if path else "not", context))
+    if kind == "trait":
+        return _parse_trait(node, path)
+    if kind == "event":
+        return _parse_event(node, path, context)
+    if kind == "segment":
+        slug = node["segment"]
+        if not isinstance(slug, str) or not slug:
+            raise _fail(path, f"segment must be a segment's slug, got {_kind(slug)}")
+        return SegmentRef(slug)
+    raise _fail(path, "NPS conditions need surveys, and surveys are not available yet")
+
+
+def _parse_trait(node: dict, path: str) -> Condition:
+    trait, op = node["trait"], node.get("op")
+    if not isinstance(trait, str) or not TRAIT_NAME.match(trait):
+        raise _fail(path, f"trait must be a name of letters, digits, _ or -, got {trait!r}")
+    if op in DATE_OPS:
+        _no_keys(node, path, ("value",), op)
+        return TraitDate(trait, op, _whole(node, "days", path, minimum=0))
+    _no_keys(node, path, ("days",), op)
+    if op in PRESENCE_OPS:
+        _no_keys(node, path, ("value",), op)
+        return TraitCompare(trait, op)
+    if op not in COMPARE_OPS:
+        raise _unknown_op(path, op, COMPARE_OPS | PRESENCE_OPS | DATE_OPS)
+    if "value" not in node:
+        raise _fail(path, f"{op!r} needs a value")
+    value = node["value"]
+    if op in ("in", "not_in"):
+        if not isinstance(value, list) or not value:
+            raise _fail(path, f"{op!r} needs a non-empty list as its value, got {_kind(value)}")
+        for i, item in enumerate(value):
+            _scalar(item, f"{_at(path)}.value[{i}]", allow_bool=True)
+        return TraitCompare(trait, op, tuple(value))
+    _scalar(value, f"{_at(path)}.value", allow_bool=op in ("eq", "ne", "contains"))
+    return TraitCompare(trait, op, value)
+
+
+def _parse_event(node: dict, path: str, context: str) -> Condition:
+    event, op = node["event"], node.get("op")
+    if not isinstance(event, str) or not event or len(event) > 200:
+        raise _fail(path, f"event must be an event name, got {_kind(event)}")
+    if op in COUNT_OPS:
+        _no_keys(node, path, ("days", "percent"), op)
+        within = _whole(node, "within_days", path, minimum=1) if "within_days" in node else None
+        return EventCount(event, op, _whole(node, "value", path, minimum=0), within)
+    if op in RECENCY_OPS:
+        _no_keys(node, path, ("value", "within_days", "percent"), op)
+        return EventRecency(event, op, _whole(node, "days", path, minimum=1))
+    if op in TREND_OPS:
+        _no_keys(node, path, ("value", "within_days"), op)
+        percent = _whole(node, "percent", path, minimum=1)
+        if percent > 100:
+            raise _fail(path, f"percent must be at most 100, got {percent}")
+        return EventDrop(event, percent, _whole(node, "days", path, minimum=1))
+    if op == "since_enrolled":
+        _no_keys(node, path, ("value", "within_days", "days", "percent"), op)
+        if context != "journey":
+            raise _fail(path, "'since_enrolled' only works in a journey's branches and goals")
+        return EventSinceEnrolled(event)
+    raise _unknown_op(path, op, COUNT_OPS | RECENCY_OPS | TREND_OPS | {"since_enrolled"})
+
+
+def _unknown_op(path: str, op: Any, known: Iterable[str]) -> ConditionError:
+    if op is None:
+        return _fail(path, f"needs an op, one of {', '.join(sorted(known))}")
+    return _fail(path, f"unknown op {op!r}; use one of {', '.join(sorted(known))}")
+
+
+def _no_keys(node: dict, path: str, keys: Iterable[str], op: str) -> None:
+    for key in keys:
+        if key in node:
+            raise _fail(path, f"{op!r} takes no {key!r}")
+
+
+def _whole(node: dict, key: str, path: str, *, minimum: int) -> int:
+    value = node.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(path, f"{key} must be a whole number ≥ {minimum}, got {value!r}")
+    return value
+
+
+def _scalar(value: Any, where: str, *, allow_bool: bool) -> None:
+    if isinstance(value, bool) and not allow_bool:
+        raise ConditionError(f"{where}: a true/false value cannot be ordered")
+    if value is None:
+        raise ConditionError(f"{where}: null is not a value; use 'exists' or 'not_exists'")
+    if not isinstance(value, str | int | float):
+        raise ConditionError(f"{where}: must be a string, number or true/false, got {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false"}.get(
+        type(value), "null" if value is None else "a number"
+    )
+
+
+# --- the editor's example library ----------------------------------------------------
+
+EXAMPLES: list[dict] = [
+    {
+        "title": "Plan is Pro",
+        "description": "A trait equal to a value (strings, numbers and true/false are typed).",
+        "definition": {"trait": "plan", "op": "eq", "value": "pro"},
+    },
+    {
+        "title": "Paying more than $50 a month",
+        "description": "Numbers compare with numbers.",
+        "definition": {"trait": "mrr", "op": "gt", "value": 50},
+    },
+    {
+        "title": "On one of several plans",
+        "description": "in / not_in take a list.",
+        "definition": {"trait": "plan", "op": "in", "value": ["growth", "pro"]},
+    },
+    {
+        "title": "Has a phone number",
+        "description": "exists / not_exists: null counts as missing.",
+        "definition": {"trait": "phone", "op": "exists"},
+    },
+    {
+        "title": "Renewal within 30 days",
+        "description": "A time trait (ISO-8601) relative to now.",
+        "definition": {"trait": "renewal_at", "op": "within_next", "days": 30},
+    },
+    {
+        "title": "Signed up in the last 7 days",
+        "description": "An event in the last N days (since / not_since).",
+        "definition": {"event": "signed_up", "op": "since", "days": 7},
+    },
+    {
+        "title": "No login for 14 days",
+        "description": "not_since includes customers who never had the event.",
+        "definition": {"event": "login", "op": "not_since", "days": 14},
+    },
+    {
+        "title": "Power users",
+        "description": "At least N events in a window (count_gte / count_lt).",
+        "definition": {"event": "feature_used", "op": "count_gte", "value": 10, "within_days": 7},
+    },
+    {
+        "title": "Usage down by half",
+        "description": "The last N days against the N days before.",
+        "definition": {"event": "feature_used", "op": "dropped_by", "percent": 50, "days": 14},
+    },
+    {
+        "title": "Paying, but quiet or slowing down",
+        "description": "all / any / not combine conditions.",
+        "definition": {
+            "all": [
+                {"trait": "status", "op": "in", "value": ["active", "past_due"]},
+                {
+                    "any": [
+                        {"event": "login", "op": "not_since", "days": 14},
+                        {"event": "feature_used", "op": "dropped_by", "percent": 50, "days": 14},
+                    ]
+                },
+            ]
+        },
+    },
+    {
+        "title": "In another segment",
+        "description": "Nest a segment by its slug (cycles are refused).",
+        "definition": {"segment": "trialing"},
+    },
+]
+
+
+# --- validation with the database ---------------------------------------------------
+
+
+def validate_definition(
+    definition: Any, *, context: str = "segment", slug: str | None = None
+) -> Condition:
+    """Parse and check the segments it names exist and form no cycle (a
+    reference back to `slug`, the segment being defined, is one)."""
+    condition = parse(definition, context=context)
+    _check_segments(condition, chain=(slug,) if slug else (), lookup=_segment_lookup())
+    return condition
+
+
+def _segment_lookup() -> Callable[[str], Any]:
+    from .models import Segment
+
+    cache: dict[str, Any] = {}
+
+    def lookup(slug: str):
+        if slug not in cache:
+            cache[slug] = Segment.objects.filter(slug=slug).first()
+        return cache[slug]
+
+    return lookup
+
+
+def _check_segments(
+    condition: Condition, *, chain: tuple[str, ...], lookup, at: str | None = None
+) -> None:
+    """Every referenced segment exists and none leads back into `chain`. Problems
+    found inside a referenced segment are reported at the reference (`at`): the
+    path a marketer can see in the tree being edited."""
+    for ref, path in _segment_refs(condition, ""):
+        where = path if at is None else at
+        if ref.segment in chain:
+            cycle = " → ".join((*chain[chain.index(ref.segment) :], ref.segment))
+            raise _fail(where, f"segment {ref.segment!r} refers back to itself ({cycle})")
+        segment = lookup(ref.segment)
+        if segment is None:
+            raise _fail(where, f"unknown segment {ref.segment!r}")
+        if segment.definition:
+            try:
+                nested = parse(segment.definition)
+            except ConditionError as exc:
+                raise _fail(where, f"segment {ref.segment!r} is invalid: {exc}") from None
+            _check_segments(nested, chain=(*chain, ref.segment), lookup=lookup, at=where)
+
+
+def _segment_refs(condition: Condition, path: str) -> Iterable[tuple[SegmentRef, str]]:
+    if isinstance(condition, SegmentRef):
+        yield condition, path
+    elif isinstance(condition, All | AnyOf):
+        kind = "all" if isinstance(condition, All) else "any"
+        prefix = f"{path}." if path else ""
+        for i, item in enumerate(condition.items):
+            yield from _segment_refs(item, f"{prefix}{kind}[{i}]")
+    elif isinstance(condition, Not):
+        yield from _segment_refs(condition.item, f"{path}.not" if path else "not")
+
+
+# --- compiling -------------------------------------------------------------------------
+
+
+def segment_queryset(definition: Any, *, now: datetime) -> QuerySet[Customer]:
+    """The customers matching `definition` as of `now`: one query."""
+    condition = validate_definition(definition)
+    return Customer.objects.filter(compile_condition(condition, now=now))
+
+
+def customer_matches(
+    definition: Any,
+    customer_id: int,
+    *,
+    now: datetime,
+    enrolled_at: datetime | None = None,
+    context: str = "journey",
+) -> bool:
+    """Whether one customer matches, as of `now` (for branches and goals). The
+    event subqueries are correlated to this customer, so nothing else is read."""
+    condition = validate_definition(definition, context=context)
+    q = compile_condition(condition, now=now, enrolled_at=enrolled_at, one_customer=True)
+    return Customer.objects.filter(pk=customer_id).filter(q).exists()
+
+
+def compile_condition(
+    condition: Condition,
+    *,
+    now: datetime,
+    enrolled_at: datetime | Expression | None = None,
+    one_customer: bool = False,
+) -> Q:
+    """A Q over Customer for a parsed (and validated) condition."""
+    return _Compiler(now=now, enrolled_at=enrolled_at, one_customer=one_customer).q(condition)
+
+
+class _Compiler:
+    def __init__(self, *, now, enrolled_at, one_customer: bool):
+        if now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
+        self.now = now
+        self.enrolled_at = enrolled_at
+        self.one_customer = one_customer
+        self.lookup = _segment_lookup()
+
+    def q(self, c: Condition) -> Q:
+        if isinstance(c, All):
+            result = Q()
+            for item in c.items:
+                result &= self.q(item)
+            return result
+        if isinstance(c, AnyOf):
+            result = self.q(c.items[0])
+            for item in c.items[1:]:
+                result |= self.q(item)
+            return result
+        if isinstance(c, Not):
+            return ~self.q(c.item)
+        if isinstance(c, TraitCompare):
+            return Q(TraitPredicate(c.trait, c.op, c.value))
+        if isinstance(c, TraitDate):
+            return self.trait_date(c)
+        if isinstance(c, EventRecency):
+            return self.event_recency(c)
+        if isinstance(c, EventCount):
+            return self.event_count(c)
+        if isinstance(c, EventDrop):
+            return self.event_drop(c)
+        if isinstance(c, EventSinceEnrolled):
+            return self.since_enrolled(c)
+        if isinstance(c, SegmentRef):
+            return self.segment(c)
+        raise TypeError(f"cannot compile {c!r}")
+
+    def trait_date(self, c: TraitDate) -> Q:
+        days = timedelta(days=c.days)
+        low, high = {
+            "within_next": (self.now, self.now + days),
+            "within_last": (self.now - days, self.now),
+            "before_days_ago": (None, self.now - days),
+            "after_days_ago": (self.now - days, None),
+        }[c.op]
+        strict = c.op in ("before_days_ago", "after_days_ago")
+        return Q(TraitTimeBetween(c.trait, low, high, strict=strict))
+
+    def events(self, name: str, *, after: datetime | None, until: datetime):
+        qs = Event.objects.filter(name=name, occurred_at__lte=until)
+        return qs.filter(occurred_at__gt=after) if after is not None else qs
+
+    def event_recency(self, c: EventRecency) -> Q:
+        cut = self.now - timedelta(days=c.days)
+        # The stat row answers exactly unless this customer has events after
+        # `now` (only in backtests); then the events themselves are read.
+        later = Exists(
+            self.events(c.event, after=cut, until=self.now).filter(customer=OuterRef("customer"))
+        )
+        recent = EventStat.objects.filter(
+            customer=OuterRef("pk"), name=c.event, last_at__gt=cut, first_at__lte=self.now
+        ).filter(Q(last_at__lte=self.now) | Q(later))
+        q = Q(Exists(recent))
+        return q if c.op == "since" else ~q
+
+    def event_count(self, c: EventCount) -> Q:
+        if c.value == 0:
+            everyone = Q(pk__isnull=False)
+            return everyone if c.op == "count_gte" else ~everyone
+        if c.within_days:
+            after = self.now - timedelta(days=c.within_days)
+            q = self.counted(self.events(c.event, after=after, until=self.now), c.value)
+        else:
+            # All time: the stat's count is exact unless events came after `now`;
+            # only customers with such events are counted from the events.
+            exact = EventStat.objects.filter(
+                name=c.event, last_at__lte=self.now, count__gte=c.value
+            )
+            if self.one_customer:
+                stat_q = Q(Exists(exact.filter(customer=OuterRef("pk"))))
+            else:
+                stat_q = Q(pk__in=exact.values("customer_id"))
+            later = EventStat.objects.filter(name=c.event, last_at__gt=self.now)
+            recount = self.events(c.event, after=None, until=self.now).filter(
+                customer_id__in=later.values("customer_id")
+            )
+            q = stat_q | self.counted(recount, c.value)
+        return q if c.op == "count_gte" else ~q
+
+    def counted(self, events: QuerySet[Event], at_least: int) -> Q:
+        """Customers with at least `at_least` of these events: one grouped,
+        uncorrelated subquery for a segment, a correlated one for one customer."""
+        if self.one_customer:
+            per_customer = events.filter(customer=OuterRef("pk")).values("customer")
+            return Q(Exists(per_customer.annotate(n=Count("id")).filter(n__gte=at_least)))
+        grouped = events.values("customer_id").annotate(n=Count("id")).filter(n__gte=at_least)
+        return Q(pk__in=grouped.values("customer_id"))
+
+    def event_drop(self, c: EventDrop) -> Q:
+        span = timedelta(days=c.days)
+        middle = self.now - span
+        events = self.events(c.event, after=self.now - 2 * span, until=self.now)
+        if self.one_customer:
+            events = events.filter(customer=OuterRef("pk"))
+        trend = (
+            events.values("customer_id")
+            .annotate(
+                recent=Count("id", filter=Q(occurred_at__gt=middle)),
+                before=Count("id", filter=Q(occurred_at__lte=middle)),
+            )
+            .alias(scaled=F("recent") * 100, allowed=F("before") * (100 - c.percent))
+            .filter(before__gt=0, scaled__lte=F("allowed"))
+        )
+        if self.one_customer:
+            return Q(Exists(trend))
+        return Q(pk__in=trend.values("customer_id"))
+
+    def since_enrolled(self, c: EventSinceEnrolled) -> Q:
+        if self.enrolled_at is None:
+            raise ConditionError("'since_enrolled' needs the enrollment's start time")
+        events = Event.objects.filter(
+            customer=OuterRef("pk"),
+            name=c.event,
+            occurred_at__gte=self.enrolled_at,
+            occurred_at__lte=self.now,
+        )
+        return Q(Exists(events))
+
+    def segment(self, c: SegmentRef) -> Q:
+        from .models import SegmentMembership
+
+        segment = self.lookup(c.segment)
+        if segment is None:
+            raise ConditionError(f"unknown segment {c.segment!r}")
+        if segment.definition:
+            return self.q(parse(segment.definition))
+        # A static segment is its list.
+        return Q(
+            Exists(
+                SegmentMembership.objects.filter(
+                    segment=segment, customer=OuterRef("pk"), exited_at__isnull=True
+                )
+            )
+        )
+
+
+# --- SQL for traits, per database ----------------------------------------------------
+
+# SQLite's json_type names for a condition value's JSON type.
+_SQLITE_TYPES = {"number": "'integer', 'real'", "string": "'text'", "boolean": "'true', 'false'"}
+_ORDER = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _family(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return "string" if isinstance(value, str) else "number"
+
+
+class _TraitSQL(Expression):
+    """A boolean predicate on one trait, written per database. Never NULL: a
+    missing trait makes it false, so `not` of it is true."""
+
+    output_field = BooleanField()
+    conditional = True
+
+    def __init__(self, trait: str):
+        super().__init__()
+        self.trait = trait
+        self.column = F("traits")
+
+    def get_source_expressions(self):
+        return [self.column]
+
+    def set_source_expressions(self, exprs):
+        (self.column,) = exprs
+
+    def as_sql(self, compiler, connection):
+        column, params = compiler.compile(self.column)
+        if connection.vendor == "postgresql":
+            sql, extra = self.postgresql(column, self.trait)
+        else:
+            sql, extra = self.sqlite(column, f'$."{self.trait}"')
+        return f"COALESCE(({sql}), FALSE)", [*params, *extra]
+
+    def postgresql(self, column: str, key: str) -> tuple[str, list]:
+        raise NotImplementedError
+
+    def sqlite(self, column: str, path: str) -> tuple[str, list]:
+        raise NotImplementedError
+
+
+class TraitPredicate(_TraitSQL):
+    """eq, ne, in, not_in, gt, gte, lt, lte, contains, exists, not_exists."""
+
+    def __init__(self, trait: str, op: str, value: Any = None):
+        super().__init__(trait)
+        self.op, self.value = op, value
+
+    def __repr__(self) -> str:
+        return f"TraitPredicate({self.trait!r}, {self.op!r}, {self.value!r})"
+
+    def postgresql(self, column: str, key: str) -> tuple[str, list]:
+        v, t = f"({column} -> %s)", f"jsonb_typeof({column} -> %s)"
+        op, value = self.op, self.value
+        if op in PRESENCE_OPS:
+            return f"COALESCE({t}, 'null') {'<>' if op == 'exists' else '='} 'null'", [key]
+        if op in ("eq", "in", "ne", "not_in"):
+            values = list(value) if op in ("in", "not_in") else [value]
+            hit = " OR ".join([f"{v} = %s::jsonb"] * len(values))  # jsonb equality is typed
+            params = [p for item in values for p in (key, json.dumps(item))]
+            if op in ("eq", "in"):
+                return hit, params
+            return f"{t} <> 'null' AND NOT ({hit})", [key, *params]
+        if op == "contains":
+            array = f"({t} = 'array' AND {v} @> jsonb_build_array(%s::jsonb))"
+            array_params = [key, key, json.dumps(value)]
+            if not isinstance(value, str):
+                return array, array_params
+            text = f"({t} = 'string' AND strpos({column} ->> %s, %s) > 0)"
+            return f"{text} OR {array}", [key, key, value, *array_params]
+        sign = _ORDER[op]
+        if isinstance(value, str) and ISO_TIME_RE.match(value):
+            return f"{_pg_time(column)} {sign} %s::timestamptz", [key, key, value]
+        if isinstance(value, str):
+            text = f"(CASE WHEN {t} = 'string' THEN {column} ->> %s END)"
+            return f'{text} COLLATE "C" {sign} %s', [key, key, value]
+        number = f"(CASE WHEN {t} = 'number' THEN ({column} ->> %s)::numeric END)"
+        return f"{number} {sign} %s", [key, key, value]
+
+    def sqlite(self, column: str, path: str) -> tuple[str, list]:
+        t, v = f"json_type({column}, %s)", f"json_extract({column}, %s)"
+        op, value = self.op, self.value
+        if op in PRESENCE_OPS:
+            return f"COALESCE({t}, 'null') {'<>' if op == 'exists' else '='} 'null'", [path]
+        if op in ("eq", "in", "ne", "not_in"):
+            values = list(value) if op in ("in", "not_in") else [value]
+            hit = " OR ".join(
+                f"({t} IN ({_SQLITE_TYPES[_family(item)]}) AND {v} = %s)" for item in values
+            )
+            params = [p for item in values for p in (path, path, _sqlite_value(item))]
+            if op in ("eq", "in"):
+                return hit, params
+            return f"{t} <> 'null' AND NOT ({hit})", [path, *params]
+        if op == "contains":
+            array = (
+                f"({t} = 'array' AND EXISTS (SELECT 1 FROM json_each({column}, %s) AS e "
+                f"WHERE e.type IN ({_SQLITE_TYPES[_family(value)]}) AND e.value = %s))"
+            )
+            array_params = [path, path, _sqlite_value(value)]
+            if not isinstance(value, str):
+                return array, array_params
+            text = f"({t} = 'text' AND instr({v}, %s) > 0)"
+            return f"{text} OR {array}", [path, path, value, *array_params]
+        sign = _ORDER[op]
+        if isinstance(value, str) and ISO_TIME_RE.match(value):
+            return f"{_sqlite_time(column)} {sign} julianday(%s)", [path, path, value]
+        if isinstance(value, str):
+            return f"(CASE WHEN {t} = 'text' THEN {v} END) {sign} %s", [path, path, value]
+        number = f"(CASE WHEN {t} IN ('integer', 'real') THEN {v} END)"
+        return f"{number} {sign} %s", [path, path, value]
+
+
+class TraitTimeBetween(_TraitSQL):
+    """An ISO-8601 time trait between two times (either end may be open)."""
+
+    def __init__(self, trait: str, low: datetime | None, high: datetime | None, *, strict: bool):
+        super().__init__(trait)
+        self.low, self.high, self.strict = low, high, strict
+
+    def __repr__(self) -> str:
+        return f"TraitTimeBetween({self.trait!r}, {self.low}, {self.high}, strict={self.strict})"
+
+    def _between(self, time_sql: str, key: str, literal: str, convert) -> tuple[str, list]:
+        parts, params = [], []
+        signs = (">", "<") if self.strict else (">=", "<=")
+        for bound, sign in zip((self.low, self.high), signs, strict=True):
+            if bound is not None:
+                parts.append(f"{time_sql} {sign} {literal}")
+                params += [key, key, convert(bound)]
+        return " AND ".join(parts), params
+
+    def postgresql(self, column: str, key: str) -> tuple[str, list]:
+        return self._between(_pg_time(column), key, "%s::timestamptz", lambda d: d)
+
+    def sqlite(self, column: str, path: str) -> tuple[str, list]:
+        return self._between(_sqlite_time(column), path, "julianday(%s)", _sqlite_utc)
+
+
+def _pg_time(column: str) -> str:
+    """The trait as timestamptz when it is an ISO-8601 string, else NULL (never
+    an error: see apps/core/isotime.py). Two parameters: the key, twice."""
+    return (
+        f"tenure_iso_timestamptz(CASE WHEN jsonb_typeof({column} -> %s) = 'string' "
+        f"THEN {column} ->> %s END)"
+    )
+
+
+def _sqlite_time(column: str) -> str:
+    """The trait as a Julian day when it is a valid ISO-8601 string, else NULL:
+    the same strings PostgreSQL's function accepts (REGEXP is Django's). Two
+    parameters: the JSON path, twice."""
+    return (
+        "(SELECT CASE WHEN t REGEXP '" + ISO_TIME + "' "
+        "AND date(substr(t, 1, 10), '+0 days') = substr(t, 1, 10) THEN julianday(t) END "
+        f"FROM (SELECT CASE WHEN json_type({column}, %s) = 'text' "
+        f"THEN json_extract({column}, %s) END AS t))"
+    )
+
+
+def _sqlite_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _sqlite_value(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
