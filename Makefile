@@ -27,6 +27,8 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_local_admin
 	$(PY) manage.py seed_demo --if-empty
+	$(PY) manage.py load_segments fixtures/segments.json --only-new
+	$(PY) manage.py refresh_segments
 	@echo "Starting web (http://127.0.0.1:8000), Celery worker and Celery beat. Ctrl-C stops them all."
 	@DEBUG=1 $(PY) manage.py run_local
 

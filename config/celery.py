@@ -28,6 +28,13 @@ def system_schedule() -> dict:
             "schedule": float(settings.HEARTBEAT_INTERVAL_S),
             "options": {"queue": "default", "expires": settings.HEARTBEAT_INTERVAL_S * 2},
         },
+        # Also takes the daily size snapshots (today's row is upserted by each run).
+        "refresh-segments": {
+            "task": "apps.segments.tasks.refresh_segments",
+            "schedule": 60.0,
+            # A tick still queued when the next one is due is dropped, not piled up.
+            "options": {"queue": "default", "expires": 60},
+        },
     }
 
 

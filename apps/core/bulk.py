@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import islice
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.expressions import RawSQL
 
 # Rows per statement on SQLite: well under its 32,766 bound parameters.
@@ -26,7 +26,10 @@ def staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, stat
     expression in chunks under its parameter limit."""
     returned: list[tuple] = []
     names = ", ".join(c for c, _ in columns)
-    with connection.cursor() as cursor:
+    # The temporary table empties at commit: in autocommit it would be empty
+    # before the statement ran. A transaction (a savepoint if one is open) keeps
+    # the rows for it.
+    with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             table = f"tenure_staged_{name}"
             types = ", ".join(f"{c} {t}" for c, t in columns)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.utils import timezone
 
 from apps.core.bulk import datetime_adapter, staged_write, values_subquery
 
@@ -53,7 +52,7 @@ def ingest(calls: Sequence[Call], *, received_at: datetime) -> IngestResult:
     if not calls:
         return result
     with transaction.atomic():
-        customers, created = _customers_locked(calls)
+        customers, created = _customers_locked(calls, received_at)
         changed = _apply_identities(calls, customers, received_at)
         result.customers_created = len(created)
         result.customers_updated = len(changed - created)
@@ -81,11 +80,13 @@ class _Known:
     locale: str = ""
 
 
-def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, _Known], set[str]]:
+def _customers_locked(
+    calls: Sequence[Call], received_at: datetime
+) -> tuple[dict[str, _Known], set[str]]:
     """The customers named by the calls, created where missing and row-locked,
     all in one pass in external id order; and the external ids created."""
     external_ids = sorted({c.user_id for c in calls})
-    created = dict(_lock_or_create(external_ids))
+    created = dict(_lock_or_create(external_ids, received_at))
     fields = ["id", "external_id", "last_seen_at"]
     if any(isinstance(c, IdentifyIn) for c in calls):
         fields += ["traits", *CONTACT_FIELDS]
@@ -100,20 +101,19 @@ def _customers_locked(calls: Sequence[Call]) -> tuple[dict[str, _Known], set[str
     return customers, set(created)
 
 
-def _lock_or_create(external_ids: Sequence[str]) -> list[tuple[str, int]]:
+def _lock_or_create(external_ids: Sequence[str], received_at: datetime) -> list[tuple[str, int]]:
     """Create the customers that do not exist and lock those that do, in one
     statement taking rows in external id order: every writer locks in the same
     order, so concurrent batches never deadlock. PostgreSQL locks a conflicting
     row even though `WHERE false` leaves it unchanged. Returns (external_id, id)
-    of the customers created."""
-    now = timezone.now()
+    of the customers created, stamped with the batch's `received_at`."""
     empty_json = "'{}'::jsonb" if connection.vendor == "postgresql" else "'{}'"
     db_datetime = datetime_adapter()
     table = Customer._meta.db_table
     return staged_write(
         "customer_new",
         (("external_id", "text"), ("created_at", "timestamptz")),
-        [(eid, db_datetime(now)) for eid in external_ids],
+        [(eid, db_datetime(received_at)) for eid in external_ids],
         f"INSERT INTO {table} "  # noqa: S608
         "(external_id, email, phone, timezone, locale, traits, created_at, updated_at) "
         f"SELECT external_id, '', '', '', '', {empty_json}, created_at, created_at "

@@ -59,3 +59,9 @@ def test_a_null_contact_trait_clears_the_column():
     customer = Customer.objects.get()
     assert customer.phone == ""
     assert customer.traits == {"phone": None}
+
+
+def test_new_customers_are_stamped_with_the_batch_time_not_the_wall_clock():
+    ingest([TrackIn(userId="u-1", event="x")], received_at=T0)
+
+    assert Customer.objects.get().created_at == T0
