@@ -27,7 +27,7 @@ from .harness import (
 )
 
 # One module per workload, in report order; each registers itself on import.
-WORKLOAD_MODULES = ("bench.ingestion",)
+WORKLOAD_MODULES = ("bench.ingestion", "bench.segments")
 BUSY_LOAD_PER_CORE = 0.5
 
 

@@ -1,0 +1,749 @@
+"""The segments workload (issue 3): refreshing the lifecycle segments on the
+demo data at 100,000 and 1,000,000 customers, a 10,000-customer change, the
+membership write rate beside PostgreSQL's own, and the memberships checked
+against the segments' definitions after every refresh.
+
+The seeded databases take long to build (about 15 minutes at 1,000,000
+customers), so each is built once as a template database and copied for every
+run (`Bench.database_from_template`)."""
+
+import io
+import json
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from .harness import (
+    ROOT,
+    Bench,
+    Result,
+    Row,
+    at_least,
+    at_most,
+    check,
+    measured,
+    number,
+    progress,
+    step,
+    times,
+    workload,
+)
+
+TEMPLATE_VERSION = "v1"  # bump when the seeded data set must change
+SEED = 1
+NOW_TEXT = "2026-11-01T12:00:00Z"
+NOW = datetime.fromisoformat(NOW_TEXT)
+FIXTURE = "fixtures/segments.json"
+
+FULL_REFRESH_TARGET_S = 10.0
+CHANGED_REFRESH_TARGET_S = 0.5
+WRITE_TARGET = 100_000  # membership rows/s
+SCALING_TARGET = 1.5
+INGEST_CHUNK = 1_000
+# Every statement of the bench's own connection (refreshes, checks) is cut off
+# after this long, so one pathological plan is reported instead of hanging the run.
+STATEMENT_TIMEOUT_S = 30
+# A bench-only segment every customer is in (no customer has this trait): its
+# first refresh inserts one membership per customer, for the write rate.
+EVERYONE = {"trait": "bench_no_such_trait", "op": "not_exists"}
+EVERYONE_SLUG = "bench-everyone"
+SCRATCH = "bench_membership_scratch"
+MEMBERSHIP = "segments_segmentmembership"
+
+
+@dataclass(frozen=True)
+class Size:
+    label: str
+    customers: int
+
+    @property
+    def template(self) -> str:
+        return f"tenure_bench_seg_{self.label}_{TEMPLATE_VERSION}"
+
+    @property
+    def build(self) -> tuple[tuple[str, ...], ...]:
+        return (
+            (
+                "seed_demo",
+                f"--customers={self.customers}",
+                f"--seed={SEED}",
+                f"--now={NOW_TEXT}",
+                "--no-progress",
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Sizes:
+    small: Size
+    big: Size
+    changes: int  # customers changed before the measured refresh, at both sizes
+
+
+FULL = Sizes(Size("100k", 100_000), Size("1m", 1_000_000), changes=10_000)
+QUICK = Sizes(Size("2k", 2_000), Size("20k", 20_000), changes=500)
+
+
+# --- Refreshing -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    slug: str
+    members: int
+    entered: int
+    exited: int
+    seconds: float  # wall time of segment_refresh, hook included
+    ms: int  # the service's own figure (the transaction's work)
+    error: str
+
+
+@dataclass
+class Round:
+    label: str
+    segments: list[Refreshed]
+    seconds: float  # all of them, one after the other
+    # slug -> set difference size, None when the check itself timed out
+    differences: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{s.slug}: {s.error}" for s in self.segments if s.error]
+
+    @property
+    def slowest(self) -> Refreshed:
+        return max(self.segments, key=lambda s: s.seconds)
+
+
+def lifecycle_slugs() -> list[str]:
+    return [item["slug"] for item in json.loads((ROOT / FIXTURE).read_text())]
+
+
+def refresh_round(label: str, slugs: Sequence[str]) -> Round:
+    """`segment_refresh` on each segment in turn, at NOW, timed one by one."""
+    from apps.segments.models import Segment
+    from apps.segments.services import segment_refresh
+
+    done = []
+    with step(f"refresh: {label}") as watch:
+        for slug in slugs:
+            segment = Segment.objects.get(slug=slug)
+            started = time.perf_counter()
+            r = segment_refresh(segment, now=NOW)
+            seconds = time.perf_counter() - started
+            done.append(
+                Refreshed(
+                    slug,
+                    r.member_count,
+                    len(r.entered_ids),
+                    len(r.exited_ids),
+                    seconds,
+                    r.ms,
+                    r.error or r.skipped,
+                )
+            )
+    return Round(label, done, sum(s.seconds for s in done) or watch.seconds)
+
+
+DIFFERENCE_SQL = """
+SELECT (SELECT count(*) FROM (({members}) EXCEPT ({open})) AS missing)
+     + (SELECT count(*) FROM (({open}) EXCEPT ({members})) AS extra)
+"""
+OPEN_SQL = f"SELECT customer_id FROM {MEMBERSHIP} WHERE segment_id = %s AND exited_at IS NULL"
+
+
+def verify(round_: Round) -> None:
+    """Per segment: the open memberships and `segment_queryset` as of NOW,
+    compared as sets in SQL (EXCEPT both ways); the count of differences."""
+    from django.db import DatabaseError, connection
+
+    from apps.segments.conditions import segment_queryset
+    from apps.segments.models import Segment
+
+    with step(f"check memberships after {round_.label}"), connection.cursor() as cursor:
+        for s in round_.segments:
+            segment = Segment.objects.get(slug=s.slug)
+            query = segment_queryset(segment.definition, now=NOW).order_by().values("id")
+            sql, params = query.query.sql_with_params()
+            try:
+                cursor.execute(
+                    DIFFERENCE_SQL.format(members=sql, open=OPEN_SQL),
+                    [*params, segment.pk, segment.pk, *params],
+                )
+            except DatabaseError:
+                round_.differences[s.slug] = None
+            else:
+                round_.differences[s.slug] = cursor.fetchone()[0]
+
+
+# --- The change -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    canceled: int  # active customers who cancel (identify status + a track)
+    logged_in: int  # at-risk customers who log in again
+    updated: int  # customers ingest reports as updated
+    events: int  # events stored
+
+
+PICK_ACTIVE = """
+SELECT external_id FROM customers_customer WHERE traits->>'status' = 'active'
+ORDER BY md5(id::text) LIMIT %s
+"""
+PICK_AT_RISK = f"""
+SELECT c.external_id FROM {MEMBERSHIP} AS m
+JOIN segments_segment AS s ON s.id = m.segment_id AND s.slug = 'at-risk'
+JOIN customers_customer AS c ON c.id = m.customer_id
+WHERE m.exited_at IS NULL AND c.external_id <> ALL(%s)
+ORDER BY md5(c.id::text) LIMIT %s
+"""
+
+
+def change_customers(bench: Bench, count: int) -> Change:
+    """`count` customers change, through `ingest`, five minutes before NOW:
+    half of them active subscribers who cancel (an identify setting `status`
+    to canceled and a `subscription_canceled` track), half at-risk customers
+    who log in again (a `login` track). Picked by a hash of the id, so the
+    same customers every run."""
+    from apps.customers.schemas import IdentifyIn, TrackIn
+    from apps.customers.services import IngestResult, ingest
+
+    with bench.connect() as conn:
+        cancel = [r[0] for r in conn.execute(PICK_ACTIVE, [count // 2])]
+        login = [r[0] for r in conn.execute(PICK_AT_RISK, [cancel, count - len(cancel)])]
+    at = NOW - timedelta(minutes=5)
+    calls: list[Any] = []
+    for external_id in cancel:
+        calls += [
+            IdentifyIn(user_id=external_id, timestamp=at, traits={"status": "canceled"}),
+            TrackIn(
+                user_id=external_id,
+                timestamp=at,
+                event="subscription_canceled",
+                properties={"reason": "bench"},
+                message_id=f"bench-seg-cancel-{external_id}",
+            ),
+        ]
+    calls += [
+        TrackIn(user_id=i, timestamp=at, event="login", message_id=f"bench-seg-login-{i}")
+        for i in login
+    ]
+    total = IngestResult()
+    with step(f"ingest: {len(cancel):,} cancel, {len(login):,} log in again"):
+        bar = progress(len(calls), "ingest", " calls")
+        for start in range(0, len(calls), INGEST_CHUNK):
+            chunk = calls[start : start + INGEST_CHUNK]
+            total.add(ingest(chunk, received_at=NOW))
+            bar.update(len(chunk))
+        bar.close()
+    return Change(len(cancel), len(login), total.customers_updated, total.events_stored)
+
+
+# --- Membership writes vs raw PostgreSQL ------------------------------------
+
+
+@dataclass(frozen=True)
+class Writes:
+    rows: int
+    refresh_s: float  # segment_refresh of EVERYONE, empty before
+    query_s: float  # its member query alone (counted)
+    raw: dict[str, float]  # label -> rows/s
+    diagnosis: str = ""  # where the refresh's time goes (EXPLAIN ANALYZE of its statement)
+
+    @property
+    def insert_s(self) -> float:
+        return max(self.refresh_s - self.query_s, 1e-9)
+
+
+@contextmanager
+def scratch_table(conn: psycopg.Connection) -> Iterator[None]:
+    """An empty twin of the membership table: same columns, defaults,
+    indexes (the partial unique one included) and foreign keys."""
+    conn.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
+    conn.execute(f"CREATE TABLE {SCRATCH} (LIKE {MEMBERSHIP} INCLUDING ALL)")
+    for column, target in (
+        ("segment_id", "segments_segment"),
+        ("customer_id", "customers_customer"),
+    ):
+        conn.execute(
+            f"ALTER TABLE {SCRATCH} ADD FOREIGN KEY ({column}) "
+            f"REFERENCES {target} (id) DEFERRABLE INITIALLY DEFERRED"
+        )
+    try:
+        yield
+    finally:
+        conn.execute(f"DROP TABLE {SCRATCH}")
+
+
+def measure_writes(bench: Bench) -> Writes:
+    """The first refresh of a segment every customer is in (so every row is
+    an insert), its member query timed alone, then the same rows written
+    straight into an empty twin of the membership table."""
+    from django.db import connection
+
+    from apps.segments.conditions import segment_queryset
+    from apps.segments.models import Segment
+    from apps.segments.services import segment_refresh
+
+    segment = Segment.objects.create(
+        slug=EVERYONE_SLUG, name="Bench: everyone", definition=EVERYONE
+    )
+    sql, params = (
+        segment_queryset(EVERYONE, now=NOW).order_by().values("id").query.sql_with_params()
+    )
+    bench.settle()
+    with connection.cursor() as cursor, step("member query alone (everyone)") as query:
+        cursor.execute(f"SELECT count(*) FROM ({sql}) AS m", params)
+    bench.settle()
+    with step("segment_refresh, everyone (all inserts)") as refresh:
+        r = segment_refresh(segment, now=NOW)
+    if r.error:
+        raise RuntimeError(f"{EVERYONE_SLUG}: {r.error}")
+    rows = len(r.entered_ids)
+
+    diagnosis = explain_diff(refresh.seconds, query.seconds)
+    raw = {}
+    insert_select = (
+        f"INSERT INTO {SCRATCH} (segment_id, customer_id, entered_at) "
+        "SELECT %s, id, %s FROM customers_customer"
+    )
+    with bench.connect() as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM customers_customer")]
+    buffer = io.StringIO("".join(f"{segment.pk}\t{i}\t{NOW_TEXT}\n" for i in ids))
+    for label in ("INSERT … SELECT", "COPY"):
+        bench.settle()
+        with bench.connect() as conn, scratch_table(conn):
+            with step(f"raw PostgreSQL: {label}, {rows:,} rows") as watch, conn.transaction():
+                if label == "COPY":
+                    buffer.seek(0)
+                    columns = "(segment_id, customer_id, entered_at)"
+                    with conn.cursor().copy(f"COPY {SCRATCH} {columns} FROM STDIN") as copy:
+                        copy.write(buffer.getvalue())
+                else:
+                    conn.execute(insert_select, [segment.pk, NOW])
+            raw[label] = len(ids) / watch.seconds
+    segment.delete()
+    return Writes(rows, refresh.seconds, query.seconds, raw, diagnosis)
+
+
+def explain_diff(refresh_s: float, query_s: float) -> str:
+    """EXPLAIN ANALYZE of the refresh's diff statement for a second, empty
+    segment of everyone, rolled back: how much of the refresh the statement
+    is, and its costliest plan nodes. It reads the service's private SQL
+    (`_PG_DIFF`), so it reports rather than fails when that changes."""
+    from django.db import connection, transaction
+
+    from apps.segments import services
+    from apps.segments.conditions import segment_queryset
+    from apps.segments.models import Segment
+
+    try:
+        query = segment_queryset(EVERYONE, now=NOW).order_by().values("id")
+        sql, params = query.query.sql_with_params()
+        with transaction.atomic(), connection.cursor() as cursor:
+            other = Segment.objects.create(
+                slug=f"{EVERYONE_SLUG}-2", name="Bench: everyone again", definition=EVERYONE
+            )
+            statement = services._PG_DIFF.format(members=sql, table=MEMBERSHIP)
+            cursor.execute(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}",
+                [*params, other.pk, NOW, True, other.pk, NOW],
+            )
+            plan = cursor.fetchone()[0]
+            # The foreign keys are checked at commit (deferred): run those checks now.
+            started = time.perf_counter()
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            fk_s = time.perf_counter() - started
+            transaction.set_rollback(True)
+    except Exception as exc:  # a diagnosis only: never fail the workload for it
+        return f"(EXPLAIN ANALYZE of the diff statement unavailable: {type(exc).__name__}: {exc})"
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    server_s = plan[0]["Execution Time"] / 1000
+    return (
+        f"the diff statement (EXPLAIN ANALYZE, member query included) runs {server_s:.2f} s in "
+        f"the server, most of it in {top_nodes(plan[0]['Plan'])}; the deferred foreign-key "
+        f"checks of its rows, run at commit, take {fk_s:.2f} s more; the rest of the "
+        f"{refresh_s:.2f} s refresh ({max(refresh_s - server_s - fk_s, 0):.2f} s) is the "
+        "returned ids fetched into Python and sorted, the lease and the bookkeeping "
+        f"(the member query alone: {query_s:.2f} s)"
+    )
+
+
+# --- Where the time goes ----------------------------------------------------
+
+
+def _exclusive(node: dict) -> Iterator[tuple[float, dict]]:
+    """(exclusive ms, node) for every node of an EXPLAIN ANALYZE JSON plan."""
+    children = node.get("Plans", [])
+    total = node["Actual Total Time"] * node["Actual Loops"]
+    inner = sum(c["Actual Total Time"] * c["Actual Loops"] for c in children)
+    yield max(total - inner, 0.0), node
+    for child in children:
+        yield from _exclusive(child)
+
+
+def explain(slug: str) -> str:
+    """EXPLAIN ANALYZE of the segment's member query: its time, and the plan
+    nodes where most of it is spent."""
+    from django.db import DatabaseError, connection
+
+    from apps.segments.conditions import segment_queryset
+    from apps.segments.models import Segment
+
+    segment = Segment.objects.get(slug=slug)
+    query = segment_queryset(segment.definition, now=NOW).order_by().values("id")
+    sql, params = query.query.sql_with_params()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+            plan = cursor.fetchone()[0]
+    except DatabaseError as exc:
+        return f"(EXPLAIN ANALYZE of `{slug}` failed: {type(exc).__name__}: {exc})"
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    root = plan[0]["Plan"]
+    return (
+        f"`{slug}`'s member query alone takes {plan[0]['Execution Time']:,.0f} ms "
+        f"({root['Actual Rows']:,} rows); most of it in {top_nodes(root)}"
+    )
+
+
+def plan_shape(slug: str) -> str:
+    """What EXPLAIN (without ANALYZE) says of a query too slow to run: its
+    estimated cost and the subplans PostgreSQL will not hash, which it then
+    runs again (a scan of a materialized list) for every customer."""
+    from django.db import connection
+
+    from apps.segments.conditions import segment_queryset
+    from apps.segments.models import Segment
+
+    segment = Segment.objects.get(slug=slug)
+    query = segment_queryset(segment.definition, now=NOW).order_by().values("id")
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW work_mem")
+        work_mem = cursor.fetchone()[0]
+        cursor.execute(f"EXPLAIN {sql}", params)
+        text = "\n".join(row[0] for row in cursor.fetchall())
+    defined = re.findall(r"^\s*SubPlan (\d+)$", text, re.MULTILINE)
+    hashed = set(re.findall(r"hashed SubPlan (\d+)", text))
+    rescanned = [n for n in defined if n not in hashed]
+    cost = re.search(r"cost=[\d.]+\.\.([\d.]+)", text)
+    return (
+        f"EXPLAIN estimates a cost of {float(cost.group(1)) if cost else 0:,.0f}; "
+        f"{len(rescanned)} of its {len(defined)} `IN (subquery)` subplans are not hashed "
+        f"(their id lists do not fit in work_mem = {work_mem}), so each is rescanned for "
+        "every customer row: quadratic. `pk__in=` under `not`/`any` (count_lt, or-ed "
+        "conditions) cannot become a join; with a larger work_mem the same query hashes them."
+    )
+
+
+def top_nodes(root: dict, count: int = 3) -> str:
+    # A CTE Scan's time is its CTE's, which is a node of its own: not counted twice.
+    nodes = [(ms, n) for ms, n in _exclusive(root) if n["Node Type"] != "CTE Scan"]
+    top = sorted(nodes, key=lambda pair: -pair[0])[:count]
+    return "; ".join(
+        f"{n['Node Type']}"
+        + (f" on {n['Relation Name']}" if "Relation Name" in n else "")
+        + (f" using {n['Index Name']}" if "Index Name" in n else "")
+        + f" ({n['Actual Rows'] * n['Actual Loops']:,} rows, {ms:,.0f} ms)"
+        for ms, n in top
+    )
+
+
+# --- One size ---------------------------------------------------------------
+
+
+@dataclass
+class SizeRun:
+    size: Size
+    built: bool
+    first: Round
+    second: Round
+    changed: Round
+    change: Change
+    writes: Writes | None = None
+
+
+def _statement_timeout(sender, connection, **kwargs) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
+
+
+def run_size(bench: Bench, size: Size, *, changes: int, writes: bool) -> SizeRun:
+    built = bench.database_from_template(size.template, version=TEMPLATE_VERSION, build=size.build)
+    bench.manage("load_segments", FIXTURE)
+    bench.django()
+    from django.db.backends.signals import connection_created
+
+    connection_created.connect(_statement_timeout, dispatch_uid="bench-segments-timeout")
+    slugs = lifecycle_slugs()
+
+    bench.settle()
+    first = refresh_round(f"first refresh, {size.label}", slugs)
+    verify(first)
+    bench.settle()
+    second = refresh_round(f"second refresh (nothing changed), {size.label}", slugs)
+    verify(second)
+    change = change_customers(bench, changes)
+    bench.settle()
+    changed = refresh_round(f"refresh after {changes:,} changes, {size.label}", slugs)
+    verify(changed)
+    run = SizeRun(size, built, first, second, changed, change)
+    if writes:
+        run.writes = measure_writes(bench)
+    return run
+
+
+# --- Report -----------------------------------------------------------------
+
+
+def refresh_rows(run: SizeRun) -> list[Row]:
+    n = f"{run.size.customers:,} customers"
+    rows = [
+        at_most(
+            f"{n}: first refresh, {len(run.first.segments)} lifecycle segments, total",
+            run.first.seconds,
+            "s",
+            FULL_REFRESH_TARGET_S,
+        ),
+    ]
+    rows += [
+        measured(
+            f"{n}: first refresh: {s.slug}",
+            failed(s) or f"{s.members:,} members, {s.seconds * 1000:,.0f} ms",
+        )
+        for s in run.first.segments
+    ]
+    rows.append(
+        measured(f"{n}: second refresh (nothing changed), total", f"{run.second.seconds:.2f} s")
+    )
+    rows += [
+        measured(f"{n}: second refresh: {s.slug}", failed(s) or f"{s.seconds * 1000:,.0f} ms")
+        for s in run.second.segments
+    ]
+    return rows
+
+
+def failed(s: Refreshed) -> str:
+    return f"failed after {s.seconds:.1f} s: {s.error[:120]}" if s.error else ""
+
+
+def changed_rows(run: SizeRun, *, changes: int, targets: bool) -> list[Row]:
+    n = f"{run.size.customers:,} customers"
+    rows = [
+        measured(f"{n}: refresh after {changes:,} changes, total", f"{run.changed.seconds:.2f} s")
+    ]
+    for s in run.changed.segments:
+        metric = f"{n}: refresh after {changes:,} changes: {s.slug}"
+        detail = f"({s.entered:,} in, {s.exited:,} out)" if not s.error else "(failed, see checks)"
+        if targets:
+            rows.append(at_most(metric, s.seconds, "s", CHANGED_REFRESH_TARGET_S, detail=detail))
+        else:
+            rows.append(measured(metric, failed(s) or f"{s.seconds * 1000:,.0f} ms {detail}"))
+    return rows
+
+
+def check_rows(run: SizeRun, *, changes: int) -> list[Row]:
+    n = f"{run.size.customers:,} customers"
+    rows = []
+    for round_ in (run.first, run.second, run.changed):
+        wrong = {slug: d for slug, d in round_.differences.items() if d}
+        unchecked = [slug for slug, d in round_.differences.items() if d is None]
+        rows.append(
+            check(
+                f"{n}: open memberships = segment_queryset, {round_.label.rsplit(', ', 1)[0]}",
+                not wrong and not round_.errors and len(round_.differences) == len(round_.segments),
+                found=(
+                    f"{sum(d or 0 for d in round_.differences.values()):,} differences in "
+                    f"{len(round_.differences) - len(unchecked)} segments"
+                    + (
+                        f" ({', '.join(f'{k}: {v:,}' for k, v in wrong.items() if v)})"
+                        if any(wrong.values())
+                        else ""
+                    )
+                    + (
+                        f"; not checked (over {STATEMENT_TIMEOUT_S} s): {', '.join(unchecked)}"
+                        if unchecked
+                        else ""
+                    )
+                    + (f"; errors: {'; '.join(round_.errors)}" if round_.errors else "")
+                ),
+                expected=f"0 differences in {len(round_.segments)} segments",
+            )
+        )
+    second_moves = sum(s.entered + s.exited for s in run.second.segments)
+    rows.append(
+        check(
+            f"{n}: second refresh changes nothing",
+            second_moves == 0,
+            found=f"{second_moves:,} entered + exited",
+            expected="0",
+        )
+    )
+    moved = sum(s.entered + s.exited for s in run.changed.segments)
+    c = run.change
+    rows.append(
+        check(
+            f"{n}: the change reached the segments",
+            c.canceled + c.logged_in == changes and c.updated == c.canceled and moved >= changes,
+            found=(
+                f"{c.canceled:,} canceled ({c.updated:,} updated) + {c.logged_in:,} logged in; "
+                f"{moved:,} entered + exited"
+            ),
+            expected=f"{changes:,} customers; ≥ {changes:,} moves",
+        )
+    )
+    return rows
+
+
+def write_rows(w: Writes) -> list[Row]:
+    rate = w.rows / w.insert_s
+    rows = [
+        at_least(
+            f"membership writes: segment_refresh, {w.rows:,} new members, insert part",
+            rate,
+            "rows/s",
+            WRITE_TARGET,
+        ),
+        measured(
+            "membership writes: that refresh, whole (member query included)",
+            f"{number(w.rows / w.refresh_s)} rows/s ({w.refresh_s:.2f} s, query alone "
+            f"{w.query_s:.2f} s)",
+        ),
+    ]
+    rows += [
+        measured(f"raw PostgreSQL: {label} into the membership table's twin", f"{number(r)} rows/s")
+        for label, r in w.raw.items()
+    ]
+    best = max(w.raw.values())
+    rows.append(
+        measured("membership writes vs the best raw PostgreSQL", f"{times(rate / best)} of it")
+    )
+    return rows
+
+
+def scaling_rows(small: SizeRun, big: SizeRun, *, changes: int) -> list[Row]:
+    factor = big.changed.seconds / small.changed.seconds
+    worst = max(
+        big.changed.segments,
+        key=lambda s: s.seconds / max(_by_slug(small.changed)[s.slug].seconds, 1e-9),
+    )
+    worst_factor = worst.seconds / _by_slug(small.changed)[worst.slug].seconds
+    return [
+        at_most(
+            f"scaling: refresh after {changes:,} changes, "
+            f"{big.size.customers:,} / {small.size.customers:,} customers",
+            factor,
+            "",
+            SCALING_TARGET,
+            detail=f"({big.changed.seconds:.2f} s / {small.changed.seconds:.2f} s)",
+        ),
+        measured(
+            "scaling: the segment that grows most",
+            f"{worst.slug}: {times(worst_factor)} "
+            f"({_by_slug(small.changed)[worst.slug].seconds * 1000:,.0f} → "
+            f"{worst.seconds * 1000:,.0f} ms)",
+        ),
+    ]
+
+
+def _by_slug(round_: Round) -> dict[str, Refreshed]:
+    return {s.slug: s for s in round_.segments}
+
+
+def notes(sizes: Sizes, small: SizeRun, big: SizeRun) -> list[str]:
+    label = "--quick sizes" if sizes == QUICK else "full sizes"
+    templates = ", ".join(
+        f"`{r.size.template}` ({'built in this run' if r.built else 'reused'})"
+        for r in (small, big)
+    )
+    result = [
+        f"{label}: `seed_demo --customers N --seed {SEED} --now {NOW_TEXT}` at "
+        f"{small.size.customers:,} and {big.size.customers:,} customers; segments evaluated "
+        f"at the same now. Databases copied from the templates {templates}. A template is "
+        "rebuilt when its recorded version or build command differs; force it with "
+        "`BENCH_REBUILD_TEMPLATES=1 python -m bench segments` (or bump TEMPLATE_VERSION in "
+        "bench/segments.py, or `DROP DATABASE` it).",
+        "Each timed refresh starts after VACUUM ANALYZE and CHECKPOINT; times are the wall "
+        "time of `segment_refresh` (lease, member query, diff and writes, commit, hook).",
+    ]
+    return result
+
+
+def miss_notes(small: SizeRun, big: SizeRun) -> list[str]:
+    """Where the time goes when a target was missed: EXPLAIN ANALYZE of the
+    slowest segment's member query, and of the diff statement."""
+    out = []
+    broken = sorted({r.slug for rnd in (big.first, big.changed) for r in rnd.segments if r.error})
+    for slug in broken:
+        out.append(f"`{slug}` did not finish within {STATEMENT_TIMEOUT_S} s: {plan_shape(slug)}")
+    working = [r for r in big.changed.segments if not r.error and r.slug not in broken]
+    slow_changed = max(working, key=lambda r: r.seconds)
+    if (
+        big.first.seconds > FULL_REFRESH_TARGET_S
+        or slow_changed.seconds > CHANGED_REFRESH_TARGET_S
+        or big.changed.seconds > SCALING_TARGET * small.changed.seconds
+    ):
+        out.append(
+            "Where the time goes: every refresh recomputes the segment's whole member set and "
+            "FULL JOINs it with all its open memberships, so a refresh costs in proportion to "
+            "the segment's size, not to the number of customers that changed. "
+            + explain(slow_changed.slug)
+            + f" (of {slow_changed.seconds * 1000:,.0f} ms for its refresh after the change)."
+        )
+    w = big.writes
+    if w is not None and w.rows / w.insert_s < WRITE_TARGET:
+        out.append(f"Membership writes, where the time goes: {w.diagnosis}.")
+    return out
+
+
+# --- The workload -----------------------------------------------------------
+
+
+@workload("segments", "segment refresh at 100,000 and 1,000,000 customers")
+def run(bench: Bench) -> Result:
+    """The lifecycle segments (fixtures/segments.json) refreshed on the demo
+    data, with `segment_refresh` called in-process, one segment after the
+    other, all at the demo data's fixed now.
+
+    1. **First refresh** at 1,000,000 customers (about 21 events each): no
+       memberships yet, every member is inserted. Then a **second refresh**
+       with nothing changed.
+    2. **A change**: 10,000 customers change through `ingest` (half of them
+       active subscribers who cancel, half at-risk customers who log in
+       again), then a refresh; the time per segment, with who entered and
+       left.
+    3. **Membership writes**: the first refresh of a segment every customer
+       is in (all inserts), its member query timed alone and subtracted;
+       beside it the same rows written straight into an empty twin of the
+       membership table (same indexes and keys) by INSERT … SELECT and by
+       COPY: PostgreSQL's own ceiling in the same run.
+    4. **Scaling**: steps 1 and 2 at 100,000 customers too; the ratio of
+       the refresh after the same 10,000 changes.
+    5. **Checks** after every refresh: for every segment, its open
+       memberships equal `segment_queryset(definition, now)` (EXCEPT both
+       ways in SQL, 0 differences)."""
+    sizes = QUICK if bench.quick else FULL
+    small = run_size(bench, sizes.small, changes=sizes.changes, writes=False)
+    big = run_size(bench, sizes.big, changes=sizes.changes, writes=True)
+    result = Result(rows=refresh_rows(big), notes=notes(sizes, small, big))
+    result.rows += changed_rows(big, changes=sizes.changes, targets=True)
+    result.rows += write_rows(big.writes)
+    result.rows += changed_rows(small, changes=sizes.changes, targets=False)
+    result.rows += scaling_rows(small, big, changes=sizes.changes)
+    result.rows.append(
+        measured(
+            f"{small.size.customers:,} customers: first refresh, total",
+            f"{small.first.seconds:.2f} s",
+        )
+    )
+    result.rows += check_rows(small, changes=sizes.changes) + check_rows(big, changes=sizes.changes)
+    result.notes += miss_notes(small, big)
+    return result
