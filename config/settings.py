@@ -167,6 +167,10 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 # Django refuses bigger bodies itself; ours answer 413 first (BodySizeLimitMiddleware).
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
 
+# --- Segments -------------------------------------------------------------
+# PostgreSQL work_mem for a segment refresh's transaction (hashing member sets).
+SEGMENT_REFRESH_WORK_MEM = env.str("SEGMENT_REFRESH_WORK_MEM", default="256MB")
+
 # --- Messaging (used from issue 4 on; declared here so the table is whole) --
 EMAIL_PROVIDER = env.str("EMAIL_PROVIDER", default="console")
 SMS_PROVIDER = env.str("SMS_PROVIDER", default="console")

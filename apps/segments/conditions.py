@@ -452,6 +452,17 @@ class _Compiler:
         self.enrolled_at = enrolled_at
         self.one_customer = one_customer
         self.lookup = _segment_lookup()
+        self._later: dict[str, bool] = {}
+
+    def has_later(self, name: str) -> bool:
+        """Whether any customer has this event after `now`. Live, `now` is the
+        present and the answer is no (one index probe), so EventStat alone is
+        exact and every event condition is a plain EXISTS, which PostgreSQL
+        turns into a (anti-)semi-join. Backtests and future-dated events take
+        the exact, slower forms."""
+        if name not in self._later:
+            self._later[name] = EventStat.objects.filter(name=name, last_at__gt=self.now).exists()
+        return self._later[name]
 
     def q(self, c: Condition) -> Q:
         if isinstance(c, All):
@@ -499,14 +510,18 @@ class _Compiler:
 
     def event_recency(self, c: EventRecency) -> Q:
         cut = self.now - timedelta(days=c.days)
-        # The stat row answers exactly unless this customer has events after
-        # `now` (only in backtests); then the events themselves are read.
-        later = Exists(
-            self.events(c.event, after=cut, until=self.now).filter(customer=OuterRef("customer"))
-        )
-        recent = EventStat.objects.filter(
-            customer=OuterRef("pk"), name=c.event, last_at__gt=cut, first_at__lte=self.now
-        ).filter(Q(last_at__lte=self.now) | Q(later))
+        recent = EventStat.objects.filter(customer=OuterRef("pk"), name=c.event, last_at__gt=cut)
+        if self.has_later(c.event):
+            # The stat row answers exactly unless this customer has events after
+            # `now`; for those the events themselves are read.
+            later = Exists(
+                self.events(c.event, after=cut, until=self.now).filter(
+                    customer=OuterRef("customer")
+                )
+            )
+            recent = recent.filter(first_at__lte=self.now).filter(
+                Q(last_at__lte=self.now) | Q(later)
+            )
         q = Q(Exists(recent))
         return q if c.op == "since" else ~q
 
@@ -514,9 +529,20 @@ class _Compiler:
         if c.value == 0:
             everyone = Q(pk__isnull=False)
             return everyone if c.op == "count_gte" else ~everyone
-        if c.within_days:
+        if c.value == 1:
+            # "At least one" is "had it (within the window)": a plain EXISTS.
+            if c.within_days:
+                q = self.event_recency(EventRecency(c.event, "since", c.within_days))
+            else:
+                q = self.ever(c.event)
+        elif c.within_days:
             after = self.now - timedelta(days=c.within_days)
             q = self.counted(self.events(c.event, after=after, until=self.now), c.value)
+        elif not self.has_later(c.event):
+            stat = EventStat.objects.filter(
+                customer=OuterRef("pk"), name=c.event, count__gte=c.value
+            )
+            q = Q(Exists(stat))
         else:
             # All time: the stat's count is exact unless events came after `now`;
             # only customers with such events are counted from the events.
@@ -533,6 +559,13 @@ class _Compiler:
             )
             q = stat_q | self.counted(recount, c.value)
         return q if c.op == "count_gte" else ~q
+
+    def ever(self, name: str) -> Q:
+        """Had the event at any time up to `now`."""
+        stat = EventStat.objects.filter(customer=OuterRef("pk"), name=name)
+        if self.has_later(name):
+            stat = stat.filter(first_at__lte=self.now)
+        return Q(Exists(stat))
 
     def counted(self, events: QuerySet[Event], at_least: int) -> Q:
         """Customers with at least `at_least` of these events: one grouped,

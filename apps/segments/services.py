@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import IO, Annotated, Any, Literal
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -90,6 +91,7 @@ def segment_refresh(segment: Segment, *, now: datetime) -> RefreshResult:
     started = time.monotonic()
     try:
         with transaction.atomic():
+            _give_refresh_memory()
             # The definition as it is now, not as it was when `segment` was loaded.
             segment.refresh_from_db(fields=["definition"])
             validate_definition(segment.definition, slug=segment.slug)
@@ -128,6 +130,17 @@ def segment_refresh(segment: Segment, *, now: datetime) -> RefreshResult:
         return RefreshResult(segment.slug, member_count=segment.member_count, ms=ms, error=error)
 
     return RefreshResult(segment.slug, entered, exited, member_count=count, ms=ms)
+
+
+def _give_refresh_memory() -> None:
+    """Room for hashing a million customer ids (PostgreSQL, this transaction
+    only): with the default 4 MB a hashed IN/NOT IN subplan falls back to
+    re-running its subquery for every customer."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('work_mem', %s, true)", [settings.SEGMENT_REFRESH_WORK_MEM]
+            )
 
 
 def _lease_claim(segment_id: int, *, now: datetime) -> str | None:
