@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from apps.core.admin_paging import EstimatedCountPaginator
+from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
 
 from . import selectors, services
 from .models import ApiKey, Customer, Event, EventStat
@@ -104,7 +104,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read only: events are history, and EventStat must stay exact."""
 
     list_display = ("name", "customer", "occurred_at", "received_at", "message_id")
@@ -118,15 +118,6 @@ class EventAdmin(admin.ModelAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         return selectors.event_search(queryset, search_term), False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ApiKey)

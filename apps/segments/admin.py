@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from apps.core.admin_paging import EstimatedCountPaginator
+from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
 from apps.customers.models import Customer
 
 from . import selectors, services, views
@@ -167,7 +167,7 @@ class OpenFilter(admin.SimpleListFilter):
 
 
 @admin.register(SegmentMembership)
-class SegmentMembershipAdmin(admin.ModelAdmin):
+class SegmentMembershipAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read only: memberships are history, written by refreshes and uploads."""
 
     list_display = ("customer_link", "segment", "entered_at", "exited_at")
@@ -193,15 +193,6 @@ class SegmentMembershipAdmin(admin.ModelAdmin):
             reverse("admin:customers_customer_change", args=[obj.customer_id]),
             obj.customer.external_id,
         )
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class SegmentHistoryFormSet(BaseInlineFormSet):

@@ -1,4 +1,5 @@
-"""Admin changelists that stay fast at millions of rows."""
+"""Admin for tables that grow to millions of append-only rows: counts that do
+not scan them, and history that is shown but never edited by hand."""
 
 from django.core.paginator import Paginator
 from django.db import connection
@@ -25,3 +26,17 @@ class EstimatedCountPaginator(Paginator):
             if row and row[0] > EXACT_COUNT_UP_TO:
                 return int(row[0])
         return super().count
+
+
+class ReadOnlyAdminMixin:
+    """History (events, memberships, …) is written by the services that keep
+    their totals exact; the admin shows it and changes nothing."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
