@@ -30,13 +30,17 @@ class Command(BaseCommand):
                        ",".join(QUEUES), "--concurrency", "2", "--loglevel", "INFO"],
             "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
         }  # fmt: skip
+        # Handlers first, for SIGINT too: a process started in the background of
+        # a script inherits SIGINT as ignored, and so would its children (an
+        # ignored signal stays ignored across exec; a handler does not).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _raise_interrupt)
         # Each child gets its own session: the terminal's Ctrl-C reaches only this
         # process, which then stops every child (and the children's children).
         children = {
             name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True)
             for name, cmd in commands.items()
         }
-        signal.signal(signal.SIGTERM, _raise_interrupt)
         exited = None
         try:
             while exited is None:
@@ -56,8 +60,11 @@ def _raise_interrupt(signum, frame):
 
 
 def _stop(children) -> None:
+    """What Ctrl-C in a terminal does to a process group: SIGINT, which each
+    program handles as a clean stop (Celery's pool ignores it and is shut down
+    by its main process); SIGKILL for whatever is left after the grace period."""
     for child in children:
-        _signal_group(child, signal.SIGTERM)
+        _signal_group(child, signal.SIGINT)
     deadline = time.monotonic() + STOP_GRACE_S
     for child in children:
         try:
