@@ -221,7 +221,7 @@ class SegmentHistoryFormSet(BaseInlineFormSet):
         return []
 
 
-class SegmentHistoryInline(admin.TabularInline):
+class SegmentHistoryInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SegmentMembership
     formset = SegmentHistoryFormSet
     template = "admin/segments/segment_history_inline.html"
@@ -233,15 +233,6 @@ class SegmentHistoryInline(admin.TabularInline):
     def has_view_permission(self, request, obj=None):
         # Nothing to show while the customer is being added.
         return obj is not None and super().has_view_permission(request, obj)
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # Extend whatever admin the customers app registered, keeping all of it.
