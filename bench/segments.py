@@ -240,7 +240,7 @@ def change_customers(bench: Bench, count: int) -> Change:
         bar = progress(len(calls), "ingest", " calls")
         for start in range(0, len(calls), INGEST_CHUNK):
             chunk = calls[start : start + INGEST_CHUNK]
-            total.add(ingest(chunk, received_at=NOW))
+            total.add(ingest(chunk, received_at=NOW, source="import"))
             bar.update(len(chunk))
         bar.close()
     return Change(len(cancel), len(login), total.customers_updated, total.events_stored)

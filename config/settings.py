@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.customers",
     "apps.segments",
+    "apps.messaging",
 ]
 
 MIDDLEWARE = [

@@ -604,7 +604,7 @@ def demo_seed(
 
     def flush() -> None:
         nonlocal pending_customers
-        result = ingest(pending, received_at=now)
+        result = ingest(pending, received_at=now, source="demo")
         result.event_ids = []  # not needed, and a million of them is memory
         report.stored.add(result)
         report.calls += len(pending)

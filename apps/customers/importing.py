@@ -67,7 +67,7 @@ def import_file(
     last_line = 0
 
     def flush() -> None:
-        report.stored.add(ingest(pending, received_at=received_at))
+        report.stored.add(ingest(pending, received_at=received_at, source="import"))
         pending.clear()
 
     for line_no, call_or_error in reader(path):

@@ -11,11 +11,13 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from django.db import connection, transaction
 
 from apps.core.bulk import datetime_adapter, staged_write, values_subquery
 
+from . import hooks
 from .models import CONTACT_FIELDS, ApiKey, Customer, Event, EventStat
 from .schemas import Call, IdentifyIn, TrackIn
 
@@ -38,7 +40,7 @@ class IngestResult:
         self.events_duplicate += other.events_duplicate
 
 
-def ingest(calls: Sequence[Call], *, received_at: datetime) -> IngestResult:
+def ingest(calls: Sequence[Call], *, received_at: datetime, source: str = "api") -> IngestResult:
     """Store validated identify/track calls in one transaction.
 
     Customers are upserted and locked in external id order (one global order,
@@ -47,6 +49,10 @@ def ingest(calls: Sequence[Call], *, received_at: datetime) -> IngestResult:
     with `ON CONFLICT (message_id) DO NOTHING` (a repeated messageId stores
     nothing) and the per-customer `EventStat` rows are upserted from what was
     inserted.
+
+    Once the transaction commits, the listeners in `hooks` hear of the stored
+    events and changed customers, and of the `source` ("api", "import",
+    "demo"): a listener may ignore backfills, as event-triggered journeys do.
     """
     result = IngestResult()
     if not calls:
@@ -62,6 +68,10 @@ def ingest(calls: Sequence[Call], *, received_at: datetime) -> IngestResult:
             result.events_stored = len(rows)
             result.events_duplicate = len(tracks) - len(rows)
             _upsert_stats(rows)
+        changed_ids = [customers[eid].pk for eid in changed]
+        transaction.on_commit(
+            partial(hooks.notify, list(result.event_ids), changed_ids, received_at, source)
+        )
     return result
 
 

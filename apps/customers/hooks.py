@@ -1,0 +1,70 @@
+"""Who is told about newly ingested usage data: a plain registry of functions.
+
+`customers` never imports the apps above it; they register here instead. A
+listener is called once per committed `ingest` call (never once per event),
+from `transaction.on_commit`, with the ids of the events stored, of the
+customers whose traits or contact columns changed, and the source of the data:
+"api" (live), "import" or "demo" (backfills, which must not start journeys).
+Listeners run inside the API request, so they must be quick: hand real work to
+a Celery task.
+
+    @on_ingest
+    def start_event_journeys(*, event_ids, changed_customer_ids, now, source): ...
+"""
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class IngestListener(Protocol):
+    def __call__(
+        self,
+        *,
+        event_ids: Sequence[int],
+        changed_customer_ids: Sequence[int],
+        now: datetime,
+        source: str,
+    ) -> None: ...
+
+
+_listeners: list[IngestListener] = []
+
+
+def on_ingest(fn: IngestListener) -> IngestListener:
+    """Register `fn` (usable as a decorator); registering twice is a no-op."""
+    if fn not in _listeners:
+        _listeners.append(fn)
+    return fn
+
+
+def remove_listener(fn: IngestListener) -> None:
+    if fn in _listeners:
+        _listeners.remove(fn)
+
+
+def notify(
+    event_ids: Sequence[int], changed_customer_ids: Sequence[int], now: datetime, source: str
+) -> None:
+    """Call every listener once; the data is committed, so one listener's
+    failure is logged and does not keep the others from hearing."""
+    if not event_ids and not changed_customer_ids:
+        return
+    for listener in list(_listeners):
+        try:
+            listener(
+                event_ids=event_ids,
+                changed_customer_ids=changed_customer_ids,
+                now=now,
+                source=source,
+            )
+        except Exception:
+            logger.exception(
+                "ingest listener %s failed (%d events, %d customers changed)",
+                getattr(listener, "__qualname__", listener),
+                len(event_ids),
+                len(changed_customer_ids),
+            )
