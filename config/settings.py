@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "apps.customers",
     "apps.segments",
     "apps.messaging",
+    "apps.journeys",
 ]
 
 MIDDLEWARE = [

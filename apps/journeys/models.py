@@ -1,0 +1,141 @@
+"""Journeys as versioned step graphs, and the customers travelling them.
+
+A `JourneyVersion` is immutable once published; the journey's `draft` is what
+the builder and `import_journey` edit, and publishing it makes the next
+version. An `Enrollment` stays on the version it entered unless a publisher
+moves it explicitly. Waits are rows: `next_run_at` says when the engine next
+looks at an enrollment.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from apps.customers.models import Customer
+from apps.messaging.models import Message
+
+
+class Journey(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        LIVE = "live", "Live"
+        PAUSED = "paused", "Paused"
+        ARCHIVED = "archived", "Archived"
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.DRAFT)
+    # The journey file (DESIGN.md) being edited; published as the next version.
+    draft = models.JSONField(default=dict, blank=True)
+    live_version = models.ForeignKey(
+        "JourneyVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    paused_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JourneyVersion(models.Model):
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    published_at = models.DateTimeField()
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["journey", "number"], name="journeyversion_number")
+        ]
+        ordering = ("journey", "-number")
+
+    def __str__(self) -> str:
+        return f"{self.journey.slug} v{self.number}"
+
+
+class Enrollment(models.Model):
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        COMPLETED = "completed", "Completed"
+        CONVERTED = "converted", "Converted (goal met)"
+        EXITED = "exited", "Exited"
+        FAILED = "failed", "Failed"
+
+    # Denormalised from the version, for "one active enrollment per customer and journey".
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="enrollments")
+    journey_version = models.ForeignKey(
+        JourneyVersion, on_delete=models.PROTECT, related_name="enrollments"
+    )
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="enrollments", db_index=False
+    )
+    state = models.CharField(max_length=9, choices=State.choices, default=State.ACTIVE)
+    current_node = models.CharField(max_length=100, blank=True)
+    # When the engine next advances it (a wait is this time in the future).
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    entered_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Trigger event, visits per node, wait_for_event deadline and the like.
+    context = models.JSONField(default=dict, blank=True)
+    is_holdout = models.BooleanField(default=False)
+    # A claim by an engine tick (compare-and-set where SKIP LOCKED is unavailable).
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True)
+    exit_reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["journey", "customer"],
+                condition=Q(state="active"),
+                name="enrollment_one_active",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_run_at"], condition=Q(state="active"), name="enrollment_due"
+            ),
+            models.Index(fields=["customer", "entered_at"], name="enrollment_customer_at"),
+            models.Index(
+                fields=["journey_version", "current_node"],
+                condition=Q(state="active"),
+                name="enrollment_at_node",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} in {self.journey_id} ({self.state})"
+
+
+class EnrollmentStep(models.Model):
+    """What happened at one visit of one node: the answer to "why did (or
+    didn't) this customer get that message?"."""
+
+    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="steps")
+    node_id = models.CharField(max_length=100)
+    visit = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=30)
+    detail = models.TextField(blank=True)
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["enrollment", "node_id", "visit"], name="step_enrollment_node_visit"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}#{self.visit}: {self.outcome}"
