@@ -139,3 +139,30 @@ class EnrollmentStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id}#{self.visit}: {self.outcome}"
+
+
+class TriggerFire(models.Model):
+    """One firing of a date-trait or schedule trigger, written before anyone is
+    enrolled. Its unique key is what keeps two overlapping checks, or a check
+    re-run after a crash, from enrolling twice:
+
+    - date trait: one row per journey, customer and target date
+      (`key` = "<customer id>:<trait date>:<offset days>");
+    - schedule: one row per journey and cron slot (`key` = "slot:<UTC time>",
+      `customer` empty), however many members the slot enrolled.
+    """
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="trigger_fires")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_index=False
+    )
+    key = models.CharField(max_length=100)
+    fired_at = models.DateTimeField()
+    # Enrollments it started (0: re-entry or an active enrollment stood in the way).
+    enrolled = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["journey", "key"], name="triggerfire_key")]
+
+    def __str__(self) -> str:
+        return f"{self.journey_id} {self.key}"
