@@ -60,6 +60,20 @@ class JourneyVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.journey.slug} v{self.number}"
 
+    def save(self, *args, **kwargs):
+        # Enrollments run on a published version: it is never edited in place
+        # (services.journey_publish makes a new one from the draft).
+        if self.pk is not None:
+            stored = JourneyVersion.objects.filter(pk=self.pk).values_list("definition", flat=True)
+            before = stored.first()
+            if before is not None and before != self.definition:
+                from .graph import JourneyError
+
+                raise JourneyError(
+                    [("definition", f"{self} is published and immutable; edit the draft")]
+                )
+        super().save(*args, **kwargs)
+
 
 class Enrollment(models.Model):
     class State(models.TextChoices):
