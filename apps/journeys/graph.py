@@ -632,7 +632,8 @@ def _parse_node(raw: Any, path: str, errors: list[tuple[str, str]]) -> _Node | N
 
 def _graph_errors(nodes: list[_Node], start: str) -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
-    successors = {node.id: [t for _, t in node.edges()] for node in nodes}
+    ids = {node.id for node in nodes}
+    successors = {node.id: [t for _, t in node.edges() if t in ids] for node in nodes}
 
     reached = {start}
     frontier = [start]
@@ -741,6 +742,8 @@ def _pydantic_errors(exc: ValidationError, prefix: str) -> list[tuple[str, str]]
     out = []
     for err in exc.errors():
         loc = [p for p in err["loc"] if not _is_tag(p)]
+        if err["type"] == "union_tag_invalid":
+            loc.append("type")
         path = prefix
         for part in loc:
             path = (
