@@ -1,0 +1,256 @@
+"""Writes to the suppression list and the consent ledger, and unsubscribing.
+
+Two different things, kept apart on purpose:
+
+- The **suppression list** is about an *address*: it bounced, complained,
+  was invalid, unsubscribed, replied STOP or was added by hand. It is checked
+  for every send. Bounces, complaints, invalid addresses, manual entries and
+  SMS opt-outs block every message; an unsubscribe blocks marketing only, so
+  a customer who unsubscribed still gets their receipts and password resets.
+- The **consent ledger** is about a *customer's* choices per channel (and
+  email topic): append-only `ConsentRecord`s with when, where from and what
+  they were shown; the current state is derived from it (selectors).
+
+Whatever stops messages to someone also cancels the messages already waiting
+for them (queued or deferred): an unsubscribe must not be followed by the
+message that was deferred to 8 o'clock.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_ipv46_address
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from apps.customers.models import Customer
+
+from .models import Category, Channel, ConsentRecord, Message, Suppression
+from .selectors import consent_state, normalize_address, pending_messages
+
+__all__ = [
+    "BLOCKS_TRANSACTIONAL",
+    "SUPPRESSION_WORDS",
+    "UnsubscribeResult",
+    "consent_record",
+    "consent_state",
+    "messages_cancel",
+    "suppression_add",
+    "suppression_lift",
+    "unsubscribe",
+]
+
+R = Suppression.Reason
+# What each reason is called in a message's `reason` ("suppressed: bounced").
+SUPPRESSION_WORDS = {
+    R.BOUNCE: "bounced",
+    R.COMPLAINT: "spam complaint",
+    R.UNSUBSCRIBE: "unsubscribed",
+    R.MANUAL: "added by hand",
+    R.INVALID: "invalid address",
+    R.SMS_OPT_OUT: "replied STOP",
+}
+# Reasons that stop transactional messages too (an unsubscribe does not).
+BLOCKS_TRANSACTIONAL = frozenset({R.BOUNCE, R.COMPLAINT, R.INVALID, R.MANUAL, R.SMS_OPT_OUT})
+
+
+def messages_cancel(queryset, *, reason: str, now: datetime) -> int:
+    """Move waiting messages (queued or deferred) of `queryset` to
+    suppressed with `reason`. A compare-and-set on the status: a message a
+    worker has already claimed (`sending`) is not touched. Returns how many."""
+    return queryset.filter(status__in=(Message.Status.QUEUED, Message.Status.DEFERRED)).update(
+        status=Message.Status.SUPPRESSED, reason=reason[:300], send_after=None, updated_at=now
+    )
+
+
+# --- suppression list --------------------------------------------------------
+
+
+def suppression_add(
+    *, channel: str, address: str, reason: str, source: str, now: datetime, detail: str = ""
+) -> Suppression:
+    """Suppress an address (email lower-cased, phone E.164). Idempotent: while
+    an address is suppressed, adding it again returns the row in force (the
+    first reason stands) and writes nothing new. Waiting messages to the
+    address that the reason blocks are cancelled. Raises ValueError naming a
+    bad channel, address or reason."""
+    if reason not in R.values:
+        raise ValueError(f"reason: must be one of {', '.join(R.values)}, got {reason!r}")
+    address = normalize_address(channel, address)
+    suppression = Suppression.objects.filter(
+        channel=channel, address=address, lifted_at__isnull=True
+    ).first()
+    if suppression is None:
+        try:
+            with transaction.atomic():
+                suppression = Suppression.objects.create(
+                    channel=channel,
+                    address=address,
+                    reason=reason,
+                    source=source[:100],
+                    detail=detail,
+                    created_at=now,
+                )
+        except IntegrityError:
+            # Someone suppressed it at the same moment: theirs stands.
+            suppression = Suppression.objects.get(
+                channel=channel, address=address, lifted_at__isnull=True
+            )
+    waiting = pending_messages(channel=channel, address=address)
+    if reason not in BLOCKS_TRANSACTIONAL:
+        waiting = waiting.filter(category=Category.MARKETING)
+    messages_cancel(waiting, reason=f"cancelled: {SUPPRESSION_WORDS[reason]}", now=now)
+    return suppression
+
+
+def suppression_lift(
+    *, channel: str, address: str, now: datetime, by: str = ""
+) -> Suppression | None:
+    """Lift the suppression in force for an address; the row stays, with who
+    lifted it and when. None if the address was not suppressed."""
+    address = normalize_address(channel, address)
+    suppression = Suppression.objects.filter(
+        channel=channel, address=address, lifted_at__isnull=True
+    ).first()
+    if suppression is None:
+        return None
+    lifted = Suppression.objects.filter(pk=suppression.pk, lifted_at__isnull=True).update(
+        lifted_at=now, lifted_by=by[:150]
+    )
+    if not lifted:
+        return None  # lifted by someone else meanwhile
+    suppression.lifted_at, suppression.lifted_by = now, by[:150]
+    return suppression
+
+
+# --- consent ledger ----------------------------------------------------------
+
+
+def _choice(field: str, value: str, choices) -> str:
+    if value not in choices.values:
+        raise ValueError(f"{field}: must be one of {', '.join(choices.values)}, got {value!r}")
+    return value
+
+
+def consent_record(
+    *,
+    customer: Customer | int,
+    channel: str,
+    status: str,
+    source: str,
+    recorded_at: datetime,
+    topic: str = "",
+    wording: str = "",
+    ip_address: str | None = None,
+    user_agent: str = "",
+) -> ConsentRecord:
+    """Append a record to the consent ledger. Every way consent arrives (the
+    API, identify traits, imports, the preference centre, unsubscribe links,
+    SMS keywords, provider reports) writes through here.
+
+    A revocation cancels the customer's waiting messages it covers: marketing
+    email (of that topic, if it names one), or any SMS (SMS always needs
+    consent). Raises ValueError naming the offending field."""
+    _choice("channel", channel, Channel)
+    _choice("status", status, ConsentRecord.Status)
+    _choice("source", source, ConsentRecord.Source)
+    if recorded_at.tzinfo is None:
+        raise ValueError("recorded_at: must be an aware datetime")
+    topic = topic or ""
+    if topic:
+        if channel != Channel.EMAIL:
+            raise ValueError("topic: topics are for email only")
+        if slugify(topic) != topic or len(topic) > 50:
+            raise ValueError(
+                f"topic: must be a slug of at most 50 letters, digits, - or _, got {topic!r}"
+            )
+    if ip_address:
+        try:
+            validate_ipv46_address(ip_address)
+        except ValidationError:
+            raise ValueError(f"ip: {ip_address!r} is not an IP address") from None
+    customer_id = customer if isinstance(customer, int) else customer.pk
+    record = ConsentRecord.objects.create(
+        customer_id=customer_id,
+        channel=channel,
+        topic=topic,
+        status=status,
+        source=source,
+        wording=wording or "",
+        ip_address=ip_address or None,
+        user_agent=(user_agent or "")[:500],
+        recorded_at=recorded_at,
+    )
+    if status == ConsentRecord.Status.REVOKED:
+        waiting = pending_messages(channel=channel, customer_id=customer_id)
+        if channel == Channel.EMAIL:
+            waiting = waiting.filter(category=Category.MARKETING)
+            if topic:
+                waiting = waiting.filter(topic=topic)
+        what = f"{channel} topic {topic}" if topic else channel
+        messages_cancel(waiting, reason=f"cancelled: consent revoked ({what})", now=recorded_at)
+    return record
+
+
+# --- unsubscribe -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnsubscribeResult:
+    suppression: Suppression
+    consent: ConsentRecord | None  # None when consent was already revoked
+    cancelled: int  # waiting messages cancelled
+
+
+@transaction.atomic
+def unsubscribe(
+    *,
+    now: datetime,
+    source: str = ConsentRecord.Source.UNSUBSCRIBE,
+    message: Message | None = None,
+    customer: Customer | None = None,
+    channel: str = Channel.EMAIL,
+    address: str | None = None,
+    wording: str = "",
+    ip_address: str | None = None,
+    user_agent: str = "",
+) -> UnsubscribeResult:
+    """Unsubscribe a recipient from marketing on a channel, at once: the
+    address is suppressed (reason unsubscribe), the customer's consent for
+    the channel is revoked in the ledger (unless it already is), and waiting
+    marketing messages to the address are cancelled ("cancelled:
+    unsubscribed"). Transactional messages still go.
+
+    From a message (the `/u/<token>` link: its recipient, channel and
+    address) or from a customer and channel (their address on file unless
+    `address` is given). Repeating it changes nothing more."""
+    if message is not None:
+        customer_id, channel, address = message.customer_id, message.channel, message.to_address
+    elif customer is not None:
+        customer_id = customer.pk
+        if address is None:
+            address = customer.email if channel == Channel.EMAIL else customer.phone
+    else:
+        raise ValueError("unsubscribe needs a message or a customer")
+    if not address:
+        raise ValueError(f"the customer has no {channel} address to unsubscribe")
+    address = normalize_address(channel, address)
+    waiting = pending_messages(channel=channel, address=address).filter(category=Category.MARKETING)
+    cancelled = messages_cancel(waiting, reason="cancelled: unsubscribed", now=now)
+    suppression = suppression_add(
+        channel=channel, address=address, reason=R.UNSUBSCRIBE, source=str(source), now=now
+    )
+    record = None
+    if consent_state(customer_id, channel) is not False:
+        record = consent_record(
+            customer=customer_id,
+            channel=channel,
+            status=ConsentRecord.Status.REVOKED,
+            source=source,
+            recorded_at=now,
+            wording=wording,
+            ip_address=ip_address,
+            user_agent=user_agent,
+        )
+    return UnsubscribeResult(suppression=suppression, consent=record, cancelled=cancelled)

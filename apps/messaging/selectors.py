@@ -1,0 +1,176 @@
+"""Reads for messaging: the suppression list, the consent ledger's current
+state, and a customer's messages."""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+
+from apps.customers.models import Customer
+from apps.customers.validation import E164, validate_email
+
+from .models import Channel, ConsentRecord, Message, Suppression
+
+# How long before a cap's window a message may have been created and still go
+# inside it (deferred by quiet hours or by an earlier cap).
+DEFERRAL_LOOKBACK = timedelta(days=60)
+
+
+def normalize_address(channel: str, address: str) -> str:
+    """The form addresses are stored and compared in: email lower-cased,
+    phone numbers E.164 (spaces, dots, dashes and brackets dropped). Raises
+    ValueError naming the problem when the address cannot be one."""
+    address = (address or "").strip()
+    if not address and channel in Channel.values:
+        raise ValueError(f"no {channel} address given")
+    if channel == Channel.EMAIL:
+        try:
+            validate_email(address)
+        except ValidationError as exc:
+            raise ValueError(exc.messages[0]) from None
+        return address.lower()
+    if channel == Channel.SMS:
+        phone = "".join(ch for ch in address if ch not in " .-()")
+        if phone.startswith("00"):
+            phone = "+" + phone[2:]
+        if not E164.match(phone):
+            raise ValueError(f"{address!r} is not an E.164 phone number (like +14155550123)")
+        return phone
+    raise ValueError(f"unknown channel {channel!r} (email or sms)")
+
+
+def active_suppression(channel: str, address: str) -> Suppression | None:
+    """The suppression in force for an address, if any (at most one: a
+    unique constraint on channel and address among the unlifted rows)."""
+    try:
+        address = normalize_address(channel, address)
+    except ValueError:
+        return None
+    return Suppression.objects.filter(
+        channel=channel, address=address, lifted_at__isnull=True
+    ).first()
+
+
+def suppression_history(channel: str, address: str) -> QuerySet[Suppression]:
+    return Suppression.objects.filter(
+        channel=channel, address=normalize_address(channel, address)
+    ).order_by("-created_at", "-id")
+
+
+# --- consent -----------------------------------------------------------------
+
+
+def _latest(records: Iterable[ConsentRecord]) -> dict[str, ConsentRecord]:
+    """Latest record per topic ("" for the channel) from records ordered newest first."""
+    latest: dict[str, ConsentRecord] = {}
+    for record in records:
+        latest.setdefault(record.topic, record)
+    return latest
+
+
+def _ledger(customer_id: int, channel: str, topics: Iterable[str] | None = None):
+    qs = ConsentRecord.objects.filter(customer_id=customer_id, channel=channel)
+    if topics is not None:
+        qs = qs.filter(topic__in=list(topics))
+    # recorded_at is when the customer acted; id breaks ties in ledger order.
+    return qs.order_by("-recorded_at", "-id")
+
+
+def consent_state(customer: Customer | int, channel: str, topic: str = "") -> bool | None:
+    """The customer's current consent for a channel (or an email topic), read
+    from the ledger: True granted, False revoked, None never said.
+
+    The latest record for (customer, channel, topic) decides, except that a
+    channel-wide revocation overrides every topic: "unsubscribe from all"
+    holds until the channel itself is granted again. A topic without records
+    of its own follows the channel."""
+    customer_id = customer if isinstance(customer, int) else customer.pk
+    latest = _latest(_ledger(customer_id, channel, {"", topic}))
+    channel_record = latest.get("")
+    if channel_record is not None and channel_record.status == ConsentRecord.Status.REVOKED:
+        return False
+    record = latest.get(topic) if topic else None
+    record = record or channel_record
+    if record is None:
+        return None
+    return record.status == ConsentRecord.Status.GRANTED
+
+
+def consent_summary(customer: Customer | int) -> dict[tuple[str, str], bool | None]:
+    """{(channel, topic): state} for every channel and every topic the
+    customer has a record for ("" is the channel itself): what the
+    preference centre shows."""
+    customer_id = customer if isinstance(customer, int) else customer.pk
+    summary: dict[tuple[str, str], bool | None] = {}
+    for channel in Channel.values:
+        latest = _latest(_ledger(customer_id, channel))
+        summary[(channel, "")] = consent_state(customer_id, channel)
+        for topic in latest:
+            if topic:
+                summary[(channel, topic)] = consent_state(customer_id, channel, topic)
+    return summary
+
+
+def consent_history(customer: Customer | int) -> QuerySet[ConsentRecord]:
+    """The customer's whole ledger, newest first."""
+    customer_id = customer if isinstance(customer, int) else customer.pk
+    return ConsentRecord.objects.filter(customer_id=customer_id).order_by("-recorded_at", "-id")
+
+
+# --- messages ----------------------------------------------------------------
+
+
+def customer_messages(customer: Customer | int) -> QuerySet[Message]:
+    """Every message to the customer, sent or not, newest first: with each
+    refusal's reason, the record of why they did or did not hear from us."""
+    customer_id = customer if isinstance(customer, int) else customer.pk
+    return Message.objects.filter(customer_id=customer_id).order_by("-created_at", "-id")
+
+
+def pending_messages(
+    *, channel: str, address: str | None = None, customer_id: int | None = None
+) -> QuerySet[Message]:
+    """Messages still waiting to go (queued or deferred) on a channel, to an
+    address or to a customer."""
+    qs = Message.objects.filter(
+        channel=channel, status__in=(Message.Status.QUEUED, Message.Status.DEFERRED)
+    )
+    if address is not None:
+        qs = qs.filter(to_address=address)
+    if customer_id is not None:
+        qs = qs.filter(customer_id=customer_id)
+    return qs
+
+
+def marketing_send_times(customer_id: int, channel: str, *, since: datetime) -> list[datetime]:
+    """When the customer's marketing messages on `channel` went or will go,
+    from `since` on, for frequency caps. Every journey counts (the cap is per
+    customer, not per journey); test sends, refused and failed messages do
+    not. A message's time is when it was sent, else when it may go (deferred
+    or waiting for a retry), else when it was created."""
+    counted = (
+        Message.Status.QUEUED,
+        Message.Status.DEFERRED,
+        Message.Status.SENDING,
+        Message.Status.SENT,
+        Message.Status.DELIVERED,
+        Message.Status.OPENED,
+        Message.Status.CLICKED,
+        Message.Status.BOUNCED,
+        Message.Status.COMPLAINED,
+        Message.Status.UNKNOWN,
+    )
+    rows = Message.objects.filter(
+        customer_id=customer_id,
+        channel=channel,
+        category="marketing",
+        is_test=False,
+        status__in=counted,
+        created_at__gte=since - DEFERRAL_LOOKBACK,
+    ).values_list("sent_at", "send_after", "created_at")
+    # The (customer, channel, created_at) index narrows to this customer's
+    # recent messages; deferred ones created earlier may go later, hence the
+    # generous lower bound on created_at.
+    times = [sent_at or send_after or created_at for sent_at, send_after, created_at in rows]
+    return sorted(t for t in times if t >= since)
