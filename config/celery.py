@@ -35,6 +35,13 @@ def system_schedule() -> dict:
             # A tick still queued when the next one is due is dropped, not piled up.
             "options": {"queue": "default", "expires": 60},
         },
+        # Opens, clicks and provider events waiting to be processed (webhooks
+        # also publish it at once; this catches up on the pixel and lost publishes).
+        "process-tracking": {
+            "task": "apps.tracking.tasks.process_tracking",
+            "schedule": float(settings.TRACKING_PROCESS_INTERVAL_S),
+            "options": {"queue": "tracking", "expires": settings.TRACKING_PROCESS_INTERVAL_S * 2},
+        },
     }
 
 

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "apps.segments",
     "apps.messaging",
     "apps.journeys",
+    "apps.tracking",
 ]
 
 MIDDLEWARE = [
@@ -189,6 +190,32 @@ TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
 TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
+
+# --- Tracking (apps/tracking) ----------------------------------------------
+# Rewrite links of email for click tracking and add the open pixel.
+TRACKING_ENABLED = env.bool("TRACKING_ENABLED", default=True)
+# A click this many seconds or less after delivery is a mail scanner's, not a person's.
+TRACKING_MACHINE_CLICK_SECONDS = env.int("TRACKING_MACHINE_CLICK_SECONDS", default=10)
+# User-agent fragments (case-insensitive) of link and image scanners: their
+# opens and clicks are recorded as machine engagement.
+TRACKING_SCANNER_USER_AGENTS = env.list(
+    "TRACKING_SCANNER_USER_AGENTS",
+    default=[
+        "barracuda", "mimecast", "proofpoint", "urldefense", "forcepoint", "symantec",
+        "messagelabs", "trendmicro", "trend micro", "sophos", "ironport", "fireeye",
+        "zscaler", "safelinks", "bitdefender", "checkpoint", "python-requests", "curl/",
+        "wget/", "go-http-client", "okhttp", "headlesschrome", "phantomjs", "bot/", "crawler",
+        "spider",
+    ],
+)  # fmt: skip
+# How often beat processes pending tracking rows (opens, clicks, provider events).
+TRACKING_PROCESS_INTERVAL_S = env.int("TRACKING_PROCESS_INTERVAL_S", default=5)
+# The answer to an inbound SMS "HELP".
+SMS_HELP_TEXT = env.str(
+    "SMS_HELP_TEXT",
+    default=f"{COMPANY_NAME}: account messages. Reply STOP to opt out, START to opt back in. "
+    "Msg & data rates may apply.",
+)
 
 # --- Operations -----------------------------------------------------------
 HEALTH_CHECK_TIMEOUT_S = env.float("HEALTH_CHECK_TIMEOUT_S", default=2.0)

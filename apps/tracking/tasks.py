@@ -1,0 +1,12 @@
+from celery import shared_task
+from django.utils import timezone
+
+from .services import tracking_process
+
+
+@shared_task
+def process_tracking() -> None:
+    """On beat every few seconds, and published after each webhook: process
+    the pending provider events and pixel/redirect hits in batches.
+    Overlapping runs are safe (batches are claimed, SKIP LOCKED)."""
+    tracking_process(now=timezone.now())
