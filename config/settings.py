@@ -174,6 +174,29 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
 # PostgreSQL work_mem for a segment refresh's transaction (hashing member sets).
 SEGMENT_REFRESH_WORK_MEM = env.str("SEGMENT_REFRESH_WORK_MEM", default="256MB")
 
+# --- Journey engine and triggers (apps/journeys/engine.py, triggers.py) ----
+# How often beat runs the engine tick (claims due enrollments, fans them out).
+ENGINE_TICK_INTERVAL_S = env.float("ENGINE_TICK_INTERVAL_S", default=5.0)
+# Enrollments claimed per statement, and at most per tick (the rest next tick).
+ENGINE_CLAIM_BATCH = env.int("ENGINE_CLAIM_BATCH", default=2_000)
+ENGINE_MAX_PER_TICK = env.int("ENGINE_MAX_PER_TICK", default=20_000)
+# Enrollment ids per worker task.
+ENGINE_CHUNK_SIZE = env.int("ENGINE_CHUNK_SIZE", default=100)
+# A claim not processed within this long (a lost task, a dead worker) is claimed again.
+ENGINE_LEASE_S = env.int("ENGINE_LEASE_S", default=300)
+# How often beat checks date-trait and schedule triggers, and how late a fire
+# may still happen (beat was down, a trait was set just after its moment).
+JOURNEY_TRIGGER_CHECK_INTERVAL_S = env.int("JOURNEY_TRIGGER_CHECK_INTERVAL_S", default=60)
+JOURNEY_TRIGGER_LOOKBACK_S = env.int("JOURNEY_TRIGGER_LOOKBACK_S", default=6 * 3600)
+# Webhook nodes: signed with the secret named by the node (JOURNEY_WEBHOOK_SECRETS,
+# "name=value,...") or JOURNEY_WEBHOOK_SECRET; without one the call is refused.
+JOURNEY_WEBHOOK_SECRET = env.str("JOURNEY_WEBHOOK_SECRET", default="")
+JOURNEY_WEBHOOK_SECRETS = env.dict("JOURNEY_WEBHOOK_SECRETS", default={})
+JOURNEY_WEBHOOK_TIMEOUT_S = env.float("JOURNEY_WEBHOOK_TIMEOUT_S", default=10.0)
+# Calls per webhook step, the first included; retry n waits base * 2**(n-1) seconds.
+JOURNEY_WEBHOOK_MAX_ATTEMPTS = env.int("JOURNEY_WEBHOOK_MAX_ATTEMPTS", default=5)
+JOURNEY_WEBHOOK_BACKOFF_S = env.float("JOURNEY_WEBHOOK_BACKOFF_S", default=30.0)
+
 # --- Messaging (used from issue 4 on; declared here so the table is whole) --
 EMAIL_PROVIDER = env.str("EMAIL_PROVIDER", default="console")
 SMS_PROVIDER = env.str("SMS_PROVIDER", default="console")

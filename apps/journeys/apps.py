@@ -5,3 +5,7 @@ class JourneysConfig(AppConfig):
     name = "apps.journeys"
     label = "journeys"
     verbose_name = "Journeys"
+
+    def ready(self) -> None:
+        # Registers the triggers' listeners on the segments' and ingestion hooks.
+        from . import triggers  # noqa: F401

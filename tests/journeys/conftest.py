@@ -112,3 +112,96 @@ def make_journey(db, template, now):
         return journey_import(data, now=at or now, publish=publish)
 
     return make
+
+
+# --- engine and trigger fixtures ---------------------------------------------------------
+
+# What the renderer requires of marketing email (RELIABILITY.md 18).
+EMAIL_FOOTER_HTML = (
+    '<p>{{ company.postal_address }} · <a href="{{ links.unsubscribe }}">Unsubscribe</a></p>'
+)
+EMAIL_FOOTER_TEXT = "{{ company.postal_address }}. Unsubscribe: {{ links.unsubscribe }}"
+
+
+@pytest.fixture
+def sendable(template):
+    """The `template` fixture's email templates with the footer marketing email
+    needs, so journeys built on them really send."""
+    Template.objects.filter(channel=Channel.EMAIL).update(
+        html="<p>Hi {{ customer.first_name }}</p>" + EMAIL_FOOTER_HTML,
+        text="Hi {{ customer.first_name }}. " + EMAIL_FOOTER_TEXT,
+    )
+    template.refresh_from_db()
+    return template
+
+
+@pytest.fixture
+def sms_consent(db):
+    """sms_consent(customer, at=T0): record the customer's SMS opt-in."""
+    from apps.messaging.consent import consent_record
+    from apps.messaging.models import ConsentRecord
+
+    def grant(customer: Customer, *, at: datetime = T0) -> None:
+        consent_record(
+            customer=customer,
+            channel=Channel.SMS,
+            status=ConsentRecord.Status.GRANTED,
+            source=ConsentRecord.Source.ADMIN,
+            recorded_at=at,
+        )
+
+    return grant
+
+
+@pytest.fixture
+def make_customers(db):
+    """make_customers(n, prefix="c", **fields) -> [Customer]: in one insert."""
+
+    def make(n: int, prefix: str = "c", *, traits: dict | None = None, **fields) -> list:
+        fields.setdefault("timezone", "Europe/London")
+        return Customer.objects.bulk_create(
+            Customer(
+                external_id=f"{prefix}-{i}",
+                email=f"{prefix}{i}@example.com",
+                traits={
+                    "email": f"{prefix}{i}@example.com",
+                    "first_name": f"Customer {i}",
+                    **(traits or {}),
+                },
+                **fields,
+            )
+            for i in range(n)
+        )
+
+    return make
+
+
+@pytest.fixture
+def steps_of():
+    """steps_of(enrollment) -> [(node_id, visit, outcome)] in order."""
+    from apps.journeys.models import EnrollmentStep
+
+    def steps(enrollment) -> list[tuple[str, int, str]]:
+        rows = EnrollmentStep.objects.filter(enrollment=enrollment).order_by("started_at", "id")
+        return list(rows.values_list("node_id", "visit", "outcome"))
+
+    return steps
+
+
+@pytest.fixture
+def track(db):
+    """track("u-1", "login", at=T0, plan="pro") -> the Event, through the real
+    ingest path (as an import: no listener publishes anything)."""
+    from apps.customers.models import Event
+    from apps.customers.schemas import TrackIn
+    from apps.customers.services import ingest
+
+    def track(user_id: str, event: str, *, at: datetime, **properties):
+        result = ingest(
+            [TrackIn(userId=user_id, event=event, timestamp=at, properties=properties)],
+            received_at=at,
+            source="import",
+        )
+        return Event.objects.get(pk=result.event_ids[0])
+
+    return track

@@ -1,0 +1,725 @@
+"""The engine: claiming due enrollments and moving them through their graph.
+
+A tick (`engine_tick`, beat, every ENGINE_TICK_INTERVAL_S) claims the due
+active enrollments of live journeys in batches — `FOR UPDATE SKIP LOCKED` on
+PostgreSQL, so concurrent ticks take disjoint rows without waiting, plus a
+lease (`lease_until`, `lease_token`) set by the same statement, a
+compare-and-set that is all SQLite needs — and, once that commits, publishes
+their ids in chunks to worker tasks. A claim nobody processes (a lost task,
+a killed worker) expires and is claimed again.
+
+A worker (`enrollments_advance`) takes a chunk in one transaction, row-locked,
+one savepoint per enrollment: each node visit records an `EnrollmentStep`
+(unique per enrollment, node and visit) before its side effect, in the same
+transaction as the side effect and the enrollment's move, so a crash rolls all
+of it back and a re-run finds either nothing or everything. A node that fails
+rolls back to its savepoint and fails that one enrollment with the error
+recorded; the chunk goes on. Waits are `next_run_at` in the future, never
+Celery countdowns.
+
+Webhook calls are the one side effect outside the database: the step is
+committed first ("calling"), the POST is made after the chunk's transaction,
+and its outcome is recorded in a second transaction (see `webhooks.py`).
+"""
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Subquery
+from django.db.models.fields.json import KeyTransform
+
+from apps.customers.models import CONTACT_FIELDS, Customer, Event, EventStat
+from apps.customers.schemas import IdentifyIn
+from apps.customers.services import customer_save
+from apps.messaging.models import Message, Template
+from apps.segments.conditions import customer_matches
+
+from . import webhooks
+from .enrollment import (
+    GOAL_STEP,
+    Definitions,
+    describe_condition,
+    enrollment_finish,
+    goal_reached,
+    goal_reason,
+    properties_match,
+)
+from .graph import WEEKDAYS, JourneyDefinition
+from .models import Enrollment, EnrollmentStep, Journey, JourneyVersion
+from .selectors import is_stale
+
+logger = logging.getLogger(__name__)
+
+# Nodes one advance may pass without waiting: the validator refuses cycles
+# without a wait, so reaching this means stored data the validator never saw.
+MAX_STEPS_PER_ADVANCE = 100
+# How far back the tick looks for events that may end a wait_for_event (the
+# event listener wakes API events at once; this catches imports and misses).
+WAKE_WINDOW = timedelta(minutes=10)
+# Rounds of "call the webhooks, then advance those enrollments" per task.
+WEBHOOK_ROUNDS = 5
+
+
+# --- the tick -------------------------------------------------------------------------
+
+
+@dataclass
+class TickResult:
+    claimed: int = 0
+    tasks: int = 0
+    woken: int = 0
+
+
+def engine_tick(*, now: datetime, publish: Callable[[list[int]], None] | None = None) -> TickResult:
+    """Wake enrollments whose awaited event has arrived, claim what is due and,
+    after commit, hand it to workers in chunks of ENGINE_CHUNK_SIZE ids
+    (`publish`, by default the `advance_enrollments` task)."""
+    if publish is None:
+        from .tasks import advance_enrollments  # the task module imports this one
+
+        def publish(ids: list[int]) -> None:
+            advance_enrollments.delay(ids)
+
+    result = TickResult(woken=wake_waiting(now=now))
+    token = secrets.token_hex(16)
+    chunk = settings.ENGINE_CHUNK_SIZE
+    while result.claimed < settings.ENGINE_MAX_PER_TICK:
+        limit = min(settings.ENGINE_CLAIM_BATCH, settings.ENGINE_MAX_PER_TICK - result.claimed)
+        with transaction.atomic():
+            ids = _claim(now=now, limit=limit, token=token)
+            for start in range(0, len(ids), chunk):
+                transaction.on_commit(lambda part=ids[start : start + chunk]: publish(part))
+                result.tasks += 1
+        result.claimed += len(ids)
+        if len(ids) < limit:
+            break
+    if result.claimed:
+        logger.info("engine tick: claimed %d enrollments in %d tasks", result.claimed, result.tasks)
+    return result
+
+
+_PG_CLAIM = """
+WITH due AS (
+    SELECT e.id FROM {enrollment} AS e JOIN {journey} AS j ON j.id = e.journey_id
+    WHERE e.state = 'active' AND e.next_run_at <= %s AND j.status = 'live'
+      AND (e.lease_until IS NULL OR e.lease_until <= %s)
+    ORDER BY e.next_run_at
+    LIMIT %s
+    FOR UPDATE OF e SKIP LOCKED
+)
+UPDATE {enrollment} AS e SET lease_until = %s, lease_token = %s
+FROM due WHERE e.id = due.id
+RETURNING e.id
+"""
+# SQLite has one writer at a time: the statement is a compare-and-set on its own.
+_SQLITE_CLAIM = """
+UPDATE {enrollment} SET lease_until = %s, lease_token = %s
+WHERE id IN (
+    SELECT e.id FROM {enrollment} AS e JOIN {journey} AS j ON j.id = e.journey_id
+    WHERE e.state = 'active' AND e.next_run_at <= %s AND j.status = 'live'
+      AND (e.lease_until IS NULL OR e.lease_until <= %s)
+    ORDER BY e.next_run_at
+    LIMIT %s
+) AND state = 'active' AND (lease_until IS NULL OR lease_until <= %s)
+RETURNING id
+"""
+
+
+def _claim(*, now: datetime, limit: int, token: str) -> list[int]:
+    """Lease up to `limit` due enrollments of live journeys to `token`."""
+    tables = {"enrollment": Enrollment._meta.db_table, "journey": Journey._meta.db_table}
+    adapt = connection.ops.adapt_datetimefield_value
+    at, until = adapt(now), adapt(now + timedelta(seconds=settings.ENGINE_LEASE_S))
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(_PG_CLAIM.format(**tables), [at, at, limit, until, token])
+        else:
+            cursor.execute(_SQLITE_CLAIM.format(**tables), [until, token, at, at, limit, at])
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def wake_waiting(*, now: datetime, customer_ids: Sequence[int] | None = None) -> int:
+    """Make enrollments waiting for an event due now when that event has
+    arrived since their wait began (set-based: one UPDATE per wait_for_event
+    node of a running journey). The tick looks at events of the last
+    WAKE_WINDOW; the event listener passes the customers it just heard of.
+    A wake is a hint: the node itself checks the event exactly."""
+    woken = 0
+    definitions = Definitions()
+    versions = JourneyVersion.objects.filter(journey__status=Journey.Status.LIVE).order_by("pk")
+    for version in versions:
+        definition = definitions.find(version)
+        if definition is None:
+            continue
+        for node in definition.nodes:
+            if node.type != "wait_for_event":
+                continue
+            started = EnrollmentStep.objects.filter(
+                enrollment=OuterRef(OuterRef("pk")), node_id=node.id, finished_at__isnull=True
+            ).values("started_at")[:1]
+            arrived = Event.objects.filter(
+                customer=OuterRef("customer_id"),
+                name=node.event,
+                occurred_at__gte=Subquery(started),
+                occurred_at__lte=now,
+            )
+            for n, (key, value) in enumerate((node.where or {}).items()):
+                # KeyTransform, not properties__<key>: a key may hold "__".
+                arrived = arrived.alias(**{f"_where{n}": KeyTransform(key, "properties")})
+                arrived = arrived.filter(**{f"_where{n}": value})
+            waiting = Enrollment.objects.filter(
+                journey_version=version,
+                current_node=node.id,
+                state=Enrollment.State.ACTIVE,
+                next_run_at__gt=now,
+            )
+            if customer_ids is None:
+                recent = EventStat.objects.filter(
+                    name=node.event, last_at__gt=now - WAKE_WINDOW, last_at__lte=now
+                )
+                waiting = waiting.filter(customer_id__in=recent.values("customer_id"))
+            else:
+                waiting = waiting.filter(customer_id__in=list(customer_ids))
+            woken += waiting.filter(Exists(arrived)).update(next_run_at=now)
+    return woken
+
+
+# --- advancing ------------------------------------------------------------------------
+
+
+@dataclass
+class AdvanceResult:
+    advanced: int = 0  # enrollments moved (or put back to wait)
+    steps: int = 0  # node visits recorded or completed
+    failed: int = 0
+    skipped: int = 0  # not due, finished, locked by another worker, or journey paused
+
+
+def enrollments_advance(ids: Sequence[int], *, now: datetime) -> AdvanceResult:
+    """Advance each of these enrollments that is active and due (as of `now`)
+    until it waits or ends. Safe to run twice, or concurrently with itself:
+    rows are locked (PostgreSQL) or the database is (SQLite), and an
+    enrollment already moved on is simply not due any more."""
+    result = AdvanceResult()
+    pending = _advance_chunk(list(ids), now=now, result=result)
+    for _ in range(WEBHOOK_ROUNDS):
+        if not pending:
+            break
+        done = webhooks.calls_make(pending, now=now)
+        pending = _advance_chunk(done, now=now, result=result) if done else []
+    return result
+
+
+def _advance_chunk(
+    ids: list[int], *, now: datetime, result: AdvanceResult
+) -> list[webhooks.PendingCall]:
+    unit = Unit()
+    with transaction.atomic():
+        due = (
+            Enrollment.objects.filter(
+                pk__in=ids, state=Enrollment.State.ACTIVE, next_run_at__lte=now
+            )
+            .select_related("journey", "journey_version", "customer")
+            .order_by("pk")
+        )
+        if connection.vendor == "postgresql":
+            # Another worker on the same rows (a re-published chunk) keeps
+            # them; this one moves on.
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        seen = 0
+        for enrollment in due:
+            seen += 1
+            if enrollment.journey.status != Journey.Status.LIVE:
+                # Paused since the claim: let go, so a resume finds it at once.
+                Enrollment.objects.filter(pk=enrollment.pk).update(lease_until=None, lease_token="")
+                result.skipped += 1
+                continue
+            try:
+                with transaction.atomic():
+                    result.steps += _advance_one(enrollment, unit, now=now)
+                result.advanced += 1
+            except Exception as exc:
+                logger.exception("enrollment %s failed", enrollment.pk)
+                enrollment_fail(enrollment, error=f"{type(exc).__name__}: {exc}", now=now)
+                result.failed += 1
+        result.skipped += len(ids) - seen
+    return unit.pending
+
+
+@dataclass
+class Unit:
+    """What one chunk's enrollments share: parsed versions, templates by
+    slug, and the webhook calls to make after its transaction."""
+
+    definitions: Definitions = field(default_factory=Definitions)
+    templates: dict[str, Template] = field(default_factory=dict)
+    pending: list[webhooks.PendingCall] = field(default_factory=list)
+
+    def template(self, slug: str) -> Template | str:
+        """The template (one query per slug and chunk); the slug itself when
+        there is none, for `message_send` to refuse by name."""
+        if slug not in self.templates:
+            found = Template.objects.filter(slug=slug).first()
+            if found is None:
+                return slug
+            self.templates[slug] = found
+        return self.templates[slug]
+
+
+@dataclass
+class Move:
+    """What a node handler decided. `kind`:
+    - "next": record the step finished and go on to `target` (None: the end);
+    - "wait": keep the step open, come back at `until`;
+    - "end": record the step finished and end the enrollment as `state`;
+    - "hold": a webhook call is pending (made after commit)."""
+
+    kind: str
+    outcome: str = ""
+    detail: str = ""
+    target: str | None = None
+    until: datetime | None = None
+    state: str = ""
+    message: Message | None = None
+
+
+def go(target: str | None, outcome: str, detail: str, message: Message | None = None) -> Move:
+    return Move("next", outcome, detail, target=target, message=message)
+
+
+def wait(until: datetime, outcome: str, detail: str) -> Move:
+    return Move("wait", outcome, detail, until=until)
+
+
+def end(state: str, outcome: str, detail: str, message: Message | None = None) -> Move:
+    return Move("end", outcome, detail, state=state, message=message)
+
+
+@dataclass
+class Run:
+    """One visit of one node, as a handler sees it."""
+
+    enrollment: Enrollment
+    definition: JourneyDefinition
+    node: Any
+    visit: int
+    step: EnrollmentStep | None  # an open step of this visit (a wait in progress)
+    now: datetime
+    unit: Unit
+
+    @property
+    def key(self) -> str:
+        """This visit's idempotency key (messages, webhook deliveries)."""
+        return f"enr:{self.enrollment.pk}:{self.node.id}:{self.visit}"
+
+    def open_step(self, outcome: str, detail: str = "") -> EnrollmentStep:
+        """Record the step before a side effect: a re-run finds it."""
+        if self.step is None:
+            self.step = EnrollmentStep.objects.create(
+                enrollment_id=self.enrollment.pk,
+                node_id=self.node.id,
+                visit=self.visit,
+                started_at=self.now,
+                outcome=outcome,
+                detail=detail,
+            )
+        return self.step
+
+
+def _advance_one(
+    enrollment: Enrollment,
+    unit: Unit,
+    *,
+    now: datetime,
+) -> int:
+    """Move one (locked, active, due) enrollment until it waits or ends;
+    returns the steps recorded."""
+    definition = unit.definitions.get(enrollment.journey_version)
+    if goal_reached(definition, enrollment, now=now):
+        enrollment_finish(
+            enrollment,
+            state=Enrollment.State.CONVERTED,
+            reason=goal_reason(definition),
+            now=now,
+            step=GOAL_STEP,
+        )
+        return 1
+    context = enrollment.context if isinstance(enrollment.context, dict) else {}
+    visits = context.setdefault("visits", {})
+    node_id = enrollment.current_node or definition.start
+    fresh = node_id not in visits
+    if fresh:
+        visits[node_id] = 1
+    steps = 0
+    hold = False
+    while True:
+        if steps >= MAX_STEPS_PER_ADVANCE:
+            raise RuntimeError(
+                f"passed {MAX_STEPS_PER_ADVANCE} nodes without waiting (a cycle with no wait?)"
+            )
+        node = definition.node(node_id)
+        visit = visits[node_id]
+        step = None
+        if not fresh:
+            step = EnrollmentStep.objects.filter(
+                enrollment_id=enrollment.pk, node_id=node_id, visit=visit
+            ).first()
+        run = Run(enrollment, definition, node, visit, step, now, unit)
+        move = HANDLERS[node.type](run)
+        steps += 1
+        if move.kind == "hold":
+            hold = True
+            break
+        _record(run, move)
+        if move.kind == "wait":
+            enrollment.next_run_at = move.until
+            break
+        if move.kind == "end" or move.target is None:
+            state = move.state or Enrollment.State.COMPLETED
+            reason = move.detail if move.kind == "end" else f"reached the end after {node_id!r}"
+            also = {"current_node": node_id, "context": context}
+            enrollment_finish(enrollment, state=state, reason=reason, now=now, also=also)
+            return steps
+        node_id = move.target
+        visits[node_id] = visits.get(node_id, 0) + 1
+        fresh = True
+    enrollment.current_node = node_id
+    enrollment.context = context
+    _save(enrollment, now=now, keep_lease=hold)
+    return steps
+
+
+def _record(run: Run, move: Move) -> None:
+    finished = None if move.kind == "wait" else run.now
+    if run.step is None:
+        EnrollmentStep.objects.create(
+            enrollment_id=run.enrollment.pk,
+            node_id=run.node.id,
+            visit=run.visit,
+            started_at=run.now,
+            finished_at=finished,
+            outcome=move.outcome[:30],
+            detail=move.detail,
+            message=move.message,
+        )
+    else:
+        # A step finished earlier (a webhook's recorded call) keeps its time.
+        run.step.finished_at = run.step.finished_at or finished
+        run.step.outcome = move.outcome[:30]
+        run.step.detail = move.detail
+        run.step.message = move.message or run.step.message
+        run.step.save(update_fields=["finished_at", "outcome", "detail", "message"])
+
+
+def _save(enrollment: Enrollment, *, now: datetime, keep_lease: bool = False) -> None:
+    fields: dict[str, Any] = {
+        "current_node": enrollment.current_node,
+        "next_run_at": enrollment.next_run_at,
+        "context": enrollment.context,
+    }
+    if not keep_lease:
+        fields |= {"lease_until": None, "lease_token": ""}
+    Enrollment.objects.filter(pk=enrollment.pk).update(**fields)
+
+
+def enrollment_fail(enrollment: Enrollment, *, error: str, now: datetime) -> None:
+    """Fail one enrollment (its node raised): the step of the node it was at
+    says why. Runs after the node's savepoint rolled back, so it reads the
+    enrollment as it was before the attempt."""
+    enrollment.refresh_from_db()
+    if enrollment.state != Enrollment.State.ACTIVE:
+        return
+    context = enrollment.context if isinstance(enrollment.context, dict) else {}
+    node_id = enrollment.current_node or "(start)"
+    visit = context.get("visits", {}).get(node_id, 1)
+    EnrollmentStep.objects.update_or_create(
+        enrollment_id=enrollment.pk,
+        node_id=node_id,
+        visit=visit,
+        defaults={"outcome": "failed", "detail": error, "finished_at": now},
+        create_defaults={
+            "outcome": "failed",
+            "detail": error,
+            "finished_at": now,
+            "started_at": now,
+        },
+    )
+    enrollment_finish(enrollment, state=Enrollment.State.FAILED, reason=error, now=now)
+
+
+# --- words for steps ------------------------------------------------------------------
+
+
+def when(moment: datetime, zone: ZoneInfo | None = None) -> str:
+    """A time in a step's detail: UTC, and the customer's local time if given."""
+    text = f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    if zone is not None and getattr(zone, "key", "UTC") != "UTC":
+        text += f" ({moment.astimezone(zone):%a %H:%M} {zone.key})"
+    return text
+
+
+def span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'s' if count != 1 else ''}")
+    return " ".join(parts) or f"{seconds} seconds"
+
+
+def customer_zone(customer: Customer) -> tuple[ZoneInfo, str]:
+    """The customer's zone, or UTC with a note saying why."""
+    return zone_named(customer.timezone)
+
+
+def zone_named(name: str | None) -> tuple[ZoneInfo, str]:
+    """The zone of this name, or UTC with a note saying why."""
+    if not name:
+        return ZoneInfo("UTC"), "the customer has no time zone; used UTC"
+    try:
+        return ZoneInfo(name), ""
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC"), f"unknown time zone {name!r}; used UTC"
+
+
+# --- node handlers --------------------------------------------------------------------
+
+SENT_STATUSES = {
+    Message.Status.QUEUED,
+    Message.Status.SENDING,
+    Message.Status.SENT,
+    Message.Status.DELIVERED,
+    Message.Status.OPENED,
+    Message.Status.CLICKED,
+}
+
+
+def _send(run: Run) -> Move:
+    from apps.messaging.services import message_send
+
+    node, enrollment = run.node, run.enrollment
+    if is_stale(enrollment, now=run.now):
+        late = run.now - enrollment.next_run_at
+        return go(
+            node.next,
+            "skipped",
+            f"skipped: stale, due {when(enrollment.next_run_at)}, {span(late)} late "
+            "(the journey was paused or the engine stopped)",
+        )
+    if enrollment.is_holdout:
+        return go(node.next, "holdout", "holdout: not sent")
+    run.open_step("sending")
+    context = enrollment.context if isinstance(enrollment.context, dict) else {}
+    message = message_send(
+        customer=enrollment.customer,
+        template=run.unit.template(node.template),
+        idempotency_key=run.key,
+        now=run.now,
+        context={
+            "event": context.get("event"),
+            "journey": {"slug": enrollment.journey.slug, "name": enrollment.journey.name},
+        },
+        journey=enrollment.journey.slug,
+        node_id=node.id,
+        enrollment_id=enrollment.pk,
+        over_cap=node.over_cap or "skip",
+    )
+    label = f"{node.type} {node.template!r} (message #{message.pk})"
+    if message.status in SENT_STATUSES:
+        return go(node.next, "sent", f"sent: {label}", message)
+    if message.status == Message.Status.DEFERRED:
+        until = when(message.send_after) if message.send_after else "later"
+        reason = f" ({message.reason})" if message.reason else ""
+        return go(node.next, "deferred", f"deferred until {until}{reason}: {label}", message)
+    if message.status == Message.Status.SUPPRESSED:
+        reason = message.reason or "suppressed"
+        outcome = "skipped" if reason.startswith("skipped") else "suppressed"
+        return go(node.next, outcome, reason, message)
+    if message.status == Message.Status.FAILED:
+        error = message.error or "no reason given"
+        return end(Enrollment.State.FAILED, "failed", f"{label} failed: {error}", message)
+    # bounced, complained, unknown: the message of an earlier run of this visit.
+    return go(node.next, message.status, f"{message.get_status_display()}: {label}", message)
+
+
+def _nps_survey(run: Run) -> Move:
+    return end(
+        Enrollment.State.FAILED,
+        "failed",
+        "surveys are not available yet: this nps_survey node cannot run",
+    )
+
+
+def _wait(run: Run) -> Move:
+    node = run.node
+    started = run.step.started_at if run.step else run.now
+    until = started + node.duration.timedelta
+    if run.now >= until:
+        return go(node.next, "waited", f"waited {span(node.duration.timedelta)}")
+    return wait(until, "waiting", f"waiting {span(node.duration.timedelta)}, until {when(until)}")
+
+
+def next_local_time(
+    after: datetime, zone: ZoneInfo, at: str, weekdays: Sequence[str] | None
+) -> datetime:
+    """The first moment at or after `after` that is `at` (HH:MM) on one of
+    `weekdays` in `zone` (UTC, aware). A time skipped by a daylight-saving
+    change is taken with the offset before the change."""
+    hour, minute = (int(part) for part in at.split(":"))
+    local = after.astimezone(zone)
+    for days in range(8):
+        day = local.date() + timedelta(days=days)
+        if weekdays and WEEKDAYS[day.weekday()] not in weekdays:
+            continue
+        candidate = datetime.combine(day, time(hour, minute), tzinfo=zone).astimezone(UTC)
+        if candidate >= after:
+            return candidate
+    raise ValueError(f"no {at} on {weekdays} within a week")  # weekdays is never empty
+
+
+def _wait_until(run: Run) -> Move:
+    node = run.node
+    zone, note = customer_zone(run.enrollment.customer)
+    started = run.step.started_at if run.step else run.now
+    until = next_local_time(started, zone, node.time, node.weekdays)
+    days = f" on {', '.join(node.weekdays)}" if node.weekdays else ""
+    suffix = f"; {note}" if note else ""
+    if run.now >= until:
+        return go(
+            node.next, "waited", f"waited until {node.time}{days}, {when(until, zone)}{suffix}"
+        )
+    return wait(until, "waiting", f"waiting until {node.time}{days}: {when(until, zone)}{suffix}")
+
+
+def _event_arrived(run: Run, since: datetime) -> Event | None:
+    node = run.node
+    events = Event.objects.filter(
+        customer_id=run.enrollment.customer_id,
+        name=node.event,
+        occurred_at__gte=since,
+        occurred_at__lte=run.now,
+    ).order_by("occurred_at", "pk")
+    for event in events.iterator(chunk_size=100):
+        if properties_match(event.properties, node.where):
+            return event
+    return None
+
+
+def _wait_for_event(run: Run) -> Move:
+    node = run.node
+    started = run.step.started_at if run.step else run.now
+    deadline = started + node.timeout.timedelta
+    where = f" with {node.where}" if node.where else ""
+    event = _event_arrived(run, started)
+    if event is not None:
+        return go(
+            node.yes,
+            "yes",
+            f"yes: {node.event}{where} arrived at {when(event.occurred_at)}",
+        )
+    if run.now >= deadline:
+        return go(
+            node.no,
+            "no",
+            f"no: no {node.event}{where} within {span(node.timeout.timedelta)}",
+        )
+    return wait(deadline, "waiting", f"waiting for {node.event}{where} until {when(deadline)}")
+
+
+def _branch(run: Run) -> Move:
+    node, enrollment = run.node, run.enrollment
+    words = describe_condition(node.condition)
+    if customer_matches(
+        node.condition, enrollment.customer_id, now=run.now, enrolled_at=enrollment.entered_at
+    ):
+        return go(node.yes, "yes", f"branch yes because {words}")
+    return go(node.no, "no", f"branch no because not: {words}")
+
+
+def split_branch(enrollment_id: int, node_id: str, weights: Sequence[int]) -> int:
+    """The branch index for this enrollment: stable, in proportion to weights."""
+    digest = hashlib.blake2b(f"{enrollment_id}:{node_id}".encode(), digest_size=8).digest()
+    point = int.from_bytes(digest, "big") % sum(weights)
+    for index, weight in enumerate(weights):
+        if point < weight:
+            return index
+        point -= weight
+    raise AssertionError("unreachable")
+
+
+def _split(run: Run) -> Move:
+    weights = [branch.weight for branch in run.node.branches]
+    index = split_branch(run.enrollment.pk, run.node.id, weights)
+    return go(
+        run.node.branches[index].next,
+        f"branch {index + 1}",
+        f"split: branch {index + 1} of {len(weights)} (weight {weights[index]} of {sum(weights)})",
+    )
+
+
+def _update_traits(run: Run) -> Move:
+    node = run.node
+    customer = run.enrollment.customer
+    try:
+        IdentifyIn(userId=customer.external_id, traits=dict(node.traits))
+    except ValueError as exc:
+        return end(Enrollment.State.FAILED, "failed", f"update_traits refused: {exc}")
+    run.open_step("updating")
+    traits = dict(customer.traits or {})
+    for key, value in node.traits.items():
+        if value is None:
+            traits.pop(key, None)
+        else:
+            traits[key] = value
+    customer.traits = traits
+    changed = [c for c in CONTACT_FIELDS if c in node.traits]
+    for column in changed:
+        setattr(customer, column, node.traits[column] or "")
+    customer_save(customer, changed=changed)
+    shown = ", ".join(
+        f"removed {k}" if v is None else f"{k} = {v!r}" for k, v in sorted(node.traits.items())
+    )
+    return go(node.next, "updated", f"traits: {shown}")
+
+
+def _webhook(run: Run) -> Move:
+    node = run.node
+    if run.enrollment.is_holdout:
+        return go(node.next, "holdout", "holdout: not called")
+    step = run.step
+    if step is not None and step.finished_at is not None:
+        # The call's outcome, recorded after it was made (webhooks.calls_make).
+        if step.outcome == "failed" and node.on_failure == "fail":
+            return end(Enrollment.State.FAILED, "failed", step.detail)
+        return go(node.next, step.outcome, step.detail)
+    run.open_step("calling", f"POST {node.url}")
+    run.unit.pending.append(webhooks.pending_call(run))
+    return Move("hold")
+
+
+def _exit(run: Run) -> Move:
+    return end(Enrollment.State.COMPLETED, "completed", "reached the exit")
+
+
+HANDLERS: dict[str, Callable[[Run], Move]] = {
+    "email": _send,
+    "sms": _send,
+    "nps_survey": _nps_survey,
+    "wait": _wait,
+    "wait_until": _wait_until,
+    "wait_for_event": _wait_for_event,
+    "branch": _branch,
+    "split": _split,
+    "update_traits": _update_traits,
+    "webhook": _webhook,
+    "exit": _exit,
+}

@@ -1,0 +1,280 @@
+"""The webhook node's call: a signed POST, made outside any transaction.
+
+The engine records the step ("calling") and commits before calling, so a
+database transaction never waits on someone else's server, then records the
+outcome here in a second transaction:
+
+- a 2xx answer: the step is "called" and the enrollment goes on;
+- a connection error, timeout, 408, 429 or 5xx: retried up to
+  JOURNEY_WEBHOOK_MAX_ATTEMPTS calls in all, each retry a row due later
+  (`next_run_at`, JOURNEY_WEBHOOK_BACKOFF_S * 2^(n-1) seconds), never a sleeping worker;
+- any other answer (4xx, a redirect), no signing secret, or the last retry
+  failing: the step is "failed", and the node's `on_failure` says whether the
+  enrollment goes on (`continue`, the default) or fails.
+
+What the receiver gets: a JSON body (journey, node, enrollment, customer and
+the triggering event) and three headers. `X-Tenure-Timestamp` is the Unix
+time of the call; `X-Tenure-Signature` is `v1=` and the hex HMAC-SHA256, keyed
+by the secret, of `"<timestamp>." + body`; `X-Tenure-Delivery` is the step's
+key, the same on every retry. A receiver recomputes the signature, compares
+in constant time, refuses old timestamps (replays) — `signature_verify` does
+all three — and ignores a delivery id it has seen: a call whose answer was
+lost (a worker killed mid-call) is made again.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+
+from .models import Enrollment, EnrollmentStep
+
+if TYPE_CHECKING:
+    from .engine import Run
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "Tenure-Webhook/1"
+SIGNATURE_VERSION = "v1"
+REPLAY_TOLERANCE = timedelta(minutes=5)
+MAX_PARALLEL_CALLS = 8
+TRANSIENT_STATUSES = {408, 425, 429}
+
+
+@dataclass(frozen=True)
+class PendingCall:
+    enrollment_id: int
+    node_id: str
+    visit: int
+    step_id: int
+    url: str
+    secret_name: str | None
+    attempt: int  # this call's number, the first is 1
+    delivery: str  # the step's key, sent as X-Tenure-Delivery
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    permanent: bool  # not worth retrying
+    status: int | None
+    error: str
+    ms: int
+
+
+def attempt_key(node_id: str, visit: int) -> str:
+    return f"{node_id}:{visit}"
+
+
+def pending_call(run: "Run") -> PendingCall:
+    """The call a webhook node is about to make (its step is open)."""
+    enrollment, node = run.enrollment, run.node
+    context = enrollment.context if isinstance(enrollment.context, dict) else {}
+    made = context.get("webhook_attempts", {}).get(attempt_key(node.id, run.visit), 0)
+    return PendingCall(
+        enrollment_id=enrollment.pk,
+        node_id=node.id,
+        visit=run.visit,
+        step_id=run.step.pk,
+        url=node.url,
+        secret_name=node.secret,
+        attempt=made + 1,
+        delivery=run.key,
+        body=json.dumps(payload(run), separators=(",", ":"), default=str).encode(),
+    )
+
+
+def payload(run: "Run") -> dict[str, Any]:
+    enrollment, customer = run.enrollment, run.enrollment.customer
+    context = enrollment.context if isinstance(enrollment.context, dict) else {}
+    return {
+        "delivery": run.key,
+        "journey": {
+            "slug": enrollment.journey.slug,
+            "name": enrollment.journey.name,
+            "version": enrollment.journey_version.number,
+        },
+        "node": run.node.id,
+        "enrollment": {"id": enrollment.pk, "entered_at": enrollment.entered_at.isoformat()},
+        "customer": {
+            "id": customer.pk,
+            "external_id": customer.external_id,
+            "email": customer.email,
+            "phone": customer.phone,
+            "timezone": customer.timezone,
+            "traits": customer.traits,
+        },
+        "event": context.get("event"),
+        "sent_at": run.now.isoformat(),
+    }
+
+
+# --- signing ---------------------------------------------------------------------------
+
+
+def secret_for(name: str | None) -> str:
+    """The signing secret of a node: the named one, or the default; "" if none."""
+    if name:
+        return str(settings.JOURNEY_WEBHOOK_SECRETS.get(name, ""))
+    return settings.JOURNEY_WEBHOOK_SECRET
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"{SIGNATURE_VERSION}={mac.hexdigest()}"
+
+
+def signature_verify(
+    *,
+    secret: str,
+    body: bytes,
+    timestamp: str,
+    signature_header: str,
+    now: datetime,
+    tolerance: timedelta = REPLAY_TOLERANCE,
+) -> bool:
+    """What a receiver does: the signature matches (constant-time) and the
+    timestamp is within `tolerance` of `now`."""
+    try:
+        sent = int(timestamp)
+    except (TypeError, ValueError):
+        return False
+    if abs(now.timestamp() - sent) > tolerance.total_seconds():
+        return False
+    return hmac.compare_digest(signature(secret, body, sent), signature_header or "")
+
+
+# --- calling ---------------------------------------------------------------------------
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not an instruction: POSTing the customer's data
+    somewhere else than the node says is not ours to decide."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def call(pending: PendingCall, *, now: datetime) -> Outcome:
+    """Make one call. Never raises: every way it can go wrong is an Outcome."""
+    secret = secret_for(pending.secret_name)
+    if not secret:
+        setting = (
+            f"JOURNEY_WEBHOOK_SECRETS[{pending.secret_name!r}]"
+            if pending.secret_name
+            else "JOURNEY_WEBHOOK_SECRET"
+        )
+        return Outcome(False, True, None, f"no signing secret: set {setting}", 0)
+    timestamp = int(now.timestamp())
+    request = urllib.request.Request(  # noqa: S310 - the validator allows http(s) only
+        pending.url,
+        data=pending.body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Tenure-Delivery": pending.delivery,
+            "X-Tenure-Timestamp": str(timestamp),
+            "X-Tenure-Signature": signature(secret, pending.body, timestamp),
+        },
+    )
+    started = time.monotonic()
+    try:
+        with _opener.open(request, timeout=settings.JOURNEY_WEBHOOK_TIMEOUT_S) as response:
+            status = response.status
+            response.read(65_536)
+    except urllib.error.HTTPError as exc:
+        ms = round((time.monotonic() - started) * 1000)
+        transient = exc.code in TRANSIENT_STATUSES or exc.code >= 500
+        return Outcome(False, not transient, exc.code, f"HTTP {exc.code} {exc.reason}", ms)
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        ms = round((time.monotonic() - started) * 1000)
+        reason = getattr(exc, "reason", exc)
+        return Outcome(False, False, None, f"{type(exc).__name__}: {reason}", ms)
+    ms = round((time.monotonic() - started) * 1000)
+    if 200 <= status < 300:
+        return Outcome(True, False, status, "", ms)
+    return Outcome(False, True, status, f"HTTP {status} (not followed)", ms)
+
+
+def calls_make(pending: list[PendingCall], *, now: datetime) -> list[int]:
+    """Make the calls (a few at a time), record each outcome, and return the
+    enrollments that can go on now (called, or failed for good)."""
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CALLS, len(pending))) as pool:
+        outcomes = list(pool.map(lambda p: call(p, now=now), pending))
+    ready = []
+    for item, outcome in zip(pending, outcomes, strict=True):
+        try:
+            if outcome_record(item, outcome, now=now):
+                ready.append(item.enrollment_id)
+        except Exception:
+            # The step stays "calling": the lease expires and the call is made
+            # again (at least once, same delivery id).
+            logger.exception("webhook %s: could not record the outcome", item.delivery)
+    return ready
+
+
+def backoff(attempt: int) -> timedelta:
+    """How long after failed call number `attempt` the next one is made."""
+    return timedelta(seconds=settings.JOURNEY_WEBHOOK_BACKOFF_S * 2 ** (attempt - 1))
+
+
+def outcome_record(item: PendingCall, outcome: Outcome, *, now: datetime) -> bool:
+    """Record a call's outcome on its step and move the enrollment's clock;
+    True when the enrollment can go on at once."""
+    limit = settings.JOURNEY_WEBHOOK_MAX_ATTEMPTS
+    with transaction.atomic():
+        step = EnrollmentStep.objects.select_for_update().get(pk=item.step_id)
+        enrollment = Enrollment.objects.select_for_update().filter(pk=item.enrollment_id).first()
+        if step.finished_at is not None or enrollment is None:
+            return False  # recorded by another run of the same call
+        context = enrollment.context if isinstance(enrollment.context, dict) else {}
+        here = (
+            enrollment.state == Enrollment.State.ACTIVE
+            and enrollment.current_node == item.node_id
+            and context.get("visits", {}).get(item.node_id) == item.visit
+        )
+        context.setdefault("webhook_attempts", {})[attempt_key(item.node_id, item.visit)] = (
+            item.attempt
+        )
+        tries = f" (attempt {item.attempt})" if item.attempt > 1 else ""
+        go_on = True
+        if outcome.ok:
+            step.outcome = "called"
+            step.detail = f"POST {item.url} → {outcome.status} in {outcome.ms} ms{tries}"
+            step.finished_at = now
+        elif not outcome.permanent and item.attempt < limit:
+            retry_at = now + backoff(item.attempt)
+            step.outcome = "retrying"
+            step.detail = (
+                f"POST {item.url}: attempt {item.attempt} of {limit} failed: {outcome.error}; "
+                f"next attempt at {retry_at:%Y-%m-%d %H:%M:%S} UTC"
+            )
+            go_on = False
+        else:
+            after = f" after {item.attempt} attempts" if item.attempt > 1 else ""
+            step.outcome = "failed"
+            step.detail = f"POST {item.url} failed{after}: {outcome.error}"
+            step.finished_at = now
+        step.save(update_fields=["outcome", "detail", "finished_at"])
+        if not here:
+            return False
+        fields: dict[str, Any] = {"context": context, "lease_until": None, "lease_token": ""}
+        if not go_on:
+            fields["next_run_at"] = retry_at
+        Enrollment.objects.filter(pk=enrollment.pk).update(**fields)
+    return go_on
