@@ -7,9 +7,11 @@ from ninja.errors import AuthenticationError, HttpError
 
 from apps.customers.api import router as customers_router
 from apps.customers.schemas import BatchIn, IdentifyIn, TrackIn
+from apps.messaging.api import ConsentIn
+from apps.messaging.api import router as messaging_router
 
 # Bodies the endpoints parse themselves, documented as components.
-DOCUMENTED_BODIES = (IdentifyIn, TrackIn, BatchIn)
+DOCUMENTED_BODIES = (IdentifyIn, TrackIn, BatchIn, ConsentIn)
 
 
 class TenureAPI(NinjaAPI):
@@ -28,13 +30,15 @@ class TenureAPI(NinjaAPI):
 api = TenureAPI(
     title="Tenure API",
     version="1",
-    description="Usage data in (identify, track, batch), Segment-spec shaped. "
+    description="Usage data in (identify, track, batch), Segment-spec shaped; consent "
+    "(granted or revoked per channel and email topic). "
     "Authenticate with `Authorization: Bearer <key>` (`manage.py create_api_key NAME`).",
     urls_namespace="api-v1",
     openapi_url="/openapi.json",
     docs_url="/docs",
 )
 api.add_router("", customers_router)
+api.add_router("", messaging_router)
 
 
 @api.exception_handler(AuthenticationError)

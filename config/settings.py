@@ -240,6 +240,18 @@ SMS_HELP_TEXT = env.str(
     "Msg & data rates may apply.",
 )
 
+# --- Sending policies (apps/messaging/policies.py, docs/policies.md) --------
+# Marketing messages per customer and channel, across all journeys: "N/<n><m|h|d|w>"
+# (3/7d: at most 3 in any 7 days); blank for no cap. Transactional ones bypass.
+FREQUENCY_CAP_EMAIL = env.str("FREQUENCY_CAP_EMAIL", default="3/7d")
+FREQUENCY_CAP_SMS = env.str("FREQUENCY_CAP_SMS", default="1/1d")
+# Quiet hours: marketing goes out only between these times of the customer's own
+# day, "HH:MM-HH:MM" (may span midnight); blank: any time. Outside: deferred.
+SEND_HOURS_EMAIL = env.str("SEND_HOURS_EMAIL", default="")
+SEND_HOURS_SMS = env.str("SEND_HOURS_SMS", default="08:00-21:00")
+# true: marketing email only to customers who opted in; false: to all who did not opt out.
+EMAIL_MARKETING_REQUIRES_OPT_IN = env.bool("EMAIL_MARKETING_REQUIRES_OPT_IN", default=False)
+
 # --- Operations -----------------------------------------------------------
 HEALTH_CHECK_TIMEOUT_S = env.float("HEALTH_CHECK_TIMEOUT_S", default=2.0)
 HEARTBEAT_INTERVAL_S = env.int("HEARTBEAT_INTERVAL_S", default=30)

@@ -79,6 +79,8 @@ CANCEL_REASONS = (
 _CANCEL_WEIGHTS = (30, 20, 15, 20, 5, 10)
 
 EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
+# Of the customers with a phone number, those who opted in to SMS.
+SMS_OPT_IN_SHARE = 0.8
 
 # --- people and places ------------------------------------------------------
 
@@ -419,6 +421,11 @@ def demo_customer(*, seed: int, number: int, now: datetime) -> DemoCustomer:
         size = 10**region.phone_digits
         prefix = region.phone_prefixes[(number // size) % len(region.phone_prefixes)]
         traits["phone"] = f"{prefix}{number % size:0{region.phone_digits}d}"
+        # Most agreed to texts at signup (a consent trait: the ledger records it),
+        # so SMS steps run in the demo. A generator of its own, so the main
+        # one, and every customer the seed already made, stay as they were.
+        if random.Random(f"tenure-demo-sms:{seed}:{number}").random() < SMS_OPT_IN_SHARE:
+            traits["sms_opt_in"] = True
 
     # More signups recently: a growing business.
     tenure_days = (HISTORY_DAYS - 1) * rng.random() ** 1.25

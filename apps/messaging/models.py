@@ -6,6 +6,7 @@ came from only as plain values (slug, node id, enrollment id), never as
 foreign keys, so messaging does not depend on the app above it.
 """
 
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -51,6 +52,18 @@ class Template(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Refuse a template that would not render or, for marketing email,
+        lacks the postal address or the unsubscribe link (the admin form and
+        `full_clean` call this; the send path checks again at render time)."""
+        from .rendering import template_problems  # rendering imports this module
+
+        problems: dict[str, list[str]] = {}
+        for field, problem in template_problems(self):
+            problems.setdefault(field or NON_FIELD_ERRORS, []).append(problem)
+        if problems:
+            raise ValidationError(problems)
 
 
 class Message(models.Model):

@@ -21,4 +21,153 @@ CONTRACT (journeys and tracking rely on it; keep it):
                   "no consent: sms");
     failed      → the render failed; `error` holds the template error.
 - `context` adds to the documented render context (`event`, `journey`, ...).
+
+How: the row is inserted first (in a savepoint: a concurrent send with the
+same key loses the race and returns the winner's row), then rendered, since
+its unsubscribe and preferences links and the click-tracking hooks
+(`render_hooks`) need its id, then updated with the snapshot of what goes out
+(subject, HTML, text; the SMS body in `text`). A refused send is not rendered.
 """
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from apps.customers.models import Customer
+
+from . import policies, render_hooks
+from .models import Channel, Message, Template
+from .rendering import TemplateRenderError, render
+
+logger = logging.getLogger(__name__)
+
+S = Message.Status
+
+
+class UnknownTemplate(LookupError):
+    """`message_send` was given a template slug that does not exist."""
+
+
+def _template(template: Template | str) -> Template:
+    if isinstance(template, Template):
+        return template
+    found = Template.objects.filter(slug=template).first()
+    if found is None:
+        raise UnknownTemplate(f"template {template!r} does not exist")
+    return found
+
+
+def _customer(customer: Customer | int) -> Customer:
+    return customer if isinstance(customer, Customer) else Customer.objects.get(pk=customer)
+
+
+def message_send(
+    *,
+    customer: Customer | int,
+    template: Template | str,
+    idempotency_key: str,
+    now: datetime,
+    context: Mapping[str, Any] | None = None,
+    journey: str = "",
+    node_id: str = "",
+    enrollment_id: int | None = None,
+    over_cap: str = "skip",
+    to_address: str | None = None,
+    is_test: bool = False,
+) -> Message:
+    """Send `template` to `customer` once per `idempotency_key` (see the
+    module docstring for the contract). Raises UnknownTemplate for a slug
+    that does not exist and ValueError for a bad argument; a template that
+    does not render is a failed Message, never an exception, so one bad
+    template cannot fail the batch it is sent in."""
+    if not idempotency_key or len(idempotency_key) > 200:
+        raise ValueError("idempotency_key: must be 1 to 200 characters")
+    if over_cap not in policies.OVER_CAP_CHOICES:
+        raise ValueError(f"over_cap: must be 'skip' or 'defer', got {over_cap!r}")
+    existing = Message.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
+    template = _template(template)
+    customer = _customer(customer)
+
+    decision = policies.evaluate(
+        customer=customer,
+        template=template,
+        now=now,
+        to_address=to_address,
+        over_cap=over_cap,
+        is_test=is_test,
+    )
+    status = {policies.SEND: S.QUEUED, policies.DEFER: S.DEFERRED}.get(
+        decision.outcome, S.SUPPRESSED
+    )
+    message = Message(
+        customer=customer,
+        channel=template.channel,
+        category=template.category,
+        topic=template.topic,
+        template=template,
+        journey=journey,
+        node_id=node_id,
+        enrollment_id=enrollment_id,
+        idempotency_key=idempotency_key,
+        is_test=is_test,
+        to_address=decision.address or (to_address or "")[:254],
+        from_address=_from_address(template),
+        reply_to=template.reply_to if template.channel == Channel.EMAIL else "",
+        status=status,
+        reason=decision.reason[:300],
+        send_after=decision.send_after,
+        created_at=now,
+    )
+    try:
+        with transaction.atomic():
+            message.save(force_insert=True)
+    except IntegrityError:
+        # The same send, made at the same moment by someone else: theirs stands.
+        return Message.objects.get(idempotency_key=idempotency_key)
+    if status == S.SUPPRESSED:
+        return message  # refused before rendering: the reason is the record
+
+    try:
+        rendered = render(template, customer=customer, now=now, message=message, context=context)
+        html = rendered.html
+        if html:
+            # Hooks (click tracking) may write rows: a savepoint keeps their
+            # failure from spoiling the caller's transaction.
+            with transaction.atomic():
+                html = render_hooks.post_render(message=message, html=html)
+    except TemplateRenderError as exc:
+        _fail(message, str(exc), now=now)
+        return message
+    except Exception as exc:  # a post-render hook failed: this send fails, not the batch
+        logger.exception("message %s: post-render hook failed", message.pk)
+        _fail(message, f"after rendering: {type(exc).__name__}: {exc}", now=now)
+        return message
+
+    if template.channel == Channel.SMS:
+        message.text = rendered.body
+    else:
+        message.subject, message.html, message.text = rendered.subject, html, rendered.text
+    message.save(update_fields=["subject", "html", "text", "updated_at"])
+    if status == S.QUEUED:
+        from .delivery import delivery_enqueue  # loads the providers' SDKs: only when sending
+
+        delivery_enqueue([message.pk], now=now)
+    return message
+
+
+def _from_address(template: Template) -> str:
+    if template.channel == Channel.EMAIL:
+        return template.from_email or settings.DEFAULT_FROM_EMAIL
+    return settings.TWILIO_FROM_NUMBER or settings.TWILIO_MESSAGING_SERVICE_SID
+
+
+def _fail(message: Message, error: str, *, now: datetime) -> None:
+    message.status, message.error, message.failed_at = S.FAILED, error, now
+    message.send_after = None
+    message.save(update_fields=["status", "error", "failed_at", "send_after", "updated_at"])
