@@ -35,6 +35,14 @@ def system_schedule() -> dict:
             # A tick still queued when the next one is due is dropped, not piled up.
             "options": {"queue": "default", "expires": 60},
         },
+        # Expires stale sending leases and publishes due messages (retries,
+        # deferrals, lost publishes). On `default`, so a delivery backlog never
+        # holds it up; a missed tick is dropped, the next one catches up.
+        "sweep-deliveries": {
+            "task": "apps.messaging.tasks.sweep_deliveries",
+            "schedule": float(settings.DELIVERY_SWEEP_INTERVAL_S),
+            "options": {"queue": "default", "expires": settings.DELIVERY_SWEEP_INTERVAL_S * 2},
+        },
         # Opens, clicks and provider events waiting to be processed (webhooks
         # also publish it at once; this catches up on the pixel and lost publishes).
         "process-tracking": {

@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -213,6 +214,35 @@ TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
 TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
+# Optional second List-Unsubscribe target on marketing email (mailto:), beside the https one.
+LIST_UNSUBSCRIBE_MAILTO = env.str("LIST_UNSUBSCRIBE_MAILTO", default="")
+
+# --- Delivery (apps/messaging/delivery.py) ----------------------------------
+# Seconds one provider call may take (connect and each read).
+DELIVERY_TIMEOUT_S = env.float("DELIVERY_TIMEOUT_S", default=10.0)
+# Provider calls per message, the first included; then the message is failed.
+DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=8)
+# Retry n waits min(cap, base * 2**n) seconds, ±25 % jitter, unless the provider
+# says how long (SendGrid X-RateLimit-Reset, Twilio Retry-After).
+DELIVERY_BACKOFF_BASE_S = env.float("DELIVERY_BACKOFF_BASE_S", default=10.0)
+DELIVERY_BACKOFF_CAP_S = env.float("DELIVERY_BACKOFF_CAP_S", default=3600.0)
+# A message in `sending` longer than this (its worker died mid-call) becomes
+# `unknown`, for review, and is never re-sent blindly.
+DELIVERY_LEASE_S = env.int("DELIVERY_LEASE_S", default=120)
+# Message ids per delivery task.
+DELIVERY_BATCH_SIZE = env.int("DELIVERY_BATCH_SIZE", default=100)
+# How often beat runs the delivery sweeper; and how long a published message
+# may stay queued before the sweeper publishes it again (a lost broker message).
+DELIVERY_SWEEP_INTERVAL_S = env.int("DELIVERY_SWEEP_INTERVAL_S", default=5)
+DELIVERY_REPUBLISH_AFTER_S = env.int("DELIVERY_REPUBLISH_AFTER_S", default=900)
+# Provider calls per second, per provider account, across all workers (0: no limit).
+SENDGRID_RATE_PER_SECOND = env.float("SENDGRID_RATE_PER_SECOND", default=100.0)
+TWILIO_RATE_PER_SECOND = env.float("TWILIO_RATE_PER_SECOND", default=10.0)
+if DELIVERY_LEASE_S <= 2 * DELIVERY_TIMEOUT_S:
+    raise ImproperlyConfigured(
+        f"DELIVERY_LEASE_S ({DELIVERY_LEASE_S}) must be more than twice DELIVERY_TIMEOUT_S "
+        f"({DELIVERY_TIMEOUT_S}): a lease shorter than a call would mark live sends unknown"
+    )
 
 # --- Tracking (apps/tracking) ----------------------------------------------
 # Rewrite links of email for click tracking and add the open pixel.

@@ -153,7 +153,7 @@ def sg_event(event: str, message: Message | None = None, **fields) -> dict:
 
 
 @pytest.fixture
-def post_sendgrid(client, sendgrid_signer):
+def post_sendgrid(db, client, sendgrid_signer):
     """post_sendgrid([events...]) or post_sendgrid(raw=b"...") with a valid signature."""
 
     def post(events=None, *, raw: bytes | None = None, headers: dict | None = None):
@@ -174,7 +174,7 @@ def twilio_signature(url: str, params: dict, token: str = TWILIO_TOKEN) -> str:
 
 
 @pytest.fixture
-def post_twilio(client):
+def post_twilio(db, client):
     """post_twilio("status", {...}): a form POST signed for the public URL."""
 
     def post(kind: str, params: dict, *, signature: str | None = None, **extra):

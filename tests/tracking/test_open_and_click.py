@@ -93,9 +93,7 @@ def test_a_signed_token_of_a_deleted_message_still_gets_the_gif(pixel, make_mess
     assert not Engagement.objects.exists()
 
 
-def test_a_human_open_moves_the_message_and_records_email_opened_once(
-    pixel, make_message, process
-):
+def test_a_human_open_moves_the_message_and_records_email_opened_once(pixel, make_message, process):
     message = make_message(delivered_at=T0, status=Message.Status.DELIVERED)
     token = open_token(message.pk)
 

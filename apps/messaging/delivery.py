@@ -1,0 +1,436 @@
+"""Delivery: from a queued `Message` row to one provider call, exactly once.
+
+The row is the source of truth; the broker only carries ids.
+
+- `delivery_enqueue(ids)` publishes delivery tasks when the caller's
+  transaction commits (nothing on rollback), one task per chunk of
+  DELIVERY_BATCH_SIZE ids, however many sends the transaction made.
+- `messages_deliver(ids, now=...)`, what the task runs, takes each due message
+  by a compare-and-set (`queued`/`deferred` → `sending` with a lease, the
+  attempt counted before the call), calls its provider once, and records the
+  answer: `sent` with the provider's id; a transient error puts it back to
+  `queued` with `send_after` (exponential backoff with jitter, or the wait the
+  provider asked for) until DELIVERY_MAX_ATTEMPTS, then `failed`; a permanent
+  error fails it at once, with what the error says about the address
+  (suppression, consent) written in the same transaction. A second run of the
+  same task finds nothing to claim, so it calls no provider.
+- `messages_sweep(now=...)`, on beat every few seconds: a `sending` message
+  whose lease ran out (its worker died mid-call) becomes `unknown`, for
+  review, and is never re-sent, since the provider may have taken it; due
+  messages never published (retries, deferrals, a publish lost to a crash or
+  a broker outage) or published long ago and still waiting are published.
+
+Waits are rows with `send_after`, never Celery countdowns.
+"""
+
+import logging
+import random
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import ratelimit
+from .consent import BLOCKS_TRANSACTIONAL, SUPPRESSION_WORDS, consent_record, suppression_add
+from .models import Category, ConsentRecord, Message, Suppression
+from .providers import PermanentError, Provider, TransientError, get_provider
+from .selectors import normalize_address
+from .transitions import status_if_allowed
+
+logger = logging.getLogger(__name__)
+
+S = Message.Status
+PENDING = (S.QUEUED, S.DEFERRED)
+# ± this share of the backoff, so messages failing together do not retry together.
+JITTER = 0.25
+# A worker waits this long at most for its rate limit's next token; a longer
+# wait hands the messages back (queued, send_after) instead of holding a worker.
+MAX_RATE_WAIT_S = 1.0
+# Of the task's soft time limit, the share a batch may use before it hands
+# its remaining messages back to the sweeper (so a storm of timeouts never
+# gets a batch killed mid-call).
+BATCH_BUDGET_SHARE = 0.5
+# How many messages one sweep publishes at most (the rest: the next sweep).
+SWEEP_PUBLISH_LIMIT_BATCHES = 100
+LEASE_EXPIRED = (
+    "the worker sending it stopped before recording the provider's answer (lease expired): "
+    "it may or may not have been sent"
+)
+
+
+def _due(now: datetime) -> Q:
+    return Q(send_after__isnull=True) | Q(send_after__lte=now)
+
+
+def chunked(ids: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+# --- publishing ---------------------------------------------------------------------
+
+_PENDING_ATTR = "_tenure_delivery_pending"
+
+
+def delivery_enqueue(message_ids: Iterable[int], *, now: datetime | None = None) -> None:
+    """Publish delivery for these messages once the current transaction
+    commits; nothing is published if it rolls back. Every call in one
+    transaction joins one publication, chunked into tasks of
+    DELIVERY_BATCH_SIZE ids, so a tick that sends a thousand messages
+    publishes ten tasks, not a thousand.
+
+    At publication only messages still queued (or deferred and due) and never
+    published go out, which also drops ids whose rows a rolled-back savepoint
+    took away. Outside a transaction it publishes at once."""
+    ids = [int(pk) for pk in message_ids]
+    if not ids:
+        return
+    conn = transaction.get_connection()
+    if not conn.in_atomic_block:
+        _publish_new(ids, now=now)
+        return
+    pending = getattr(conn, _PENDING_ATTR, None)
+    if pending is None or not conn.run_on_commit:
+        # No commit hook of this transaction is waiting: whatever was collected
+        # belonged to a transaction that rolled back.
+        pending = []
+        setattr(conn, _PENDING_ATTR, pending)
+    pending.extend(ids)
+    # One hook per call: hooks made inside a savepoint that rolls back are
+    # dropped by Django, so registering each time keeps one alive. The first
+    # to run publishes everything; the rest find nothing left.
+    transaction.on_commit(partial(_flush, conn, now))
+
+
+def _flush(conn, now: datetime | None) -> None:
+    ids = getattr(conn, _PENDING_ATTR, None)
+    setattr(conn, _PENDING_ATTR, None)
+    if ids:
+        _publish_new(ids, now=now)
+
+
+def _publish_new(ids: Sequence[int], *, now: datetime | None) -> None:
+    now = now or timezone.now()
+    fresh: list[int] = []
+    for chunk in chunked(sorted(set(ids)), 1000):
+        fresh += (
+            Message.objects.filter(pk__in=chunk, status__in=PENDING, published_at__isnull=True)
+            .filter(_due(now))
+            .values_list("pk", flat=True)
+        )
+    publish(sorted(fresh), now=now)
+
+
+def publish(ids: Sequence[int], *, now: datetime) -> int:
+    """Publish one delivery task per chunk of ids and stamp `published_at`;
+    returns how many ids went out. A broker error stops here and is logged:
+    the rows not stamped are the sweeper's to publish when it is back."""
+    from .tasks import deliver_messages  # the task module imports this one
+
+    done = 0
+    for chunk in chunked(ids, settings.DELIVERY_BATCH_SIZE):
+        try:
+            deliver_messages.delay(chunk)
+        except Exception:
+            logger.exception(
+                "delivery: publishing %d message(s) failed; the sweeper retries", len(chunk)
+            )
+            break
+        # Stamped after publishing: a crash in between republishes (harmless,
+        # the claim is a compare-and-set), never loses the message.
+        Message.objects.filter(pk__in=chunk, status__in=PENDING).update(published_at=now)
+        done += len(chunk)
+    return done
+
+
+# --- delivering ---------------------------------------------------------------------
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    retrying: int = 0  # transient error: queued again with send_after
+    failed: int = 0
+    unknown: int = 0  # an unexpected error: maybe sent, for review
+    suppressed: int = 0  # on the suppression list by the time it was due
+    not_due: int = 0  # send_after still ahead: left to the sweeper
+    skipped: int = 0  # not pending (already sent, being sent, cancelled) or gone
+    handed_back: int = 0  # batch budget or rate limit: left to the sweeper
+
+
+def messages_deliver(message_ids: Sequence[int], *, now: datetime) -> DeliveryReport:
+    """Deliver each due message among `message_ids` (see the module's
+    docstring). `now` is when the batch started; each message's own time is
+    `now` plus the time the batch has taken so far."""
+    report = DeliveryReport()
+    started = time.monotonic()
+    budget = settings.CELERY_TASK_SOFT_TIME_LIMIT * BATCH_BUDGET_SHARE
+
+    def clock() -> datetime:
+        return now + timedelta(seconds=time.monotonic() - started)
+
+    def out_of_time() -> bool:
+        return time.monotonic() - started > budget
+
+    ids = sorted({int(pk) for pk in message_ids})
+    rows = list(Message.objects.filter(pk__in=ids, status__in=PENDING).order_by("pk"))
+    report.skipped = len(ids) - len(rows)
+    due = [m for m in rows if m.send_after is None or m.send_after <= now]
+    if not_due := [m.pk for m in rows if m.send_after is not None and m.send_after > now]:
+        # Published early (or the clock moved): the sweeper publishes it when due.
+        Message.objects.filter(pk__in=not_due, status__in=PENDING).update(published_at=None)
+        report.not_due = len(not_due)
+    due = _drop_suppressed(due, now=now, report=report)
+
+    by_channel: dict[str, list[Message]] = defaultdict(list)
+    for message in due:
+        by_channel[message.channel].append(message)
+    for channel, messages in by_channel.items():
+        try:
+            provider = get_provider(channel)
+        except ImproperlyConfigured as exc:
+            # Nothing is claimed: the messages wait, queued, until the
+            # configuration is fixed (the sweeper republishes them).
+            logger.error("delivery: %s messages not sent: %s", channel, exc)
+            report.handed_back += len(messages)
+            continue
+        _deliver_all(provider, messages, report=report, clock=clock, out_of_time=out_of_time)
+    return report
+
+
+def _deliver_all(
+    provider: Provider,
+    messages: list[Message],
+    *,
+    report: DeliveryReport,
+    clock: Callable[[], datetime],
+    out_of_time: Callable[[], bool],
+) -> None:
+    """One provider's messages of a batch, as fast as its rate limit allows."""
+    queue = deque(messages)
+    while queue:
+        if out_of_time():
+            _hand_back([m.pk for m in queue], until=None)
+            report.handed_back += len(queue)
+            return
+        grant = ratelimit.take(provider.name, rate=provider.rate_per_second, want=len(queue))
+        if not grant.granted:
+            if grant.wait <= MAX_RATE_WAIT_S:
+                time.sleep(grant.wait)
+                continue
+            _hand_back([m.pk for m in queue], until=clock() + timedelta(seconds=grant.wait))
+            report.handed_back += len(queue)
+            return
+        for _ in range(grant.granted):
+            if out_of_time():
+                break  # the tokens left are lost: the limit errs on the slow side
+            outcome = message_deliver(queue.popleft(), provider, now=clock())
+            setattr(report, outcome, getattr(report, outcome) + 1)
+
+
+def message_deliver(message: Message, provider: Provider, *, now: datetime) -> str:
+    """Claim, send and record one message. Returns the outcome, a
+    DeliveryReport field name: sent, retrying, failed, unknown or skipped."""
+    lease_until = now + timedelta(seconds=settings.DELIVERY_LEASE_S)
+    claimed = (
+        Message.objects.filter(pk=message.pk, status__in=PENDING)
+        .filter(_due(now))
+        .update(
+            status=S.SENDING,
+            lease_until=lease_until,
+            attempts=F("attempts") + 1,
+            provider=provider.name,
+            updated_at=now,
+        )
+    )
+    if not claimed:
+        return "skipped"  # another worker has it, or it was sent or cancelled meanwhile
+    message.attempts += 1
+    message.status, message.provider, message.lease_until = S.SENDING, provider.name, lease_until
+
+    try:
+        provider_message_id = provider.send(message)
+    except TransientError as exc:
+        return _retry_or_fail(message, exc, now=now)
+    except PermanentError as exc:
+        _fail(message, exc, now=now)
+        return "failed"
+    except Exception as exc:
+        # A bug or an interruption mid-call: the provider may have the
+        # message. Never guess: `unknown` is for a person to review.
+        logger.exception("delivery: message %s: unexpected error", message.pk)
+        _settle(message, S.UNKNOWN, now=now, error=f"{provider.name}: {type(exc).__name__}: {exc}")
+        return "unknown"
+
+    # Recorded even if a provider event overtook us (a status callback before
+    # the response): the status only moves if it may, the id is kept either way.
+    Message.objects.filter(pk=message.pk).update(
+        status=status_if_allowed(S.SENT),
+        provider_message_id=provider_message_id[:200],
+        sent_at=now,
+        lease_until=None,
+        error="",
+        updated_at=now,
+    )
+    message.status, message.provider_message_id, message.sent_at = S.SENT, provider_message_id, now
+    return "sent"
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before retry number `attempts`: min(cap, base * 2**attempts), ±JITTER."""
+    base = min(settings.DELIVERY_BACKOFF_CAP_S, settings.DELIVERY_BACKOFF_BASE_S * 2**attempts)
+    return base * random.uniform(1 - JITTER, 1 + JITTER)
+
+
+def _retry_or_fail(message: Message, exc: TransientError, *, now: datetime) -> str:
+    if message.attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+        error = f"{exc} (gave up after {message.attempts} attempts)"
+        _settle(message, S.FAILED, now=now, error=error, failed_at=now)
+        return "failed"
+    if exc.retry_after is not None:
+        # The provider said when; a little spread so a whole batch does not
+        # come back in the same instant.
+        wait = exc.retry_after + random.uniform(0, min(5.0, 0.1 * exc.retry_after + 0.5))
+    else:
+        wait = backoff(message.attempts)
+    _settle(
+        message,
+        S.QUEUED,
+        now=now,
+        error=str(exc),
+        send_after=now + timedelta(seconds=wait),
+        published_at=None,  # the sweeper publishes it when it is due
+    )
+    return "retrying"
+
+
+def _fail(message: Message, exc: PermanentError, *, now: datetime) -> None:
+    """Fail the message and record what the error says about its address, in
+    one transaction: an invalid number is suppressed, an SMS STOP both
+    suppresses the number and revokes consent in the ledger."""
+    with transaction.atomic():
+        if not _settle(message, S.FAILED, now=now, error=str(exc), failed_at=now):
+            return
+        if exc.suppress:
+            try:
+                suppression_add(
+                    channel=message.channel,
+                    address=message.to_address,
+                    reason=exc.suppress,
+                    source=f"{message.provider} error {exc.code}",
+                    now=now,
+                    detail=str(exc),
+                )
+            except ValueError as problem:
+                # Not even an address we can store (the provider agrees): the
+                # failure itself is the record.
+                logger.warning("delivery: message %s: not suppressed: %s", message.pk, problem)
+        if exc.revoke_consent:
+            consent_record(
+                customer=message.customer_id,
+                channel=message.channel,
+                status=ConsentRecord.Status.REVOKED,
+                source=ConsentRecord.Source.PROVIDER,
+                recorded_at=now,
+                wording=str(exc),
+            )
+
+
+def _settle(message: Message, status: str, *, now: datetime, **fields) -> bool:
+    """Move a message this worker claimed out of `sending`. False when it is
+    no longer ours (the sweeper already marked it unknown)."""
+    moved = Message.objects.filter(pk=message.pk, status=S.SENDING).update(
+        status=status, lease_until=None, updated_at=now, **fields
+    )
+    if moved:
+        message.status = status
+        for name, value in fields.items():
+            setattr(message, name, value)
+    return moved == 1
+
+
+def _hand_back(ids: Sequence[int], *, until: datetime | None) -> None:
+    """Unclaimed messages this batch will not get to: the sweeper publishes
+    them again (when `until` has passed, if given)."""
+    fields = {"published_at": None}
+    if until is not None:
+        fields["send_after"] = until
+    Message.objects.filter(pk__in=ids, status__in=PENDING).update(**fields)
+
+
+def _drop_suppressed(
+    messages: list[Message], *, now: datetime, report: DeliveryReport
+) -> list[Message]:
+    """Re-check the suppression list at send time (one query per batch): an
+    address may have bounced, complained or unsubscribed since the message
+    was written (a deferral, a retry). An unsubscribe stops marketing only
+    (consent.BLOCKS_TRANSACTIONAL)."""
+    if not messages:
+        return messages
+    addresses = {m.pk: _address(m.channel, m.to_address) for m in messages}
+    found: dict[tuple[str, str], str] = {}
+    for channel, address, reason in Suppression.objects.filter(
+        lifted_at__isnull=True, address__in={a for _, a in addresses.values()}
+    ).values_list("channel", "address", "reason"):
+        found[(channel, address)] = reason
+    if not found:
+        return messages
+    keep = []
+    for message in messages:
+        reason = found.get(addresses[message.pk])
+        if reason is None or (
+            reason not in BLOCKS_TRANSACTIONAL and message.category != Category.MARKETING
+        ):
+            keep.append(message)
+            continue
+        Message.objects.filter(pk=message.pk, status__in=PENDING).update(
+            status=S.SUPPRESSED, reason=f"suppressed: {SUPPRESSION_WORDS[reason]}", updated_at=now
+        )
+        report.suppressed += 1
+    return keep
+
+
+def _address(channel: str, address: str) -> tuple[str, str]:
+    try:
+        return channel, normalize_address(channel, address)
+    except ValueError:
+        return channel, address
+
+
+# --- sweeping -----------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    expired: int = 0  # sending past its lease → unknown
+    published: int = 0
+
+
+def messages_sweep(*, now: datetime) -> SweepReport:
+    """Expire stale leases and publish what is due and unpublished (see the
+    module's docstring). Overlapping sweeps are harmless: a message published
+    twice is claimed once."""
+    expired = Message.objects.filter(status=S.SENDING, lease_until__lt=now).update(
+        status=S.UNKNOWN, lease_until=None, error=LEASE_EXPIRED, updated_at=now
+    )
+    if expired:
+        logger.warning("delivery: %d message(s) past their lease marked unknown", expired)
+
+    stale = now - timedelta(seconds=settings.DELIVERY_REPUBLISH_AFTER_S)
+    limit = settings.DELIVERY_BATCH_SIZE * SWEEP_PUBLISH_LIMIT_BATCHES
+    ids = list(
+        Message.objects.filter(status__in=PENDING)
+        .filter(_due(now))
+        .filter(Q(published_at__isnull=True) | Q(published_at__lt=stale))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return SweepReport(expired=expired, published=publish(ids, now=now) if ids else 0)

@@ -1,0 +1,97 @@
+"""What every provider promises: `send(message)` returns the provider's id for
+the message, or raises an error that says whether trying again can help.
+
+The delivery service (apps/messaging/delivery.py) owns everything around the
+call: the claim, the attempt count, the backoff, the rate limit and recording
+the result. A provider only turns one stored `Message` into one request and
+the answer into an id or an error, so local providers (console, locmem) run
+the same code path as SendGrid and Twilio.
+"""
+
+from django.conf import settings
+
+from apps.messaging.links import unsubscribe_url
+from apps.messaging.models import Category, Channel, Message, Suppression
+
+
+class ProviderError(Exception):
+    """A send that did not go through. `str(error)` is what the message's
+    `error` field records, so it names the provider and the reason."""
+
+
+class TransientError(ProviderError):
+    """Trying again later may work: rate limits, 5xx, timeouts, a refused or
+    dropped connection. `retry_after` (seconds) is the provider's own wait
+    when it said one (SendGrid's X-RateLimit-Reset, Twilio's Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(ProviderError):
+    """Trying again can never work (a bad address, a blocked recipient, a
+    refused request). What the answer tells us about the address travels with
+    the error and is recorded with the failure, in the same transaction:
+    `suppress` adds the address to the suppression list for that reason;
+    `revoke_consent` also appends a revocation to the customer's consent
+    ledger (an SMS recipient who replied STOP)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | str | None = None,
+        suppress: Suppression.Reason | None = None,
+        revoke_consent: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.suppress = suppress
+        self.revoke_consent = revoke_consent
+
+
+class Provider:
+    """Base class. A provider has a `name` (stored on each message it sends),
+    serves one `channel`, and has `rate_per_second`, its account's limit
+    across all workers (0: none, for the local providers)."""
+
+    name = ""
+    rate_per_second = 0.0
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+
+    def send(self, message: Message) -> str:
+        """Send `message` once; return the provider's id for it."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.channel}>"
+
+
+def require_body(provider: str, message: Message) -> None:
+    """A message with nothing to say is refused before any request is made."""
+    if not message.to_address:
+        raise PermanentError(f"{provider}: the message has no recipient address")
+    if message.channel == Channel.EMAIL and not (message.html or message.text):
+        raise PermanentError(f"{provider}: the message has neither an HTML nor a text part")
+    if message.channel == Channel.SMS and not message.text:
+        raise PermanentError(f"{provider}: the message has no body")
+
+
+def list_unsubscribe_headers(message: Message) -> dict[str, str]:
+    """RFC 2369 + RFC 8058 headers for marketing email: the https one-click
+    link (a POST to it unsubscribes at once, no cookies, no page), and a
+    mailto: beside it when LIST_UNSUBSCRIBE_MAILTO is set. Transactional email
+    carries none."""
+    if message.channel != Channel.EMAIL or message.category != Category.MARKETING:
+        return {}
+    targets = [f"<{unsubscribe_url(message)}>"]
+    if settings.LIST_UNSUBSCRIBE_MAILTO:
+        mailto = settings.LIST_UNSUBSCRIBE_MAILTO.removeprefix("mailto:")
+        targets.append(f"<mailto:{mailto}?subject=unsubscribe-{message.pk}>")
+    return {
+        "List-Unsubscribe": ", ".join(targets),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }

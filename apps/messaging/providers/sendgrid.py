@@ -1,0 +1,129 @@
+"""SendGrid, through the real SDK (`sendgrid.SendGridAPIClient`).
+
+The SDK sets its host when it is built (changing it later does nothing), so
+the host comes from SENDGRID_API_HOST at construction; it sets no timeout, so
+`client.client.timeout` is set here. Success is 202 with an empty body and
+the message's id in the `X-Message-Id` header; our own message id also rides
+along in `custom_args`, which SendGrid echoes on every webhook event, so
+tracking can find the message even before it knows SendGrid's id.
+"""
+
+import http.client
+import time
+import urllib.error
+from email.utils import parseaddr
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
+from apps.messaging.models import Message
+
+from .base import (
+    PermanentError,
+    Provider,
+    TransientError,
+    list_unsubscribe_headers,
+    require_body,
+)
+
+# The key our message id travels under in custom_args (and comes back under
+# in the event webhook's JSON).
+CUSTOM_ARG_MESSAGE_ID = "tenure_message_id"
+# 408 (the request timed out at SendGrid) and 429 may go through later; so
+# may any 5xx. Every other 4xx is about the request itself.
+RETRYABLE_4XX = {408, 429}
+
+
+class SendGridProvider(Provider):
+    name = "sendgrid"
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(channel)
+        if not settings.SENDGRID_API_KEY:
+            raise ImproperlyConfigured("EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY")
+        self.client = SendGridAPIClient(
+            api_key=settings.SENDGRID_API_KEY, host=settings.SENDGRID_API_HOST.rstrip("/")
+        )
+        self.client.client.timeout = settings.DELIVERY_TIMEOUT_S
+        self.rate_per_second = settings.SENDGRID_RATE_PER_SECOND
+
+    def send(self, message: Message) -> str:
+        require_body(self.name, message)
+        try:
+            response = self.client.send(self.payload(message))
+        except HTTPError as exc:
+            raise self.error(exc) from None
+        except (OSError, http.client.HTTPException) as exc:
+            # urllib's URLError (refused, unreachable; a connect timeout arrives
+            # wrapped in it), TimeoutError (a read past the timeout), a reset or
+            # dropped connection: the request may be retried.
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise TransientError(f"sendgrid: {type(exc).__name__}: {reason}") from None
+        return response.headers.get("X-Message-Id", "") or ""
+
+    def payload(self, message: Message) -> dict:
+        """The v3 /mail/send body for one message (built as a dict: the
+        SDK's Mail helper would only build the same dict)."""
+        from_name, from_email = parseaddr(message.from_address or settings.DEFAULT_FROM_EMAIL)
+        content = []
+        # Order matters to SendGrid: text/plain before text/html.
+        if message.text:
+            content.append({"type": "text/plain", "value": message.text})
+        if message.html:
+            content.append({"type": "text/html", "value": message.html})
+        body = {
+            "personalizations": [{"to": [{"email": message.to_address}]}],
+            "from": {"email": from_email, **({"name": from_name} if from_name else {})},
+            "subject": message.subject,
+            "content": content,
+            "custom_args": {CUSTOM_ARG_MESSAGE_ID: str(message.pk)},
+            "categories": [message.category],
+            # Opens and clicks are tracked by our own signed links (apps.tracking);
+            # SendGrid's rewriting would wrap them a second time.
+            "tracking_settings": {
+                "click_tracking": {"enable": False, "enable_text": False},
+                "open_tracking": {"enable": False},
+            },
+        }
+        if message.reply_to:
+            reply_name, reply_email = parseaddr(message.reply_to)
+            body["reply_to"] = {
+                "email": reply_email,
+                **({"name": reply_name} if reply_name else {}),
+            }
+        if headers := list_unsubscribe_headers(message):
+            body["headers"] = headers
+        return body
+
+    @staticmethod
+    def error(exc: HTTPError) -> Exception:
+        status = getattr(exc, "status_code", None)
+        detail = _body_text(exc)
+        text = f"sendgrid: HTTP {status}: {detail}" if detail else f"sendgrid: HTTP {status}"
+        if status is not None and (status >= 500 or status in RETRYABLE_4XX):
+            return TransientError(text, retry_after=_reset_wait(exc) if status == 429 else None)
+        return PermanentError(text, code=status)
+
+
+def _body_text(exc: HTTPError) -> str:
+    """SendGrid's error list, flattened to one line ("field: message; ...")."""
+    try:
+        errors = exc.to_dict.get("errors") or []
+        parts = [
+            f"{e['field']}: {e['message']}" if e.get("field") else e["message"] for e in errors
+        ]
+        return "; ".join(parts)
+    except Exception:
+        raw = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body)
+        return " ".join(raw.split())[:300]
+
+
+def _reset_wait(exc: HTTPError) -> float | None:
+    """Seconds until `X-RateLimit-Reset` (epoch seconds, SendGrid's clock)."""
+    try:
+        reset = float(exc.headers.get("X-RateLimit-Reset"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return max(0.0, reset - time.time())

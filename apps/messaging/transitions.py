@@ -1,0 +1,69 @@
+"""Where a message's status may go next. Statuses only move forward: a late
+or repeated provider event (a `delivered` after an `opened`, a retry's second
+`sent`) never takes a message back, and a message that might have gone out
+(`sending`, `unknown`) is never queued again except by the delivery service's
+own retry of an error that proved the provider did not take it.
+
+Every status change is a compare-and-set: `UPDATE … WHERE status IN
+(statuses that may move to the new one)`, so two writers racing (a webhook
+and a worker, two webhooks) cannot interleave into a step backwards.
+Delivery (apps/messaging/delivery.py) and tracking both use this.
+"""
+
+from django.db.models import Case, F, Value, When
+
+from .models import Message
+
+S = Message.Status
+
+_ENGAGEMENT = {S.DELIVERED, S.OPENED, S.CLICKED, S.BOUNCED, S.COMPLAINED}
+
+NEXT: dict[str, frozenset[str]] = {
+    S.QUEUED: frozenset({S.DEFERRED, S.SENDING, S.SUPPRESSED, S.FAILED}),
+    S.DEFERRED: frozenset({S.QUEUED, S.SENDING, S.SUPPRESSED, S.FAILED}),
+    # QUEUED: the retry of a transient error. A provider's event may overtake
+    # the worker recording the send (a status callback racing the response).
+    S.SENDING: frozenset({S.QUEUED, S.SENT, S.FAILED, S.UNKNOWN, *_ENGAGEMENT}),
+    # Unknown: a worker died mid-call; the provider's events settle it.
+    S.UNKNOWN: frozenset({S.SENT, S.FAILED, *_ENGAGEMENT}),
+    # FAILED after SENT: the carrier or the mailbox provider refused it later
+    # (Twilio "undelivered"/"failed", SendGrid "dropped").
+    S.SENT: frozenset({S.FAILED, *_ENGAGEMENT}),
+    S.DELIVERED: frozenset({S.OPENED, S.CLICKED, S.BOUNCED, S.COMPLAINED}),
+    S.OPENED: frozenset({S.CLICKED, S.COMPLAINED}),
+    S.CLICKED: frozenset({S.COMPLAINED}),
+    S.BOUNCED: frozenset({S.COMPLAINED}),
+    S.COMPLAINED: frozenset(),
+    S.FAILED: frozenset(),
+    S.SUPPRESSED: frozenset(),
+}
+
+_SOURCES: dict[str, frozenset[str]] = {
+    new: frozenset(old for old, targets in NEXT.items() if new in targets) for new in S.values
+}
+
+
+def can_move(current: str, new: str) -> bool:
+    """Whether a message in `current` may move to `new` (staying put is not a move)."""
+    return new in NEXT[current]
+
+
+def sources(new: str) -> frozenset[str]:
+    """The statuses a message may be in to move to `new`."""
+    return _SOURCES[new]
+
+
+def message_move(message_id: int, new: str, **fields) -> bool:
+    """Move one message to `new`, writing `fields` with it, if its status
+    allows; True when it moved. Nothing is written when it does not."""
+    moved = Message.objects.filter(pk=message_id, status__in=sources(new)).update(
+        status=new, **fields
+    )
+    return moved == 1
+
+
+def status_if_allowed(new: str) -> Case:
+    """An expression for `update(status=...)` that moves to `new` where
+    allowed and leaves the status as it is elsewhere: for writes that must
+    happen either way (recording a provider's id) without a step back."""
+    return Case(When(status__in=sources(new), then=Value(new)), default=F("status"))

@@ -1,0 +1,316 @@
+"""A fake SendGrid + Twilio API on loopback, for the real SDKs to talk to.
+
+It answers what the real services answer: SendGrid `POST /v3/mail/send` with
+202, an empty body and the id in `X-Message-Id`; Twilio `POST
+/2010-04-01/Accounts/{sid}/Messages.json` with 201 and the message's JSON
+(`sid` "SM…"). It checks authentication the way they do (Bearer key; Basic
+account sid + token) and the shape of the request (a SendGrid body without
+personalizations, a Twilio form without To or Body gets their 400), and
+records every request.
+
+Tests script answers per service: `server.script("twilio", Reply.twilio_error(
+400, 21211, "Invalid 'To' Phone Number"))` makes the next Twilio call fail that
+way; scripted replies are used in order, then the default success resumes.
+`Reply(status, delay=…)` answers late (timeouts), `Reply.drop()` closes the
+connection without answering.
+
+As a program (`python -m tests.fakes.provider --port 0`) it serves until
+killed, prints its URL, and reports counts at `GET /_fake/stats` (the
+messaging benchmark uses that).
+"""
+
+import argparse
+import base64
+import contextlib
+import itertools
+import json
+import secrets
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SENDGRID_KEY = "SG.fake-key.for-tests"
+TWILIO_SID = "AC" + "0" * 31 + "1"
+TWILIO_TOKEN = "fake-twilio-auth-token"
+SENDGRID_PATH = "/v3/mail/send"
+TWILIO_PREFIX = "/2010-04-01/Accounts/"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering
+    drop_connection: bool = False  # close without answering
+
+    @classmethod
+    def json(cls, status: int, data, **kwargs) -> "Reply":
+        headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+        return cls(status, json.dumps(data).encode(), headers=headers, **kwargs)
+
+    @classmethod
+    def sendgrid_error(cls, status: int, message: str, **kwargs) -> "Reply":
+        return cls.json(status, {"errors": [{"message": message, "field": None}]}, **kwargs)
+
+    @classmethod
+    def sendgrid_rate_limited(cls, *, reset_in: float = 1.0) -> "Reply":
+        reset = str(int(time.time() + reset_in))
+        return cls.sendgrid_error(
+            429,
+            "too many requests",
+            headers={"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0",
+                     "X-RateLimit-Reset": reset},
+        )  # fmt: skip
+
+    @classmethod
+    def twilio_error(cls, status: int, code: int, message: str, **kwargs) -> "Reply":
+        data = {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        }
+        return cls.json(status, data, **kwargs)
+
+    @classmethod
+    def drop(cls) -> "Reply":
+        return cls(0, drop_connection=True)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    service: str  # "sendgrid", "twilio" or "other"
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int  # what the fake answered (0: dropped)
+    at: float  # time.time() when it arrived
+
+    @property
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def form(self) -> dict[str, str]:
+        return dict(urllib.parse.parse_qsl(self.body.decode(), keep_blank_values=True))
+
+
+class FakeProviderServer:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        sendgrid_key: str = SENDGRID_KEY,
+        twilio_sid: str = TWILIO_SID,
+        twilio_token: str = TWILIO_TOKEN,
+        keep_requests: bool = True,
+    ) -> None:
+        self.sendgrid_key = sendgrid_key
+        self.twilio_sid = twilio_sid
+        self.twilio_token = twilio_token
+        self.keep_requests = keep_requests
+        self.requests: list[Recorded] = []
+        self.counts = {"sendgrid": 0, "twilio": 0, "other": 0}
+        # Our message ids seen in SendGrid custom_args: a repeat is a duplicate send.
+        self.message_ids: set[str] = set()
+        self.duplicates = 0
+        self._scripts: dict[str, list[Reply]] = {"sendgrid": [], "twilio": []}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "FakeProviderServer":
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> "FakeProviderServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def script(self, service: str, *replies: Reply) -> None:
+        """The next requests to `service` get these replies, in order."""
+        with self._lock:
+            self._scripts[service].extend(replies)
+
+    def of(self, service: str) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.service == service]
+
+    @property
+    def sendgrid(self) -> list[Recorded]:
+        return self.of("sendgrid")
+
+    @property
+    def twilio(self) -> list[Recorded]:
+        return self.of("twilio")
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {
+                **self.counts,
+                "unique_message_ids": len(self.message_ids),
+                "duplicates": self.duplicates,
+            }
+
+    # --- answering -------------------------------------------------------------------
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        service = (
+            "sendgrid"
+            if path == SENDGRID_PATH
+            else "twilio"
+            if path.startswith(TWILIO_PREFIX)
+            else "other"
+        )
+        if service == "other":
+            reply = self._other(method, path)
+        else:
+            with self._lock:
+                scripted = self._scripts[service].pop(0) if self._scripts[service] else None
+            reply = scripted or (
+                self._sendgrid(headers, body)
+                if service == "sendgrid"
+                else self._twilio(path, headers, body)
+            )
+        with self._lock:
+            self.counts[service] += 1
+            if self.keep_requests:
+                status = 0 if reply.drop_connection else reply.status
+                self.requests.append(
+                    Recorded(service, method, path, headers, body, status, time.time())
+                )
+        return reply
+
+    def _other(self, method: str, path: str) -> Reply:
+        if method == "GET" and path == "/_fake/stats":
+            return Reply.json(200, self.stats())
+        return Reply.json(404, {"error": f"the fake serves no {method} {path}"})
+
+    def _sendgrid(self, headers: dict[str, str], body: bytes) -> Reply:
+        if headers.get("authorization") != f"Bearer {self.sendgrid_key}":
+            return Reply.sendgrid_error(
+                401, "The provided authorization grant is invalid, expired, or revoked"
+            )
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return Reply.sendgrid_error(400, "Bad Request: the body is not JSON")
+        problems = [
+            message
+            for ok, message in (
+                (data.get("personalizations"), "The personalizations field is required."),
+                ((data.get("from") or {}).get("email"), "The from object must be provided."),
+                (
+                    data.get("content"),
+                    "Unless a valid template_id is provided, content is required.",
+                ),
+            )
+            if not ok
+        ]
+        if problems:
+            return Reply.sendgrid_error(400, " ".join(problems))
+        our_id = str((data.get("custom_args") or {}).get("tenure_message_id", ""))
+        if our_id:
+            with self._lock:
+                if our_id in self.message_ids:
+                    self.duplicates += 1
+                self.message_ids.add(our_id)
+        return Reply(
+            202, headers={"X-Message-Id": f"fake-sg-{next(self._ids)}-{secrets.token_hex(6)}"}
+        )
+
+    def _twilio(self, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        expected = f"{self.twilio_sid}:{self.twilio_token}".encode()
+        if headers.get("authorization") != "Basic " + base64.b64encode(expected).decode():
+            return Reply.twilio_error(401, 20003, "Authenticate")
+        if path != f"{TWILIO_PREFIX}{self.twilio_sid}/Messages.json":
+            return Reply.twilio_error(404, 20404, f"The requested resource {path} was not found")
+        form = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
+        if not form.get("To"):
+            return Reply.twilio_error(400, 21604, "A 'To' phone number is required.")
+        if not form.get("Body"):
+            return Reply.twilio_error(400, 21602, "Message body is required.")
+        if not (form.get("From") or form.get("MessagingServiceSid")):
+            return Reply.twilio_error(400, 21603, "A 'From' phone number is required.")
+        sid = f"SM{secrets.token_hex(16)}"
+        return Reply.json(
+            201,
+            {
+                "sid": sid,
+                "account_sid": self.twilio_sid,
+                "to": form["To"],
+                "from": form.get("From"),
+                "messaging_service_sid": form.get("MessagingServiceSid"),
+                "body": form["Body"],
+                "status": "queued",
+                "num_segments": "1",
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+                "uri": f"{TWILIO_PREFIX}{self.twilio_sid}/Messages/{sid}.json",
+            },
+        )
+
+
+def _handler_for(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            path = urllib.parse.urlsplit(self.path).path
+            reply = server.answer(self.command, path, headers, body)
+            if reply.delay:
+                time.sleep(reply.delay)
+            if reply.drop_connection:
+                self.close_connection = True
+                return
+            try:
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up (its timeout)
+
+        do_GET = do_POST = _serve
+
+        def log_message(self, format, *args) -> None:
+            pass
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="serve the fake SendGrid + Twilio API")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    server = FakeProviderServer(port=args.port, keep_requests=False)
+    print(server.url, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""The delivery service through the real SDKs and the fake API: one provider
+call per claim, retries with backoff, permanent errors and what they record."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from apps.messaging.delivery import JITTER, LEASE_EXPIRED, backoff, messages_deliver, messages_sweep
+from apps.messaging.models import Category, Channel, ConsentRecord, Message, Suppression
+from apps.messaging.selectors import consent_state
+from tests.fakes.provider import Reply
+
+from .conftest import T0
+
+S = Message.Status
+
+
+def soon_after(start, moment) -> bool:
+    """A batch's clock is its `now` plus the time it has run: a few seconds at most here."""
+    return start <= moment <= start + timedelta(seconds=5)
+
+
+def reload(message: Message) -> Message:
+    message.refresh_from_db()
+    return message
+
+
+def test_a_queued_email_is_sent_once_and_recorded(fake_provider, make_message):
+    message = make_message()
+
+    report = messages_deliver([message.pk], now=T0)
+
+    reload(message)
+    assert report.sent == 1
+    assert message.status == S.SENT
+    assert message.provider == "sendgrid"
+    assert message.attempts == 1
+    assert soon_after(T0, message.sent_at)
+    assert message.lease_until is None
+    (request,) = fake_provider.sendgrid
+    assert message.provider_message_id.startswith("fake-sg-")
+    assert request.json["custom_args"]["tenure_message_id"] == str(message.pk)
+
+
+def test_a_queued_sms_is_sent_with_the_twilio_sid(fake_provider, make_message):
+    message = make_message(channel=Channel.SMS)
+
+    messages_deliver([message.pk], now=T0)
+
+    reload(message)
+    assert (message.status, message.provider) == (S.SENT, "twilio")
+    assert message.provider_message_id.startswith("SM")
+    assert len(fake_provider.twilio) == 1
+
+
+def test_running_the_same_delivery_twice_makes_one_provider_call(fake_provider, make_message):
+    messages = [make_message(), make_message(channel=Channel.SMS)]
+    ids = [m.pk for m in messages]
+
+    first = messages_deliver(ids, now=T0)
+    second = messages_deliver(ids, now=T0 + timedelta(seconds=1))
+
+    assert (first.sent, second.sent, second.skipped) == (2, 0, 2)
+    assert len(fake_provider.requests) == 2
+    assert {reload(m).attempts for m in messages} == {1}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_delivering_the_same_batch_at_once_call_the_provider_once_each(
+    fake_provider, make_message
+):
+    ids = [make_message().pk for _ in range(20)]
+    barrier = threading.Barrier(2)
+    reports = []
+
+    def worker():
+        try:
+            barrier.wait()
+            reports.append(messages_deliver(ids, now=T0))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sum(r.sent for r in reports) == 20
+    assert len(fake_provider.sendgrid) == 20
+    assert fake_provider.stats()["duplicates"] == 0
+    assert set(Message.objects.values_list("status", flat=True)) == {S.SENT}
+
+
+def test_a_rate_limited_send_waits_for_the_reset_then_goes_once(fake_provider, make_message):
+    fake_provider.script("sendgrid", Reply.sendgrid_rate_limited(reset_in=20))
+    message = make_message(published_at=T0)
+
+    first = messages_deliver([message.pk], now=T0)
+
+    reload(message)
+    assert first.retrying == 1
+    assert message.status == S.QUEUED
+    assert message.attempts == 1
+    assert "HTTP 429" in message.error
+    assert message.published_at is None  # the sweeper publishes it when due
+    wait = (message.send_after - T0).total_seconds()
+    assert 18 <= wait <= 28
+
+    early = messages_deliver([message.pk], now=T0 + timedelta(seconds=5))
+    assert early.not_due == 1
+    assert len(fake_provider.sendgrid) == 1
+
+    later = messages_deliver([message.pk], now=message.send_after)
+
+    reload(message)
+    assert later.sent == 1
+    assert (message.status, message.attempts, message.error) == (S.SENT, 2, "")
+    assert [r.status for r in fake_provider.sendgrid] == [429, 202]
+    assert fake_provider.stats()["unique_message_ids"] == 1
+
+
+def test_a_5xx_storm_is_retried_a_bounded_number_of_times_then_fails(
+    fake_provider, make_message, settings
+):
+    settings.DELIVERY_MAX_ATTEMPTS = 4
+    settings.DELIVERY_BACKOFF_BASE_S = 10
+    fake_provider.script("sendgrid", *[Reply.sendgrid_error(503, "unavailable")] * 10)
+    message = make_message()
+    now, waits = T0, []
+
+    for _ in range(10):
+        messages_deliver([message.pk], now=now)
+        reload(message)
+        if message.status != S.QUEUED:
+            break
+        waits.append((message.send_after - now).total_seconds())
+        now = message.send_after
+
+    assert message.status == S.FAILED
+    assert message.attempts == 4
+    assert len(fake_provider.sendgrid) == 4
+    assert "HTTP 503" in message.error and "gave up after 4 attempts" in message.error
+    assert soon_after(now, message.failed_at)
+    # Exponential: 10 * 2**n, each within the jitter.
+    for n, wait in enumerate(waits, start=1):
+        assert 10 * 2**n * (1 - JITTER) <= wait <= 10 * 2**n * (1 + JITTER)
+
+
+def test_the_backoff_doubles_with_jitter_and_stops_at_the_cap(settings):
+    settings.DELIVERY_BACKOFF_BASE_S = 5
+    settings.DELIVERY_BACKOFF_CAP_S = 300
+
+    samples = {n: [backoff(n) for _ in range(200)] for n in (1, 3, 10)}
+
+    assert all(10 * 0.75 <= s <= 10 * 1.25 for s in samples[1])
+    assert all(40 * 0.75 <= s <= 40 * 1.25 for s in samples[3])
+    assert all(300 * 0.75 <= s <= 300 * 1.25 for s in samples[10])
+    assert len(set(samples[3])) > 150  # jittered, not one value
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [("refused", "URLError"), ("timeout", "timed out"), ("dropped", "RemoteDisconnected")],
+)
+def test_network_failures_are_retried_later(fake_provider, make_message, settings, setup, expected):
+    if setup == "refused":
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            settings.SENDGRID_API_HOST = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    elif setup == "timeout":
+        settings.DELIVERY_TIMEOUT_S = 0.3
+        fake_provider.script("sendgrid", Reply(202, delay=1.2))
+    else:
+        fake_provider.script("sendgrid", Reply.drop())
+    message = make_message()
+
+    report = messages_deliver([message.pk], now=T0)
+
+    reload(message)
+    assert report.retrying == 1
+    assert (message.status, message.attempts) == (S.QUEUED, 1)
+    assert expected in message.error
+    assert message.send_after > T0
+
+
+def test_a_permanent_sendgrid_error_fails_at_once(fake_provider, make_message):
+    fake_provider.script(
+        "sendgrid", Reply.sendgrid_error(400, "The to email does not contain a valid address.")
+    )
+    message = make_message()
+
+    report = messages_deliver([message.pk], now=T0)
+    again = messages_deliver([message.pk], now=T0 + timedelta(hours=1))
+
+    reload(message)
+    assert (report.failed, again.skipped) == (1, 1)
+    assert (message.status, message.attempts) == (S.FAILED, 1)
+    assert soon_after(T0, message.failed_at)
+    assert message.error == ("sendgrid: HTTP 400: The to email does not contain a valid address.")
+    assert len(fake_provider.sendgrid) == 1
+
+
+def test_twilio_21211_fails_the_message_and_suppresses_the_number_as_invalid(
+    fake_provider, make_message
+):
+    fake_provider.script("twilio", Reply.twilio_error(400, 21211, "Invalid 'To' Phone Number"))
+    message = make_message(channel=Channel.SMS)
+    waiting = make_message(channel=Channel.SMS, customer=message.customer, published_at=T0)
+
+    messages_deliver([message.pk], now=T0)
+
+    reload(message)
+    assert message.status == S.FAILED
+    assert "code 21211" in message.error
+    suppression = Suppression.objects.get(channel=Channel.SMS, address=message.to_address)
+    assert suppression.reason == Suppression.Reason.INVALID
+    assert suppression.source == "twilio error 21211"
+    assert suppression.lifted_at is None
+    # What was still waiting for that number will not go either.
+    assert reload(waiting).status == S.SUPPRESSED
+    assert not ConsentRecord.objects.exists()
+
+
+def test_twilio_21610_records_the_opt_out_in_the_ledger_and_the_suppression_list(
+    fake_provider, make_message
+):
+    fake_provider.script(
+        "twilio", Reply.twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
+    )
+    message = make_message(channel=Channel.SMS)
+    ConsentRecord.objects.create(
+        customer=message.customer,
+        channel=Channel.SMS,
+        status=ConsentRecord.Status.GRANTED,
+        source=ConsentRecord.Source.API,
+        recorded_at=T0 - timedelta(days=30),
+    )
+
+    messages_deliver([message.pk], now=T0)
+
+    reload(message)
+    assert message.status == S.FAILED
+    suppression = Suppression.objects.get(channel=Channel.SMS, address=message.to_address)
+    assert suppression.reason == Suppression.Reason.SMS_OPT_OUT
+    revoked = ConsentRecord.objects.filter(customer=message.customer).latest("recorded_at")
+    assert (revoked.status, revoked.source) == (
+        ConsentRecord.Status.REVOKED,
+        ConsentRecord.Source.PROVIDER,
+    )
+    assert soon_after(T0, revoked.recorded_at)
+    assert "21610" in revoked.wording
+    assert consent_state(message.customer, Channel.SMS) is False
+
+
+@pytest.mark.parametrize("code", [21408, 21614])
+def test_other_twilio_recipient_errors_fail_without_suppressing(fake_provider, make_message, code):
+    fake_provider.script("twilio", Reply.twilio_error(400, code, "cannot send there"))
+    message = make_message(channel=Channel.SMS)
+
+    messages_deliver([message.pk], now=T0)
+
+    assert reload(message).status == S.FAILED
+    assert not Suppression.objects.exists()
+
+
+def test_twilio_retry_after_sets_when_the_message_goes_again(fake_provider, make_message):
+    fake_provider.script(
+        "twilio", Reply.twilio_error(429, 20429, "Too Many Requests", headers={"Retry-After": "30"})
+    )
+    message = make_message(channel=Channel.SMS)
+
+    messages_deliver([message.pk], now=T0)
+
+    reload(message)
+    assert message.status == S.QUEUED
+    assert 30 <= (message.send_after - T0).total_seconds() <= 35
+
+
+def test_an_unreadable_success_answer_marks_the_message_unknown_and_never_resends_it(
+    fake_provider, make_message
+):
+    # Twilio took it (201) but the answer cannot be read: it may well have gone.
+    fake_provider.script("twilio", Reply(201, b"<html>proxy says hi</html>"))
+    message = make_message(channel=Channel.SMS)
+
+    report = messages_deliver([message.pk], now=T0)
+    messages_sweep(now=T0 + timedelta(hours=1))
+    messages_deliver([message.pk], now=T0 + timedelta(hours=1))
+
+    reload(message)
+    assert report.unknown == 1
+    assert message.status == S.UNKNOWN
+    assert message.error.startswith("twilio: ")
+    assert len(fake_provider.twilio) == 1
+
+
+def test_a_deferred_message_goes_only_once_it_is_due(fake_provider, make_message):
+    message = make_message(status=S.DEFERRED, send_after=T0 + timedelta(hours=2), published_at=T0)
+
+    early = messages_deliver([message.pk], now=T0)
+
+    assert early.not_due == 1
+    assert reload(message).status == S.DEFERRED
+    assert message.published_at is None  # the sweeper publishes it when due
+    assert fake_provider.requests == []
+
+    due = messages_deliver([message.pk], now=T0 + timedelta(hours=2))
+
+    assert due.sent == 1
+    assert reload(message).status == S.SENT
+
+
+@pytest.mark.parametrize("status", [S.SENDING, S.SENT, S.SUPPRESSED, S.FAILED, S.UNKNOWN])
+def test_a_message_that_is_not_waiting_is_never_claimed(fake_provider, make_message, status):
+    message = make_message(status=status)
+
+    report = messages_deliver([message.pk, 999_999], now=T0)
+
+    assert report.skipped == 2
+    assert reload(message).status == status
+    assert fake_provider.requests == []
+
+
+def test_an_address_suppressed_after_the_message_was_queued_is_not_sent(
+    fake_provider, make_message
+):
+    marketing = make_message(category=Category.MARKETING)
+    receipt = make_message(customer=marketing.customer, category=Category.TRANSACTIONAL)
+    bounced = make_message()
+    for address, reason in (
+        (marketing.to_address.upper(), Suppression.Reason.UNSUBSCRIBE),
+        (bounced.to_address, Suppression.Reason.BOUNCE),
+    ):
+        # Written directly, as if it happened after the messages were queued
+        # (suppression_add would cancel them itself).
+        Suppression.objects.create(
+            channel=Channel.EMAIL, address=address.lower(), reason=reason, created_at=T0
+        )
+
+    report = messages_deliver([marketing.pk, receipt.pk, bounced.pk], now=T0)
+
+    assert (report.suppressed, report.sent) == (2, 1)
+    assert (reload(marketing).status, marketing.reason) == (
+        S.SUPPRESSED,
+        "suppressed: unsubscribed",
+    )
+    assert (reload(bounced).status, bounced.reason) == (S.SUPPRESSED, "suppressed: bounced")
+    assert reload(receipt).status == S.SENT  # an unsubscribe does not stop receipts
+    assert [r.json["custom_args"]["tenure_message_id"] for r in fake_provider.sendgrid] == [
+        str(receipt.pk)
+    ]
+
+
+def test_a_misconfigured_provider_leaves_the_messages_waiting(
+    fake_provider, make_message, settings
+):
+    settings.TWILIO_AUTH_TOKEN = ""
+    sms = make_message(channel=Channel.SMS, published_at=T0)
+    email = make_message()
+
+    report = messages_deliver([sms.pk, email.pk], now=T0)
+
+    assert (report.handed_back, report.sent) == (1, 1)
+    reload(sms)
+    assert (sms.status, sms.attempts, sms.published_at) == (S.QUEUED, 0, T0)
+
+
+def test_a_batch_past_its_time_budget_hands_the_rest_back(fake_provider, make_message, settings):
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 1  # a budget of half a second
+    fake_provider.script("sendgrid", Reply(202, delay=0.7))
+    messages = [make_message(published_at=T0) for _ in range(3)]
+
+    report = messages_deliver([m.pk for m in messages], now=T0)
+
+    assert (report.sent, report.handed_back) == (1, 2)
+    first, *rest = [reload(m) for m in messages]
+    assert first.status == S.SENT
+    assert {(m.status, m.attempts, m.published_at) for m in rest} == {(S.QUEUED, 0, None)}
+
+
+def test_a_lease_past_its_end_becomes_unknown_and_is_never_sent(fake_provider, make_message):
+    stuck = make_message(status=S.SENDING, lease_until=T0, attempts=1)
+    live = make_message(status=S.SENDING, lease_until=T0 + timedelta(minutes=2), attempts=1)
+
+    sweep = messages_sweep(now=T0 + timedelta(seconds=1))
+    report = messages_deliver([stuck.pk, live.pk], now=T0 + timedelta(seconds=2))
+
+    assert sweep.expired == 1
+    reload(stuck)
+    assert (stuck.status, stuck.error, stuck.lease_until) == (S.UNKNOWN, LEASE_EXPIRED, None)
+    assert reload(live).status == S.SENDING
+    assert report.skipped == 2
+    assert fake_provider.requests == []

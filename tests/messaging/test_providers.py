@@ -1,0 +1,351 @@
+"""The providers with the real SDKs against the loopback fake API: what they
+send, how they authenticate, and how each answer becomes an id or an error."""
+
+import logging
+import socket
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from python_http_client.exceptions import BadRequestsError
+
+from apps.messaging.models import Category, Channel, Suppression
+from apps.messaging.providers import PermanentError, TransientError, get_provider
+from apps.messaging.providers.sendgrid import CUSTOM_ARG_MESSAGE_ID
+from apps.messaging.providers.twilio import TenureTwilioHttpClient, TwilioProvider
+from tests.fakes.provider import SENDGRID_KEY, TWILIO_SID, TWILIO_TOKEN, Reply
+
+from .conftest import TWILIO_FROM
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# --- SendGrid --------------------------------------------------------------------------
+
+
+def test_sendgrid_posts_the_message_with_bearer_auth_and_returns_the_x_message_id(
+    fake_provider, make_message, settings
+):
+    settings.DEFAULT_FROM_EMAIL = "Acme Team <hello@acme.example>"
+    message = make_message(subject="Welcome aboard", reply_to="Support <help@acme.example>")
+
+    provider_id = get_provider(Channel.EMAIL).send(message)
+
+    (request,) = fake_provider.sendgrid
+    assert request.status == 202
+    assert provider_id.startswith("fake-sg-")
+    assert (request.method, request.path) == ("POST", "/v3/mail/send")
+    assert request.headers["authorization"] == f"Bearer {SENDGRID_KEY}"
+    body = request.json
+    assert body["personalizations"] == [{"to": [{"email": message.to_address}]}]
+    assert body["from"] == {"email": "hello@acme.example", "name": "Acme Team"}
+    assert body["reply_to"] == {"email": "help@acme.example", "name": "Support"}
+    assert body["subject"] == "Welcome aboard"
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert body["content"][1]["value"] == message.html
+    assert body["custom_args"] == {CUSTOM_ARG_MESSAGE_ID: str(message.pk)}
+
+
+def test_marketing_email_carries_one_click_list_unsubscribe_headers(fake_provider, make_message):
+    message = make_message(category=Category.MARKETING)
+
+    get_provider(Channel.EMAIL).send(message)
+
+    headers = fake_provider.sendgrid[0].json["headers"]
+    assert headers["List-Unsubscribe"].startswith("<https://tenure.example.com/u/")
+    assert headers["List-Unsubscribe"].endswith(">")
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_the_mailto_unsubscribe_joins_the_https_one_when_configured(
+    fake_provider, make_message, settings
+):
+    settings.LIST_UNSUBSCRIBE_MAILTO = "unsubscribe@acme.example"
+    message = make_message()
+
+    get_provider(Channel.EMAIL).send(message)
+
+    https, mailto = fake_provider.sendgrid[0].json["headers"]["List-Unsubscribe"].split(", ")
+    assert https.startswith("<https://")
+    assert mailto == f"<mailto:unsubscribe@acme.example?subject=unsubscribe-{message.pk}>"
+
+
+def test_transactional_email_carries_no_list_unsubscribe_header(fake_provider, make_message):
+    get_provider(Channel.EMAIL).send(make_message(category=Category.TRANSACTIONAL))
+
+    assert "headers" not in fake_provider.sendgrid[0].json
+
+
+def test_the_sendgrid_client_is_built_with_the_host_and_a_timeout(fake_provider, settings):
+    settings.DELIVERY_TIMEOUT_S = 3.5
+
+    provider = get_provider(Channel.EMAIL)
+
+    assert provider.client.client.host == fake_provider.url
+    assert provider.client.client.timeout == 3.5
+
+
+def test_a_wrong_sendgrid_key_is_a_permanent_error(fake_provider, make_message, settings):
+    settings.SENDGRID_API_KEY = "SG.not-the-key"
+
+    with pytest.raises(PermanentError, match=r"HTTP 401.*authorization grant is invalid"):
+        get_provider(Channel.EMAIL).send(make_message())
+
+
+def test_sendgrid_429_is_transient_and_waits_until_the_reset(fake_provider, make_message):
+    fake_provider.script("sendgrid", Reply.sendgrid_rate_limited(reset_in=30))
+
+    with pytest.raises(TransientError, match="HTTP 429") as caught:
+        get_provider(Channel.EMAIL).send(make_message())
+
+    assert 28 <= caught.value.retry_after <= 31
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_sendgrid_5xx_is_transient(fake_provider, make_message, status):
+    fake_provider.script("sendgrid", Reply.sendgrid_error(status, "upstream trouble"))
+
+    with pytest.raises(TransientError, match=f"HTTP {status}") as caught:
+        get_provider(Channel.EMAIL).send(make_message())
+
+    assert caught.value.retry_after is None
+
+
+@pytest.mark.parametrize("status", [400, 403, 413])
+def test_other_sendgrid_4xx_are_permanent(fake_provider, make_message, status):
+    fake_provider.script(
+        "sendgrid", Reply.sendgrid_error(status, "does not contain a valid address")
+    )
+
+    with pytest.raises(PermanentError, match=f"HTTP {status}: does not contain a valid address"):
+        get_provider(Channel.EMAIL).send(make_message())
+
+
+def test_a_body_sendgrid_would_refuse_is_refused_by_the_fake_too(fake_provider, make_message):
+    provider = get_provider(Channel.EMAIL)
+    body = provider.payload(make_message())
+    body["content"] = []
+
+    with pytest.raises(BadRequestsError) as caught:
+        provider.client.send(body)
+
+    error = provider.error(caught.value)
+    assert isinstance(error, PermanentError)
+    assert "HTTP 400: Unless a valid template_id is provided, content is required." in str(error)
+
+
+def test_a_refused_sendgrid_connection_is_transient(fake_provider, make_message, settings):
+    settings.SENDGRID_API_HOST = closed_port_url()
+
+    with pytest.raises(TransientError, match="sendgrid: URLError"):
+        get_provider(Channel.EMAIL).send(make_message())
+
+
+def test_a_sendgrid_timeout_is_transient(fake_provider, make_message, settings):
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    fake_provider.script("sendgrid", Reply(202, delay=1.5))
+
+    with pytest.raises(TransientError, match="timed out"):
+        get_provider(Channel.EMAIL).send(make_message())
+
+
+def test_a_dropped_sendgrid_connection_is_transient(fake_provider, make_message):
+    fake_provider.script("sendgrid", Reply.drop())
+
+    with pytest.raises(TransientError, match="sendgrid: RemoteDisconnected"):
+        get_provider(Channel.EMAIL).send(make_message())
+
+
+def test_a_message_without_any_body_is_refused_before_any_request(fake_provider, make_message):
+    with pytest.raises(PermanentError, match="neither an HTML nor a text part"):
+        get_provider(Channel.EMAIL).send(make_message(html="", text=""))
+
+    assert fake_provider.requests == []
+
+
+# --- Twilio ----------------------------------------------------------------------------
+
+
+def test_twilio_posts_the_form_with_basic_auth_and_returns_the_sid(fake_provider, make_message):
+    message = make_message(channel=Channel.SMS, text="Your trial ends Friday. Reply STOP to stop.")
+
+    sid = get_provider(Channel.SMS).send(message)
+
+    (request,) = fake_provider.twilio
+    assert request.status == 201
+    assert sid.startswith("SM") and len(sid) == 34
+    assert (request.method, request.path) == (
+        "POST",
+        f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json",
+    )
+    assert request.headers["authorization"].startswith("Basic ")
+    assert request.form == {
+        "To": message.to_address,
+        "From": TWILIO_FROM,
+        "Body": "Your trial ends Friday. Reply STOP to stop.",
+        "StatusCallback": "https://tenure.example.com/webhooks/twilio/status",
+    }
+
+
+def test_a_messaging_service_sends_instead_of_a_from_number(fake_provider, make_message, settings):
+    settings.TWILIO_MESSAGING_SERVICE_SID = "MG" + "a" * 32
+
+    get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+    form = fake_provider.twilio[0].form
+    assert form["MessagingServiceSid"] == "MG" + "a" * 32
+    assert "From" not in form
+
+
+def test_the_twilio_http_client_sends_every_twilio_host_to_the_base_url():
+    client = TenureTwilioHttpClient(timeout=1, base_url="http://127.0.0.1:9999/prefix")
+
+    for host in ("api.twilio.com", "api.sydney.au1.twilio.com", "messaging.twilio.com"):
+        assert client.rewrite(f"https://{host}/2010-04-01/X.json?a=1") == (
+            "http://127.0.0.1:9999/prefix/2010-04-01/X.json?a=1"
+        )
+    assert client.rewrite("https://example.com/x") == "https://example.com/x"
+    assert TenureTwilioHttpClient(timeout=1).rewrite("https://api.twilio.com/x") == (
+        "https://api.twilio.com/x"
+    )
+    assert client.timeout == 1
+
+
+def test_an_edge_set_in_the_environment_still_reaches_the_base_url(
+    fake_provider, make_message, monkeypatch
+):
+    monkeypatch.setenv("TWILIO_EDGE", "sydney")
+    monkeypatch.setenv("TWILIO_REGION", "au1")
+
+    TwilioProvider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+    assert len(fake_provider.twilio) == 1
+
+
+def test_a_wrong_twilio_token_is_a_permanent_error(fake_provider, make_message, settings):
+    settings.TWILIO_AUTH_TOKEN = "not-the-token"
+
+    with pytest.raises(PermanentError, match="HTTP 401 code 20003"):
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "headers", "wait"),
+    [(429, 20429, {"Retry-After": "7"}, 7.0), (429, 429, {}, None), (503, 20500, {}, None)],
+)
+def test_twilio_rate_limits_and_5xx_are_transient_with_retry_after(
+    fake_provider, make_message, status, code, headers, wait
+):
+    fake_provider.script("twilio", Reply.twilio_error(status, code, "slow down", headers=headers))
+
+    with pytest.raises(TransientError, match=f"HTTP {status} code {code}") as caught:
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+    assert caught.value.retry_after == wait
+
+
+@pytest.mark.parametrize(
+    ("code", "suppress", "revoke"),
+    [
+        (21211, Suppression.Reason.INVALID, False),
+        (21610, Suppression.Reason.SMS_OPT_OUT, True),
+        (21408, None, False),
+        (21614, None, False),
+        (21606, None, False),
+    ],
+)
+def test_twilio_recipient_errors_are_permanent_with_what_they_mean(
+    fake_provider, make_message, code, suppress, revoke
+):
+    fake_provider.script("twilio", Reply.twilio_error(400, code, "about the recipient"))
+
+    with pytest.raises(PermanentError, match=rf"code {code}: .*about the recipient") as caught:
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+    assert (caught.value.code, caught.value.suppress, caught.value.revoke_consent) == (
+        code,
+        suppress,
+        revoke,
+    )
+
+
+def test_a_refused_twilio_connection_is_transient(fake_provider, make_message, settings):
+    settings.TWILIO_API_BASE_URL = closed_port_url()
+
+    with pytest.raises(TransientError, match="twilio: ConnectionError"):
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+
+def test_a_twilio_timeout_is_transient(fake_provider, make_message, settings):
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    fake_provider.script("twilio", Reply(201, delay=1.5))
+
+    with pytest.raises(TransientError, match="twilio: ReadTimeout"):
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+
+# --- local providers and the choice -------------------------------------------------
+
+
+def test_the_console_provider_logs_a_line_and_returns_a_console_id(settings, make_message, caplog):
+    settings.EMAIL_PROVIDER = "console"
+    message = make_message(subject="Your weekly report")
+
+    with caplog.at_level(logging.INFO, logger="tenure.outbox"):
+        provider_id = get_provider(Channel.EMAIL).send(message)
+
+    assert provider_id.startswith("console-")
+    assert f"email #{message.pk} to {message.to_address}: Your weekly report" in caplog.text
+
+
+def test_the_locmem_provider_keeps_what_it_sent_in_the_outbox(outbox, make_message):
+    email = make_message()
+    sms = make_message(channel=Channel.SMS)
+
+    email_id = get_provider(Channel.EMAIL).send(email)
+    get_provider(Channel.SMS).send(sms)
+
+    assert [(s.message_id, s.channel, s.to) for s in outbox] == [
+        (email.pk, "email", email.to_address),
+        (sms.pk, "sms", sms.to_address),
+    ]
+    assert outbox[0].provider_message_id == email_id
+    assert outbox[0].headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert outbox[1].headers == {}
+
+
+def test_an_unknown_provider_name_is_refused_naming_the_setting(settings):
+    settings.SMS_PROVIDER = "carrier-pigeon"
+
+    with pytest.raises(
+        ImproperlyConfigured, match="SMS_PROVIDER='carrier-pigeon' is not a provider"
+    ):
+        get_provider(Channel.SMS)
+
+
+def test_a_provider_that_cannot_serve_the_channel_is_refused(settings):
+    settings.SMS_PROVIDER = "sendgrid"
+
+    with pytest.raises(ImproperlyConfigured, match="sendgrid does not send sms"):
+        get_provider(Channel.SMS)
+
+
+def test_sendgrid_without_a_key_is_refused(settings):
+    settings.EMAIL_PROVIDER = "sendgrid"
+    settings.SENDGRID_API_KEY = ""
+
+    with pytest.raises(ImproperlyConfigured, match="needs SENDGRID_API_KEY"):
+        get_provider(Channel.EMAIL)
+
+
+def test_twilio_without_a_sender_is_refused(settings):
+    settings.SMS_PROVIDER = "twilio"
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = TWILIO_SID, TWILIO_TOKEN
+    settings.TWILIO_FROM_NUMBER = settings.TWILIO_MESSAGING_SERVICE_SID = ""
+
+    with pytest.raises(ImproperlyConfigured, match="TWILIO_FROM_NUMBER or TWILIO_MESSAGING"):
+        get_provider(Channel.SMS)
