@@ -13,5 +13,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("healthz", healthz, name="healthz"),
+    path("", include("apps.messaging.urls")),
     path("", include("apps.tracking.urls")),
 ]
