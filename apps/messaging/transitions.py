@@ -10,6 +10,8 @@ and a worker, two webhooks) cannot interleave into a step backwards.
 Delivery (apps/messaging/delivery.py) and tracking both use this.
 """
 
+from datetime import datetime
+
 from django.db.models import Case, F, Value, When
 
 from .models import Message
@@ -53,11 +55,11 @@ def sources(new: str) -> frozenset[str]:
     return _SOURCES[new]
 
 
-def message_move(message_id: int, new: str, **fields) -> bool:
+def message_move(message_id: int, new: str, *, now: datetime, **fields) -> bool:
     """Move one message to `new`, writing `fields` with it, if its status
     allows; True when it moved. Nothing is written when it does not."""
     moved = Message.objects.filter(pk=message_id, status__in=sources(new)).update(
-        status=new, **fields
+        status=new, updated_at=now, **fields
     )
     return moved == 1
 

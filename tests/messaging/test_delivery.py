@@ -397,3 +397,26 @@ def test_a_lease_past_its_end_becomes_unknown_and_is_never_sent(fake_provider, m
     assert reload(live).status == S.SENDING
     assert report.skipped == 2
     assert fake_provider.requests == []
+
+
+def test_statuses_only_move_forward(make_message):
+    from apps.messaging.transitions import can_move, message_move, status_if_allowed
+
+    assert can_move(S.QUEUED, S.SENDING) and can_move(S.SENDING, S.QUEUED)
+    assert can_move(S.SENT, S.DELIVERED) and can_move(S.DELIVERED, S.OPENED)
+    assert not can_move(S.DELIVERED, S.SENT)
+    assert not can_move(S.OPENED, S.DELIVERED)
+    assert not can_move(S.UNKNOWN, S.QUEUED)  # maybe sent: never queued again
+    assert not any(can_move(S.FAILED, new) for new in S.values)
+    opened = make_message(status=S.OPENED)
+
+    assert not message_move(opened.pk, S.DELIVERED, now=T0, delivered_at=T0)
+    assert (reload(opened).status, opened.delivered_at) == (S.OPENED, None)
+    assert message_move(opened.pk, S.CLICKED, now=T0, clicked_at=T0)
+    assert (reload(opened).status, opened.clicked_at) == (S.CLICKED, T0)
+
+    # A write that must happen either way moves the status only where allowed.
+    Message.objects.filter(pk=opened.pk).update(
+        status=status_if_allowed(S.SENT), provider_message_id="late-id"
+    )
+    assert (reload(opened).status, opened.provider_message_id) == (S.CLICKED, "late-id")
