@@ -100,12 +100,24 @@ def parse(body: bytes, *, received_at: datetime) -> list[IncomingEvent]:
         raise PayloadError(f"body is not JSON: {exc}") from None
     if not isinstance(data, list):
         raise PayloadError(f"body must be a JSON array of events, got {type(data).__name__}")
+    if b"\\u0000" in body:
+        data = _without_nul(data)  # PostgreSQL text and jsonb cannot hold NUL
     events = []
     for index, item in enumerate(data):
         if not isinstance(item, dict):
             raise PayloadError(f"[{index}]: must be an object, got {type(item).__name__}")
         events.append(_incoming(item, received_at=received_at))
     return events
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def _incoming(item: dict, *, received_at: datetime) -> IncomingEvent:
