@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_local_admin
-	$(PY) manage.py seed_demo --if-empty
+	$(PY) manage.py load_templates fixtures/templates.json --only-new
 	$(PY) manage.py load_segments fixtures/segments.json --only-new
+	$(PY) manage.py load_journeys fixtures/journeys --only-new
+	$(PY) manage.py seed_demo --if-empty
 	$(PY) manage.py refresh_segments
 	@echo "Starting web (http://127.0.0.1:8000), Celery worker and Celery beat. Ctrl-C stops them all."
 	@DEBUG=1 $(PY) manage.py run_local
