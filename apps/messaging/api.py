@@ -1,7 +1,7 @@
 """The consent API: `POST /api/v1/consent` appends to a customer's consent
 ledger (same key, errors and body handling as the ingestion API)."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
@@ -129,6 +129,6 @@ def consent(request: HttpRequest):
         raise HttpError(400, str(exc)) from None
     return ConsentOut(
         id=record.pk,
-        recordedAt=record.recorded_at,
+        recordedAt=record.recorded_at.astimezone(UTC),
         consent=consent_state(customer, body.channel, body.topic),
     )
