@@ -46,17 +46,23 @@ def journey_import(
     return journey
 
 
-def journey_draft_update(journey: Journey, data: Any) -> Journey:
-    """Replace the draft of an existing journey (the admin's editor, the
-    builder). The file's slug must be the journey's: other journeys and
-    enrollments name it."""
+def journey_draft_save(journey: Journey, data: Any) -> Journey:
+    """Save the draft of a journey (the admin's editor, the builder): a new
+    journey takes its slug from the file; an existing one keeps its slug,
+    which other journeys, messages and files name."""
     definition = parse_journey(data)
-    if definition.slug != journey.slug:
+    if journey.pk is None:
+        if Journey.objects.filter(slug=definition.slug).exists():
+            raise JourneyError(
+                [("slug", f"a journey {definition.slug!r} exists already; edit that one")]
+            )
+        journey.slug, journey.status = definition.slug, Journey.Status.DRAFT
+    elif definition.slug != journey.slug:
         raise JourneyError(
             [("slug", f"must stay {journey.slug!r}: a journey's slug never changes")]
         )
     _set_draft(journey, definition)
-    journey.save(update_fields=["draft", "name", "description", "updated_at"])
+    journey.save()
     return journey
 
 

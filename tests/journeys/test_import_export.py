@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 
 from apps.journeys.graph import JourneyError
 from apps.journeys.models import Journey, JourneyVersion
-from apps.journeys.services import journey_draft_update, journey_export, journey_import
+from apps.journeys.services import journey_draft_save, journey_export, journey_import
 
 from .conftest import BASE_FILE
 
@@ -111,8 +111,8 @@ def test_export_of_a_version_gives_that_version(make_journey, journey_file, now)
 def test_a_draft_edit_cannot_change_the_slug(make_journey, journey_file):
     journey = make_journey()
     with pytest.raises(JourneyError, match="must stay 'onboarding'"):
-        journey_draft_update(journey, journey_file(slug="renamed"))
-    journey_draft_update(journey, journey_file(name="Renamed"))
+        journey_draft_save(journey, journey_file(slug="renamed"))
+    journey_draft_save(journey, journey_file(name="Renamed"))
     journey.refresh_from_db()
     assert journey.name == "Renamed"
 

@@ -11,7 +11,7 @@ from apps.journeys.graph import JourneyError
 from apps.journeys.models import Enrollment, Journey, JourneyVersion
 from apps.journeys.services import (
     journey_archive,
-    journey_draft_update,
+    journey_draft_save,
     journey_import,
     journey_pause,
     journey_publish,
@@ -72,7 +72,7 @@ def test_publishing_makes_the_next_version_live(make_journey, now):
     journey.refresh_from_db()
     assert (journey.status, journey.live_version_id) == (Journey.Status.LIVE, version.pk)
 
-    journey_draft_update(journey, second_version())
+    journey_draft_save(journey, second_version())
     later = journey_publish(journey, now=now + timedelta(hours=1))
     assert later.number == 2
     journey.refresh_from_db()
@@ -140,7 +140,7 @@ def test_a_mapping_moves_enrollments_at_their_next_step(make_journey, enroll, no
     waiting = enroll(journey, "wait1", 2, next_run_at=due)
     [branching] = enroll(journey, "check")
     [finished] = enroll(journey, "done", state=Enrollment.State.COMPLETED)
-    journey_draft_update(journey, second_version())
+    journey_draft_save(journey, second_version())
     version = journey_publish(journey, now=now, migrate={"mapping": {"wait1": "pause"}})
     assert version.migrated == 3
     for enrollment in waiting:
@@ -157,7 +157,7 @@ def test_a_mapping_must_place_every_occupied_node(make_journey, enroll, now):
     journey = make_journey()
     enroll(journey, "wait1", 3)
     enroll(journey, "check")
-    journey_draft_update(journey, second_version())
+    journey_draft_save(journey, second_version())
     with pytest.raises(JourneyError) as info:
         journey_publish(journey, now=now, migrate={"mapping": {}})
     assert info.value.errors == [
@@ -173,7 +173,7 @@ def test_a_mapping_must_place_every_occupied_node(make_journey, enroll, now):
 def test_a_mapping_to_a_node_the_new_version_lacks_is_refused(make_journey, enroll, now):
     journey = make_journey()
     enroll(journey, "wait1")
-    journey_draft_update(journey, second_version())
+    journey_draft_save(journey, second_version())
     with pytest.raises(JourneyError) as info:
         journey_publish(journey, now=now, migrate={"mapping": {"wait1": "paws"}})
     assert info.value.errors == [
@@ -193,7 +193,7 @@ def test_migration_refuses_while_the_engine_holds_enrollments(make_journey, enro
     journey = make_journey()
     enroll(journey, "wait1")
     [held] = enroll(journey, "check", lease_until=now + timedelta(seconds=30), lease_token="t")
-    journey_draft_update(journey, second_version())
+    journey_draft_save(journey, second_version())
     with pytest.raises(JourneyError, match="1 enrollment\\(s\\) are being advanced right now"):
         journey_publish(journey, now=now, migrate={"mapping": {"wait1": "pause"}})
     assert journey.versions.count() == 1
