@@ -420,3 +420,31 @@ def test_statuses_only_move_forward(make_message):
         status=status_if_allowed(S.SENT), provider_message_id="late-id"
     )
     assert (reload(opened).status, opened.provider_message_id) == (S.CLICKED, "late-id")
+
+
+def test_a_message_send_is_published_on_commit_and_delivered_with_its_unsubscribe_link(
+    db, fake_provider, published, settings, django_capture_on_commit_callbacks
+):
+    from apps.messaging.links import unsubscribe_url
+    from apps.messaging.services import message_send
+    from tests.messaging.sending import make_customer, make_template
+
+    settings.COMPANY_POSTAL_ADDRESS = "1 Demo Street, Springfield"
+    customer = make_customer(email="grace@example.com", first_name="Grace")
+    template = make_template(subject="Hi {{ customer.first_name }}")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        message = message_send(
+            customer=customer, template=template, idempotency_key="e2e:1", now=T0
+        )
+
+    assert published == [[message.pk]]
+    report = messages_deliver(published[0], now=T0)
+
+    reload(message)
+    assert (report.sent, message.status) == (1, S.SENT)
+    body = fake_provider.sendgrid[0].json
+    assert body["subject"] == "Hi Grace"
+    assert body["personalizations"][0]["to"] == [{"email": "grace@example.com"}]
+    assert body["headers"]["List-Unsubscribe"] == f"<{unsubscribe_url(message)}>"
+    assert body["content"][1]["value"] == message.html
