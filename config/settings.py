@@ -197,6 +197,10 @@ JOURNEY_WEBHOOK_TIMEOUT_S = env.float("JOURNEY_WEBHOOK_TIMEOUT_S", default=10.0)
 # Calls per webhook step, the first included; retry n waits base * 2**(n-1) seconds.
 JOURNEY_WEBHOOK_MAX_ATTEMPTS = env.int("JOURNEY_WEBHOOK_MAX_ATTEMPTS", default=5)
 JOURNEY_WEBHOOK_BACKOFF_S = env.float("JOURNEY_WEBHOOK_BACKOFF_S", default=30.0)
+# A send overdue by more than this many seconds when its step finally runs (a
+# journey paused over it and resumed) is skipped and recorded, never sent late
+# (apps/journeys/selectors.is_stale).
+JOURNEY_RESUME_STALENESS = env.int("JOURNEY_RESUME_STALENESS_S", default=24 * 3600)
 
 # --- Messaging (used from issue 4 on; declared here so the table is whole) --
 EMAIL_PROVIDER = env.str("EMAIL_PROVIDER", default="console")

@@ -16,7 +16,8 @@ DEFAULT_RESUME_STALENESS = timedelta(hours=24)
 
 
 def resume_staleness() -> timedelta:
-    """`JOURNEY_RESUME_STALENESS` (settings; a timedelta, 24 hours by default)."""
+    """`JOURNEY_RESUME_STALENESS` (settings): seconds (the environment's
+    `JOURNEY_RESUME_STALENESS_S`) or a timedelta; 24 hours by default."""
     value = getattr(settings, "JOURNEY_RESUME_STALENESS", DEFAULT_RESUME_STALENESS)
     return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
 

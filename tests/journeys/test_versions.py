@@ -266,11 +266,13 @@ def test_a_send_due_longer_ago_than_the_staleness_is_stale(make_journey, enroll,
     assert not selectors.is_stale(enrollment, now=now)
 
 
-@override_settings(JOURNEY_RESUME_STALENESS=timedelta(hours=1))
-def test_the_staleness_is_a_setting(make_journey, enroll, now):
+@override_settings(JOURNEY_RESUME_STALENESS=3600)
+def test_the_staleness_is_a_setting_in_seconds_or_a_timedelta(make_journey, enroll, now):
     journey = make_journey()
     [enrollment] = enroll(journey, "nudge", next_run_at=now - timedelta(hours=2))
     assert selectors.is_stale(enrollment, now=now)
+    with override_settings(JOURNEY_RESUME_STALENESS=timedelta(hours=3)):
+        assert not selectors.is_stale(enrollment, now=now)
 
 
 def test_where_enrollments_are_is_counted_per_version_and_node(make_journey, enroll, now):
