@@ -7,6 +7,7 @@ happened."""
 
 import copy
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -142,7 +143,12 @@ def send_test_now(*, template: Template, customer: Customer, to: str, now) -> Me
     """Render and send a test now: a Message with its own key (a test is never
     "already sent"), then delivered in this process through the configured
     provider, so the outcome is known when this returns. Shared by the
-    admin's button and `manage.py send_test`."""
+    admin's button and `manage.py send_test`.
+
+    The send also publishes its delivery task (as every send does); if a
+    worker claims the message first, the delivery here finds nothing to
+    claim, so this waits (a provider call's timeout at most) for the
+    worker's answer. Either way there is one provider call."""
     with transaction.atomic():
         message = message_send(
             customer=customer,
@@ -152,8 +158,13 @@ def send_test_now(*, template: Template, customer: Customer, to: str, now) -> Me
             to_address=to,
             is_test=True,
         )
-    if message.status == Message.Status.QUEUED:
-        delivery.messages_deliver([message.pk], now=now)
+    if message.status != Message.Status.QUEUED:
+        return message  # suppressed, failed to render (or deferred, which tests never are)
+    delivery.messages_deliver([message.pk], now=now)
+    message.refresh_from_db()
+    give_up = time.monotonic() + settings.DELIVERY_TIMEOUT_S + 2
+    while message.status == Message.Status.SENDING and time.monotonic() < give_up:
+        time.sleep(0.2)
         message.refresh_from_db()
     return message
 

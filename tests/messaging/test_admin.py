@@ -24,6 +24,8 @@ PREVIEW = "admin:messaging_template_preview"
 
 @pytest.fixture(autouse=True)
 def company(settings):
+    # Staff users are made for most tests here: hash their passwords cheaply.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.COMPANY_NAME = "Acme & Co"
     settings.COMPANY_POSTAL_ADDRESS = "1 Demo Street, Springfield, 12345, USA"
     settings.PUBLIC_BASE_URL = "https://tenure.example.com"

@@ -88,6 +88,23 @@ def test_the_one_click_post_unsubscribes_at_once_without_cookies(
     assert receipt.status == Message.Status.QUEUED  # transactional mail still goes
 
 
+def test_a_multipart_one_click_post_works_too(mail_client, make_message):
+    message = make_message()
+
+    response = mail_client.post(path_of(message), {"List-Unsubscribe": "One-Click"})
+
+    assert response.status_code == 200
+    assert "(one-click)" in ConsentRecord.objects.get().wording
+    assert Suppression.objects.filter(address=message.to_address, lifted_at=None).exists()
+
+
+def test_a_head_request_from_a_link_scanner_changes_nothing(mail_client, make_message):
+    response = mail_client.head(path_of(make_message()))
+
+    assert response.status_code == 405
+    assert not Suppression.objects.exists()
+
+
 def test_the_confirmation_button_posts_the_same_way(mail_client, make_message):
     message = make_message()
 
