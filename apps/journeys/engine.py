@@ -538,8 +538,9 @@ def _send(run: Run) -> Move:
         return go(node.next, "sent", f"sent: {label}", message)
     if message.status == Message.Status.DEFERRED:
         until = when(message.send_after) if message.send_after else "later"
-        reason = f" ({message.reason})" if message.reason else ""
-        return go(node.next, "deferred", f"deferred until {until}{reason}: {label}", message)
+        why = message.reason.removeprefix("deferred: ")
+        detail = f"deferred until {until}" + (f": {why}" if why else "") + f"; {label}"
+        return go(node.next, "deferred", detail, message)
     if message.status == Message.Status.SUPPRESSED:
         reason = message.reason or "suppressed"
         outcome = "skipped" if reason.startswith("skipped") else "suppressed"

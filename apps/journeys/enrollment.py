@@ -249,7 +249,7 @@ def _reentry_clause(
         return f"NOT EXISTS ({earlier})", [journey.pk]
     if policy.policy == "after":
         since = connection.ops.adapt_datetimefield_value(now - timedelta(days=policy.days))
-        return f"NOT EXISTS ({earlier} AND e.entered_at > %s)", [journey.pk, since]
+        return f"NOT EXISTS ({earlier} AND e.entered_at >= %s)", [journey.pk, since]
     return "1 = 1", []
 
 
