@@ -23,6 +23,19 @@ def system_schedule() -> dict:
     from django.conf import settings
 
     return {
+        # Claims due journey enrollments and fans them out to workers. Ticks
+        # may overlap safely (disjoint claims); a late one is dropped.
+        "engine-tick": {
+            "task": "apps.journeys.tasks.tick",
+            "schedule": float(settings.ENGINE_TICK_INTERVAL_S),
+            "options": {"queue": "default", "expires": settings.ENGINE_TICK_INTERVAL_S * 2},
+        },
+        # Date-trait and schedule triggers (each fire a unique row: never twice).
+        "journey-triggers": {
+            "task": "apps.journeys.tasks.check_triggers",
+            "schedule": float(settings.JOURNEY_TRIGGER_CHECK_INTERVAL_S),
+            "options": {"queue": "default", "expires": settings.JOURNEY_TRIGGER_CHECK_INTERVAL_S},
+        },
         "heartbeat": {
             "task": "apps.core.tasks.heartbeat",
             "schedule": float(settings.HEARTBEAT_INTERVAL_S),
