@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
@@ -29,6 +29,7 @@ from apps.customers.models import Customer
 from . import consent, delivery, links
 from .forms import PreferencesForm, PreviewForm, SendTestForm, masked
 from .models import Category, Channel, ConsentRecord, Message, Template
+from .providers import get_provider
 from .rendering import TemplateRenderError, render, sms_segments, template_check
 from .services import message_send
 
@@ -148,7 +149,11 @@ def send_test_now(*, template: Template, customer: Customer, to: str, now) -> Me
     The send also publishes its delivery task (as every send does); if a
     worker claims the message first, the delivery here finds nothing to
     claim, so this waits (a provider call's timeout at most) for the
-    worker's answer. Either way there is one provider call."""
+    worker's answer. Either way there is one provider call.
+
+    Raises ImproperlyConfigured (naming the setting) before writing anything
+    when the channel's provider is not set up."""
+    get_provider(template.channel)
     with transaction.atomic():
         message = message_send(
             customer=customer,
@@ -182,12 +187,15 @@ def template_send_test(
     form = SendTestForm(request.POST, template=template)
     if not form.is_valid():
         return JsonResponse({"error": _form_errors(form)}, status=400)
-    message = send_test_now(
-        template=template,
-        customer=form.cleaned_data["customer"],
-        to=form.cleaned_data["to"],
-        now=timezone.now(),
-    )
+    try:
+        message = send_test_now(
+            template=template,
+            customer=form.cleaned_data["customer"],
+            to=form.cleaned_data["to"],
+            now=timezone.now(),
+        )
+    except ImproperlyConfigured as exc:
+        return JsonResponse({"error": f"Not sent: {exc}"}, status=400)
     logger.info(
         "test send of %s by %s: message %s %s", template.slug, request.user, message.pk,
         message.status,

@@ -286,6 +286,17 @@ def test_send_test_refuses_an_address_that_is_not_one(admin_client, ada, outbox)
     assert not Message.objects.exists()
 
 
+def test_send_test_names_a_provider_that_is_not_configured(admin_client, ada, settings):
+    settings.SMS_PROVIDER = "sendgrid"
+    template = make_template(channel=Channel.SMS)
+
+    response = send_test(admin_client, template, customer="ada")
+
+    assert response.status_code == 400
+    assert "SMS_PROVIDER='sendgrid': sendgrid does not send sms" in response.json()["error"]
+    assert not Message.objects.exists()
+
+
 def test_send_test_needs_permission_to_change_templates(client, ada, outbox):
     template = make_template()
     viewer = User.objects.create_user("viewer", password="pw", is_staff=True)

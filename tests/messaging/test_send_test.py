@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 
 from apps.messaging.consent import suppression_add
 from apps.messaging.models import Channel, Message
+from tests.fakes.provider import Reply
 from tests.messaging.sending import make_customer, make_template
 
 pytestmark = pytest.mark.django_db
@@ -123,11 +124,29 @@ def test_a_suppressed_address_is_not_sent_and_the_reason_is_the_error(ada, outbo
 
 
 def test_a_permanent_provider_error_fails_the_command(ada, fake_provider):
-    from tests.fakes.provider import Reply
-
     make_template(slug="welcome")
     fake_provider.script("sendgrid", Reply.sendgrid_error(400, "The from address is invalid"))
 
     with pytest.raises(CommandError, match="was not sent"):
         send_test("--template", "welcome", "--customer", "ada")
     assert Message.objects.get().status == Message.Status.FAILED
+
+
+def test_a_provider_outage_leaves_it_queued_for_a_retry_and_fails_the_command(ada, fake_provider):
+    make_template(slug="welcome")
+    fake_provider.script("sendgrid", Reply.sendgrid_error(503, "Service Unavailable"))
+
+    with pytest.raises(CommandError, match=r"was not sent yet: .*delivery retries it at"):
+        send_test("--template", "welcome", "--customer", "ada")
+    message = Message.objects.get()
+    assert message.status == Message.Status.QUEUED and message.send_after is not None
+    assert len(fake_provider.sendgrid) == 1
+
+
+def test_a_provider_that_is_not_configured_is_named_and_nothing_is_written(ada, settings):
+    settings.EMAIL_PROVIDER = "sendgird"
+    make_template(slug="welcome")
+
+    with pytest.raises(CommandError, match="not sent: EMAIL_PROVIDER='sendgird' is not a provider"):
+        send_test("--template", "welcome", "--customer", "ada")
+    assert not Message.objects.exists()

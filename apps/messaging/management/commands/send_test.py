@@ -1,3 +1,4 @@
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
@@ -56,7 +57,10 @@ class Command(BaseCommand):
         except TemplateRenderError as exc:
             raise CommandError(f"template {template!r} does not render: {exc}") from None
 
-        message = send_test_now(template=found, customer=person, to=to, now=now)
+        try:
+            message = send_test_now(template=found, customer=person, to=to, now=now)
+        except ImproperlyConfigured as exc:
+            raise CommandError(f"not sent: {exc}") from None
         self.stdout.write(f"message {message.pk}: {message.status}")
         self.stdout.write(f"  to {message.to_address} via {message.provider or '(no provider)'}")
         if message.provider_message_id:
@@ -65,6 +69,13 @@ class Command(BaseCommand):
             self.stdout.write(f"  reason: {message.reason}")
         if message.error:
             self.stdout.write(f"  error: {message.error}")
+        if message.status == Message.Status.QUEUED:
+            when = f" at {message.send_after:%H:%M:%S} UTC" if message.send_after else ""
+            why = message.error or "the provider did not answer"
+            raise CommandError(
+                f"message {message.pk} was not sent yet: {why}; "
+                f"delivery retries it{when} (with a worker running)"
+            )
         if message.status in NOT_SENT:
             why = message.reason or message.error or message.status
             raise CommandError(f"message {message.pk} was not sent: {why}")
