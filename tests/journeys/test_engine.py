@@ -370,3 +370,16 @@ def test_a_send_within_the_staleness_still_goes_after_resume(
     enrollments_advance([enrollment.pk], now=T0 + 2 * DAY + timedelta(hours=6))
 
     assert EnrollmentStep.objects.get(node_id="nudge").outcome == "sent"
+
+
+def test_beat_runs_the_tick_and_the_trigger_checks_as_registered_tasks(settings):
+    from config.celery import app, system_schedule
+
+    schedule = system_schedule()
+    app.loader.import_default_modules()  # what a worker does: autodiscover the tasks
+
+    assert schedule["engine-tick"]["schedule"] == settings.ENGINE_TICK_INTERVAL_S
+    assert schedule["journey-triggers"]["task"] == "apps.journeys.tasks.check_triggers"
+    for name in ("engine-tick", "journey-triggers"):
+        assert schedule[name]["task"] in app.tasks
+    assert "apps.journeys.tasks.advance_enrollments" in app.tasks
