@@ -559,3 +559,9 @@ admin.site.unregister(Customer)
 @admin.register(Customer)
 class CustomerAdmin(_CustomerAdmin):
     inlines = (*_CustomerAdmin.inlines, JourneyTimelineInline)
+
+
+# The backtest page and its button on the journey's page (apps/journeys/admin_backtest.py).
+from .admin_backtest import install as _install_backtest  # noqa: E402
+
+_install_backtest(JourneyAdmin)

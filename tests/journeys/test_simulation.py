@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 
 import pytest
+import time_machine
 from django.core.management import CommandError, call_command
 
 from apps.customers.models import Customer
@@ -445,3 +446,51 @@ def test_the_command_names_what_is_wrong(history):
         run("onboarding", "--days", "0")
     with pytest.raises(CommandError, match="--now: 'yesterday' is not an ISO-8601 time"):
         run("onboarding", "--days", "3", "--now", "yesterday")
+
+
+# --- the admin page ---------------------------------------------------------------------------
+
+
+def backtest_url(journey) -> str:
+    from django.urls import reverse
+
+    return reverse("admin:journeys_journey_backtest", args=[journey.pk])
+
+
+def test_the_journey_page_links_to_its_backtest(history, admin_client):
+    from django.urls import reverse
+
+    page = admin_client.get(reverse("admin:journeys_journey_change", args=[history.pk]))
+
+    assert page.status_code == 200
+    assert f'href="{backtest_url(history)}"'.encode() in page.content
+    assert b"Publish" in page.content  # the journey's own page, with the button added
+
+
+def test_the_admin_backtest_shows_the_form_then_the_result(history, admin_client):
+    form = admin_client.get(backtest_url(history))
+    assert form.status_code == 200
+    assert b"Run the backtest" in form.content
+    assert form.context["result"] is None
+
+    with time_machine.travel(NOW, tick=False):
+        page = admin_client.get(backtest_url(history), {"days": "10", "segment_step": "60"})
+
+    assert page.status_code == 200
+    result = page.context["result"]
+    assert summary(result.as_dict()) == EXPECTED
+    html = page.content.decode()
+    assert "skipped: frequency cap 3/7d" in html
+    assert "<code>nudge</code>" in html
+    assert "Traits are taken as they are today" in html
+    assert not Enrollment.objects.exists()
+
+
+def test_the_admin_backtest_says_what_is_wrong(make_journey, sendable, admin_client):
+    journey = make_journey(publish=False)
+
+    page = admin_client.get(backtest_url(journey), {"days": "10", "segment_step": "60"})
+    assert "never been published" in page.content.decode()
+    page = admin_client.get(backtest_url(journey), {"days": "0", "segment_step": "60"})
+    assert page.context["form"].errors["days"]
+    assert page.context["result"] is None
