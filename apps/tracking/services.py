@@ -23,6 +23,7 @@ the webhook's response.
 """
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -99,18 +100,30 @@ _CLICK_INSERT = (
 )
 
 
+def _insert_hit(statement: str, params: list) -> tuple | None:
+    """Run a hit's INSERT (one statement) in a transaction of its own that
+    does not wait for PostgreSQL to flush its write-ahead log: the request
+    never waits for the disk, and a database crash could lose only the hits
+    of its last fraction of a second (never a half-written row). Only the
+    pixel and the redirect do this; webhooks and processing commit durably."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        cursor.execute(statement, params)
+        return cursor.fetchone() if cursor.description else (cursor.rowcount,)
+
+
 def open_record(*, message_id: int, now: datetime, method: str, user_agent: str) -> bool:
     """Record an open from the pixel, in one statement; False when the message
     does not exist (any more). Processed later, in bulk."""
     reason = request_machine_reason(method=method, user_agent=user_agent)
     at = datetime_adapter()(now)
     agent = user_agent[:MAX_USER_AGENT]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _OPEN_INSERT,
-            [K.OPEN, Engagement.Source.PIXEL, at, at, bool(reason), reason, agent, message_id],
-        )
-        return cursor.rowcount == 1
+    row = _insert_hit(
+        _OPEN_INSERT,
+        [K.OPEN, Engagement.Source.PIXEL, at, at, bool(reason), reason, agent, message_id],
+    )
+    return row == (1,)
 
 
 def click_record(
@@ -122,13 +135,11 @@ def click_record(
     reason = request_machine_reason(method=method, user_agent=user_agent)
     at = datetime_adapter()(now)
     agent = user_agent[:MAX_USER_AGENT]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _CLICK_INSERT,
-            [K.CLICK, Engagement.Source.REDIRECT, at, at, bool(reason), reason, agent,
-             message_id, position],
-        )  # fmt: skip
-        row = cursor.fetchone()
+    row = _insert_hit(
+        _CLICK_INSERT,
+        [K.CLICK, Engagement.Source.REDIRECT, at, at, bool(reason), reason, agent,
+         message_id, position],
+    )  # fmt: skip
     return row[0] if row else None
 
 
@@ -143,51 +154,59 @@ class StoreResult:
     refused: int = 0  # items that could not be read: stored with their error
 
 
+_PROVIDER_EVENT_COLUMNS = (
+    ("provider", "text"),
+    ("event_id", "text"),
+    ("kind", "text"),
+    ("provider_message_id", "text"),
+    ("address", "text"),
+    ("occurred_at", "timestamptz"),
+    ("received_at", "timestamptz"),
+    ("payload", "text"),
+    ("processed_at", "timestamptz"),
+    ("error", "text"),
+)
+
+
 def provider_events_store(events: Sequence[IncomingEvent], *, now: datetime) -> StoreResult:
     """Store a webhook's events as received, each once (a repeat of an event
-    id, in this batch or from an earlier delivery, stores nothing), and have
-    them processed once the transaction commits."""
+    id, in this batch, from an earlier delivery or from a concurrent one,
+    stores nothing: `ON CONFLICT DO NOTHING` on the unique event id), in one
+    bulk statement, and have them processed once the transaction commits."""
     result = StoreResult(received=len(events))
     if not events:
         return result
     unique: dict[tuple[str, str], IncomingEvent] = {}
     for event in events:
         unique.setdefault((event.provider, event.event_id), event)
-    by_provider: dict[str, list[str]] = {}
-    for provider, event_id in unique:
-        by_provider.setdefault(provider, []).append(event_id)
-    known = {
-        (provider, event_id)
-        for provider, ids in by_provider.items()
-        for event_id in ProviderEvent.objects.filter(
-            provider=provider, event_id__in=ids
-        ).values_list("event_id", flat=True)
-    }
+    db_datetime = datetime_adapter()
+    stored_at = db_datetime(now)
     rows = [
-        ProviderEvent(
-            provider=e.provider,
-            event_id=e.event_id,
-            kind=e.kind,
-            provider_message_id=e.provider_message_id[:200],
-            address=e.address[:254],
-            occurred_at=e.occurred_at,
-            received_at=now,
-            payload=e.payload,
-            # A refused item is stored with its error and never processed.
-            processed_at=now if e.error else None,
-            error=e.error,
-        )
-        for key, e in unique.items()
-        if key not in known
-    ]
+        (e.provider, e.event_id, e.kind, e.provider_message_id[:200], e.address[:254],
+         db_datetime(e.occurred_at), stored_at, json.dumps(e.payload),
+         # A refused item is stored with its error and never processed.
+         stored_at if e.error else None, e.error)
+        for e in unique.values()
+    ]  # fmt: skip
+    payload = "payload::jsonb" if connection.vendor == "postgresql" else "payload"
+    names = ", ".join(name for name, _ in _PROVIDER_EVENT_COLUMNS)
     with transaction.atomic():
-        # ignore_conflicts: a concurrent delivery of the same events stores them once.
-        ProviderEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=BATCH_SIZE)
-        if any(not r.error for r in rows):
+        inserted = staged_write(
+            "providerevent",
+            _PROVIDER_EVENT_COLUMNS,
+            rows,
+            f"INSERT INTO {ProviderEvent._meta.db_table} ({names}) "  # noqa: S608
+            f"SELECT {names.replace('payload', payload)} FROM {{staged}} WHERE true "
+            # In event id order: concurrent deliveries of the same events wait
+            # for each other in one order, never in a cycle.
+            "ORDER BY provider, event_id "
+            "ON CONFLICT (provider, event_id) DO NOTHING RETURNING error",
+        )
+        if any(not error for (error,) in inserted):
             transaction.on_commit(_publish_processing)
-    result.stored = len(rows)
-    result.duplicates = len(events) - len(rows)
-    result.refused = sum(1 for r in rows if r.error)
+    result.stored = len(inserted)
+    result.duplicates = len(events) - len(inserted)
+    result.refused = sum(1 for (error,) in inserted if error)
     return result
 
 
@@ -356,25 +375,8 @@ def _process_provider_events(rows: list[ProviderEvent], *, now: datetime) -> Pro
             )
         )
     result = _apply(occurrences, now=now)
-    Engagement.objects.bulk_create(
-        [
-            Engagement(
-                message_id=o.message.id,
-                kind=o.outcome.engagement,
-                source=o.source,
-                occurred_at=o.occurred_at,
-                created_at=now,
-                machine=bool(o.machine_reason),
-                machine_reason=o.machine_reason[:200],
-                url=o.outcome.url,
-                user_agent=o.outcome.user_agent[:MAX_USER_AGENT],
-                provider_event_id=o.provider_event_id,
-                processed_at=now,
-            )
-            for o in occurrences
-            if o.message is not None and o.outcome.engagement
-        ],
-        batch_size=BATCH_SIZE,
+    _insert_engagements(
+        [o for o in occurrences if o.message is not None and o.outcome.engagement], now=now
     )
     _staged_update(
         ProviderEvent,
@@ -385,6 +387,40 @@ def _process_provider_events(rows: list[ProviderEvent], *, now: datetime) -> Pro
     result.provider_events = len(rows)
     result.unmatched = sum(1 for o in occurrences if o.message is None)
     return result
+
+
+_ENGAGEMENT_STAGED = (
+    ("message_id", "bigint"),
+    ("kind", "text"),
+    ("source", "text"),
+    ("occurred_at", "timestamptz"),
+    ("created_at", "timestamptz"),
+    ("machine", "boolean"),
+    ("machine_reason", "text"),
+    ("url", "text"),
+    ("user_agent", "text"),
+    ("provider_event_id", "bigint"),
+    ("processed_at", "timestamptz"),
+)
+
+
+def _insert_engagements(occurrences: Sequence[_Occurrence], *, now: datetime) -> None:
+    """The engagements of provider events, written processed, in one statement."""
+    if not occurrences:
+        return
+    db_datetime = datetime_adapter()
+    at = db_datetime(now)
+    names = ", ".join(name for name, _ in _ENGAGEMENT_STAGED)
+    staged_write(
+        "engagement",
+        _ENGAGEMENT_STAGED,
+        [(o.message.id, o.outcome.engagement, o.source, db_datetime(o.occurred_at), at,
+          bool(o.machine_reason), o.machine_reason[:200], o.outcome.url,
+          o.outcome.user_agent[:MAX_USER_AGENT], o.provider_event_id, at)
+         for o in occurrences],
+        f"INSERT INTO {Engagement._meta.db_table} ({names}, error) "  # noqa: S608
+        f"SELECT {names}, '' FROM {{staged}}",
+    )  # fmt: skip
 
 
 def _match(rows: Sequence[ProviderEvent]) -> dict[int, int]:
@@ -561,8 +597,21 @@ def _suppress(occurrences: Sequence[_Occurrence], *, now: datetime) -> int:
             logger.warning("tracking: %s event for %r not acted on: %s", o.source, o.address, exc)
             continue
         wanted[(o.channel, address)] = o  # in time order: the latest wins
+    # An address already suppressed needs nothing more for a bounce, a drop or
+    # a complaint (SendGrid drops every later message to a bounced address):
+    # one query instead of a service call each. Unsubscribes and resubscribes
+    # always go through, for their consent records.
+    active = _actively_suppressed(
+        [
+            key
+            for key, o in wanted.items()
+            if not (o.outcome.revokes_consent or o.outcome.lift_unsubscribe)
+        ]
+    )
     suppressed = 0
     for (channel, address), o in sorted(wanted.items()):
+        if (channel, address) in active:
+            continue
         if o.outcome.lift_unsubscribe:
             _lift_unsubscribe(channel, address, o, now=now)
         elif o.outcome.revokes_consent and o.message is not None:
@@ -586,6 +635,15 @@ def _suppress(occurrences: Sequence[_Occurrence], *, now: datetime) -> int:
             )
             suppressed += 1
     return suppressed
+
+
+def _actively_suppressed(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    if not keys:
+        return set()
+    rows = Suppression.objects.filter(
+        lifted_at__isnull=True, address__in={address for _, address in keys}
+    ).values_list("channel", "address")
+    return set(rows) & set(keys)
 
 
 # Suppression sources of an unsubscribe a provider reported.
