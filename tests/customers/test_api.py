@@ -339,7 +339,8 @@ def test_the_openapi_document_describes_every_endpoint_and_body(client):
 
     assert response.status_code == 200
     doc = json.loads(response.content)
-    assert set(doc["paths"]) == {"/api/v1/identify", "/api/v1/track", "/api/v1/batch"}
+    # Other apps add their endpoints (consent, …); the ingestion ones are all here.
+    assert {"/api/v1/identify", "/api/v1/track", "/api/v1/batch"} <= set(doc["paths"])
     schemas = doc["components"]["schemas"]
     assert {"IdentifyIn", "TrackIn", "BatchIn", "BatchOut"} <= set(schemas)
     assert "userId" in schemas["TrackIn"]["properties"]
