@@ -42,7 +42,7 @@ from django.db.models.fields.json import KeyTransform
 from apps.customers.models import Customer, Event
 from apps.messaging.models import Message
 from apps.segments.conditions import TraitTimeBetween, segment_queryset
-from apps.segments.models import Segment
+from apps.segments.models import Segment, SegmentMembership
 
 from . import engine, webhooks
 from .enrollment import (
@@ -161,7 +161,8 @@ def journey_simulate(
         replay.run()
         replay.count()
         transaction.set_rollback(True)
-    result.notes = _notes(definition, segment_step, result)
+    static = replay.segment is not None and replay.segment.kind == Segment.Kind.STATIC
+    result.notes = _notes(definition, segment_step, result, static_segment=static)
     result.elapsed_s = time.monotonic() - started
     return result
 
@@ -229,11 +230,12 @@ class _Replay:
         self.pending_event: Event | None = next(self.events, None)
         self.fires = self._date_fires() if self.trigger.type == "date_trait" else []
         self.slots = self._slots() if self.trigger.type == "schedule" else []
-        self.segment_definition = None
+        self.segment: Segment | None = None
         self.members: set[int] = set()
         self.next_check: datetime | None = None
+        if self.trigger.type in ("segment_entered", "segment_exited", "schedule"):
+            self.segment = self._segment(self.trigger.segment)
         if self.trigger.type in ("segment_entered", "segment_exited"):
-            self.segment_definition = self._segment_definition(self.trigger.segment)
             self.members = self._members(self.start)
             self.next_check = self.start + self.step
 
@@ -315,18 +317,26 @@ class _Replay:
             until = slot - timedelta(minutes=1)
         return sorted(slots)
 
-    def _segment_definition(self, slug: str) -> Any:
+    def _segment(self, slug: str) -> Segment:
         segment = Segment.objects.filter(slug=slug).first()
         if segment is None:
             raise SimulationError(f"the trigger's segment {slug!r} does not exist")
-        if segment.kind != Segment.Kind.DYNAMIC:
-            raise SimulationError(
-                f"the trigger's segment {slug!r} is a static list: it has no history to replay"
-            )
-        return segment.definition
+        return segment
 
     def _members(self, at: datetime) -> set[int]:
-        query = segment_queryset(self.segment_definition, now=at).order_by().values_list("pk")
+        """The segment's members at `at`: a dynamic segment's condition (as
+        defined today) evaluated as of then; a static list's recorded history
+        (who had been uploaded and not yet removed)."""
+        segment = self.segment
+        if segment.kind == Segment.Kind.DYNAMIC:
+            query = segment_queryset(segment.definition, now=at).order_by().values_list("pk")
+        else:
+            query = (
+                SegmentMembership.objects.filter(segment=segment, entered_at__lte=at)
+                .filter(Q(exited_at__isnull=True) | Q(exited_at__gt=at))
+                .order_by()
+                .values_list("customer_id")
+            )
         return {pk for (pk,) in query}
 
     # -- the clock ------------------------------------------------------------
@@ -469,9 +479,6 @@ class _Replay:
         self._enroll(list(contexts), now=now, contexts=contexts)
 
     def _slot(self, slot: datetime, *, now: datetime) -> None:
-        self.segment_definition = self.segment_definition or self._segment_definition(
-            self.trigger.segment
-        )
         members = sorted(self._members(slot))
         context = {
             "trigger": {
@@ -607,7 +614,11 @@ class _Replay:
 
 
 def _notes(
-    definition: JourneyDefinition, segment_step: timedelta, result: SimulationResult
+    definition: JourneyDefinition,
+    segment_step: timedelta,
+    result: SimulationResult,
+    *,
+    static_segment: bool = False,
 ) -> list[str]:
     trigger = definition.trigger
     notes = [
@@ -626,10 +637,14 @@ def _notes(
             "ones (live, only events from the API start journeys)."
         )
     elif trigger.type in ("segment_entered", "segment_exited"):
-        minutes = int(segment_step.total_seconds() // 60)
+        how = (
+            "replayed from its recorded uploads"
+            if static_segment
+            else "(its definition today) re-evaluated"
+        )
+        every = engine.span(segment_step)
         notes.append(
-            f"The segment {trigger.segment!r} (its definition today) was re-evaluated every "
-            f"{engine.span(segment_step) if minutes else segment_step}; customers "
+            f"The segment {trigger.segment!r}, {how}, was checked every {every}; customers "
             "already in it when the window opened did not enter."
         )
     elif trigger.type == "date_trait":
@@ -638,9 +653,7 @@ def _notes(
             f"({trigger.offset_days:+d} days at {trigger.at}, their zone) fell in the window."
         )
     elif trigger.type == "schedule":
-        notes.append(
-            f"Each cron slot enrolled the members of {trigger.segment!r} as evaluated then."
-        )
+        notes.append(f"Each cron slot enrolled the members {trigger.segment!r} had then.")
     if definition.holdout_percent:
         notes.append(
             f"{definition.holdout_percent}% holdout: held-out customers travel the graph but "

@@ -21,7 +21,7 @@ from apps.journeys.simulation import SimulationError, journey_simulate
 from apps.messaging.consent import suppression_add
 from apps.messaging.models import Category, Channel, Message, Suppression
 from apps.messaging.providers import locmem
-from apps.segments.models import Segment
+from apps.segments.models import Segment, SegmentMembership
 
 from .conftest import BASE_FILE, T0
 
@@ -276,7 +276,7 @@ def test_a_segment_trigger_enrolls_those_who_entered_during_the_window(
 
     assert (result.entered, result.completed) == (1, 1)
     assert result.messages == {"email": 1, "sms": 0}
-    assert any("re-evaluated every 1 hour" in note for note in result.notes)
+    assert any("re-evaluated, was checked every 1 hour" in note for note in result.notes)
 
 
 def test_a_segment_exit_trigger_enrolls_those_who_left(make_journey, sendable, track):
@@ -296,6 +296,26 @@ def test_a_segment_exit_trigger_enrolls_those_who_left(make_journey, sendable, t
     result = journey_simulate(journey, days=10, now=NOW)
 
     assert result.entered == 1  # r, when its cancellation is 30 days old
+
+
+def test_a_static_segment_trigger_replays_its_recorded_uploads(make_journey, sendable):
+    """n was uploaded before the window (already in: never enters); m on day 2
+    (enters then); o on day 3 and taken off on day 4 (entered, still counts)."""
+    vip = Segment.objects.create(slug="vip", name="VIP", kind=Segment.Kind.STATIC)
+    journey = journey_of(
+        make_journey, {"type": "segment_entered", "segment": "vip"}, WELCOME_THEN_EXIT
+    )
+    for name, entered, exited in (
+        ("n", T0 - 3 * DAY, None), ("m", D(2), None), ("o", D(3), D(4)),
+    ):  # fmt: skip
+        SegmentMembership.objects.create(
+            segment=vip, customer=person(name), entered_at=entered, exited_at=exited
+        )
+
+    result = journey_simulate(journey, days=10, now=NOW)
+
+    assert (result.entered, result.messages["email"]) == (2, 2)
+    assert any("replayed from its recorded uploads" in note for note in result.notes)
 
 
 def test_a_date_trait_trigger_fires_from_todays_trait(make_journey, sendable):
