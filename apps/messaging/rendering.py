@@ -109,6 +109,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return value
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        if attribute.startswith("_"):
+            # Even where no such attribute exists: probing is refused loudly.
+            self.unsafe_undefined(obj, attribute)
         return self._named(obj, attribute, super().getattr(obj, attribute))
 
     def getitem(self, obj: Any, argument: Any) -> Any:
