@@ -221,6 +221,24 @@ def enrollments_advance(ids: Sequence[int], *, now: datetime) -> AdvanceResult:
 def _advance_chunk(
     ids: list[int], *, now: datetime, result: AdvanceResult
 ) -> list[webhooks.PendingCall]:
+    """Advance a chunk in one transaction. First all together, with the rows'
+    writes gathered and made in bulk at the end; if anything raises, that
+    attempt is rolled back whole (messages and deliveries included: they
+    publish on commit) and the chunk is done again one enrollment at a time,
+    each in a savepoint, so the failing one fails alone and the others go on."""
+    try:
+        attempt = AdvanceResult()
+        unit = _advance_locked(ids, now=now, result=attempt, careful=False)
+    except Exception:
+        logger.info("chunk of %d enrollments: a node failed; advancing them one by one", len(ids))
+        attempt = AdvanceResult()
+        unit = _advance_locked(ids, now=now, result=attempt, careful=True)
+    for name in ("advanced", "steps", "failed", "skipped"):
+        setattr(result, name, getattr(result, name) + getattr(attempt, name))
+    return unit.pending
+
+
+def _advance_locked(ids: list[int], *, now: datetime, result: AdvanceResult, careful: bool):
     unit = Unit()
     with transaction.atomic():
         due = (
@@ -239,29 +257,59 @@ def _advance_chunk(
             seen += 1
             if enrollment.journey.status != Journey.Status.LIVE:
                 # Paused since the claim: let go, so a resume finds it at once.
-                Enrollment.objects.filter(pk=enrollment.pk).update(lease_until=None, lease_token="")
+                enrollment.lease_until, enrollment.lease_token = None, ""
+                unit.enrollments.append(enrollment)
                 result.skipped += 1
                 continue
+            if not careful:
+                result.steps += _advance_one(enrollment, unit, now=now)
+                result.advanced += 1
+                continue
+            mark = unit.mark()
             try:
                 with transaction.atomic():
-                    result.steps += _advance_one(enrollment, unit, now=now)
-                result.advanced += 1
+                    steps = _advance_one(enrollment, unit, now=now)
             except Exception as exc:
                 logger.exception("enrollment %s failed", enrollment.pk)
+                unit.undo(mark)
                 enrollment_fail(enrollment, error=f"{type(exc).__name__}: {exc}", now=now)
                 result.failed += 1
+            else:
+                result.steps += steps
+                result.advanced += 1
+                unit.flush()  # outside the next one's savepoint
+        unit.flush()
         result.skipped += len(ids) - seen
-    return unit.pending
+    return unit
+
+
+ENROLLMENT_FIELDS = [
+    "current_node",
+    "next_run_at",
+    "context",
+    "state",
+    "finished_at",
+    "exit_reason",
+    "lease_until",
+    "lease_token",
+]
+STEP_FIELDS = ["finished_at", "outcome", "detail", "message"]
 
 
 @dataclass
 class Unit:
     """What one chunk's enrollments share: parsed versions, templates by
-    slug, and the webhook calls to make after its transaction."""
+    slug, the webhook calls to make after its transaction, and the writes
+    that need not come before a side effect (steps of nodes without one,
+    closed steps, the enrollments' new state), made in bulk at the end. The
+    rows are locked meanwhile, so nothing else changes them."""
 
     definitions: Definitions = field(default_factory=Definitions)
     templates: dict[str, Template] = field(default_factory=dict)
     pending: list[webhooks.PendingCall] = field(default_factory=list)
+    steps_new: list[EnrollmentStep] = field(default_factory=list)
+    steps_changed: list[EnrollmentStep] = field(default_factory=list)
+    enrollments: list[Enrollment] = field(default_factory=list)
 
     def template(self, slug: str) -> Template | str:
         """The template (one query per slug and chunk); the slug itself when
@@ -272,6 +320,30 @@ class Unit:
                 return slug
             self.templates[slug] = found
         return self.templates[slug]
+
+    def mark(self) -> tuple[int, int, int, int]:
+        return (
+            len(self.pending),
+            len(self.steps_new),
+            len(self.steps_changed),
+            len(self.enrollments),
+        )
+
+    def undo(self, mark: tuple[int, int, int, int]) -> None:
+        """Forget what an enrollment whose savepoint rolled back gathered."""
+        del self.pending[mark[0] :]
+        del self.steps_new[mark[1] :]
+        del self.steps_changed[mark[2] :]
+        del self.enrollments[mark[3] :]
+
+    def flush(self) -> None:
+        if self.steps_new:
+            EnrollmentStep.objects.bulk_create(self.steps_new)
+        if self.steps_changed:
+            EnrollmentStep.objects.bulk_update(self.steps_changed, STEP_FIELDS)
+        if self.enrollments:
+            Enrollment.objects.bulk_update(self.enrollments, ENROLLMENT_FIELDS)
+        self.steps_new, self.steps_changed, self.enrollments = [], [], []
 
 
 @dataclass
@@ -321,8 +393,14 @@ class Run:
         return f"enr:{self.enrollment.pk}:{self.node.id}:{self.visit}"
 
     def open_step(self, outcome: str, detail: str = "") -> EnrollmentStep:
-        """Record the step before a side effect: a re-run finds it."""
+        """Record the step before a side effect: a re-run finds it. This
+        enrollment's steps gathered before it are written first, so their
+        ids follow the order of the visits."""
         if self.step is None:
+            mine = [s for s in self.unit.steps_new if s.enrollment_id == self.enrollment.pk]
+            if mine:
+                EnrollmentStep.objects.bulk_create(mine)
+                self.unit.steps_new = [s for s in self.unit.steps_new if s not in mine]
             self.step = EnrollmentStep.objects.create(
                 enrollment_id=self.enrollment.pk,
                 node_id=self.node.id,
@@ -334,32 +412,33 @@ class Run:
         return self.step
 
 
-def _advance_one(
-    enrollment: Enrollment,
-    unit: Unit,
-    *,
-    now: datetime,
-) -> int:
+def _advance_one(enrollment: Enrollment, unit: Unit, *, now: datetime) -> int:
     """Move one (locked, active, due) enrollment until it waits or ends;
-    returns the steps recorded."""
+    returns the steps recorded. Its writes are gathered in `unit`."""
     definition = unit.definitions.get(enrollment.journey_version)
     if goal_reached(definition, enrollment, now=now):
-        enrollment_finish(
-            enrollment,
-            state=Enrollment.State.CONVERTED,
-            reason=goal_reason(definition),
-            now=now,
-            step=GOAL_STEP,
+        reason = goal_reason(definition)
+        unit.steps_new.append(
+            EnrollmentStep(
+                enrollment_id=enrollment.pk,
+                node_id=GOAL_STEP,
+                visit=1,
+                started_at=now,
+                finished_at=now,
+                outcome=Enrollment.State.CONVERTED,
+                detail=reason,
+            )
         )
+        _finish(enrollment, unit, state=Enrollment.State.CONVERTED, reason=reason, now=now)
         return 1
     context = enrollment.context if isinstance(enrollment.context, dict) else {}
+    enrollment.context = context
     visits = context.setdefault("visits", {})
     node_id = enrollment.current_node or definition.start
     fresh = node_id not in visits
     if fresh:
         visits[node_id] = 1
     steps = 0
-    hold = False
     while True:
         if steps >= MAX_STEPS_PER_ADVANCE:
             raise RuntimeError(
@@ -375,40 +454,48 @@ def _advance_one(
         run = Run(enrollment, definition, node, visit, step, now, unit)
         move = HANDLERS[node.type](run)
         steps += 1
+        enrollment.current_node = node_id
         if move.kind == "hold":
-            hold = True
-            break
+            # The claim stays: the call is made after commit, then recorded.
+            unit.enrollments.append(enrollment)
+            return steps
         _record(run, move)
         if move.kind == "wait":
             enrollment.next_run_at = move.until
-            break
+            enrollment.lease_until, enrollment.lease_token = None, ""
+            unit.enrollments.append(enrollment)
+            return steps
         if move.kind == "end" or move.target is None:
             state = move.state or Enrollment.State.COMPLETED
             reason = move.detail if move.kind == "end" else f"reached the end after {node_id!r}"
-            also = {"current_node": node_id, "context": context}
-            enrollment_finish(enrollment, state=state, reason=reason, now=now, also=also)
+            _finish(enrollment, unit, state=state, reason=reason, now=now)
             return steps
         node_id = move.target
         visits[node_id] = visits.get(node_id, 0) + 1
         fresh = True
-    enrollment.current_node = node_id
-    enrollment.context = context
-    _save(enrollment, now=now, keep_lease=hold)
-    return steps
+
+
+def _finish(enrollment: Enrollment, unit: Unit, *, state: str, reason: str, now: datetime) -> None:
+    enrollment.state, enrollment.finished_at, enrollment.next_run_at = state, now, None
+    enrollment.exit_reason = reason[:300]
+    enrollment.lease_until, enrollment.lease_token = None, ""
+    unit.enrollments.append(enrollment)
 
 
 def _record(run: Run, move: Move) -> None:
     finished = None if move.kind == "wait" else run.now
     if run.step is None:
-        EnrollmentStep.objects.create(
-            enrollment_id=run.enrollment.pk,
-            node_id=run.node.id,
-            visit=run.visit,
-            started_at=run.now,
-            finished_at=finished,
-            outcome=move.outcome[:30],
-            detail=move.detail,
-            message=move.message,
+        run.unit.steps_new.append(
+            EnrollmentStep(
+                enrollment_id=run.enrollment.pk,
+                node_id=run.node.id,
+                visit=run.visit,
+                started_at=run.now,
+                finished_at=finished,
+                outcome=move.outcome[:30],
+                detail=move.detail,
+                message=move.message,
+            )
         )
     else:
         # A step finished earlier (a webhook's recorded call) keeps its time.
@@ -416,18 +503,7 @@ def _record(run: Run, move: Move) -> None:
         run.step.outcome = move.outcome[:30]
         run.step.detail = move.detail
         run.step.message = move.message or run.step.message
-        run.step.save(update_fields=["finished_at", "outcome", "detail", "message"])
-
-
-def _save(enrollment: Enrollment, *, now: datetime, keep_lease: bool = False) -> None:
-    fields: dict[str, Any] = {
-        "current_node": enrollment.current_node,
-        "next_run_at": enrollment.next_run_at,
-        "context": enrollment.context,
-    }
-    if not keep_lease:
-        fields |= {"lease_until": None, "lease_token": ""}
-    Enrollment.objects.filter(pk=enrollment.pk).update(**fields)
+        run.unit.steps_changed.append(run.step)
 
 
 def enrollment_fail(enrollment: Enrollment, *, error: str, now: datetime) -> None:

@@ -159,8 +159,11 @@ def test_a_failing_node_fails_only_its_enrollment_and_the_chunk_goes_on(
     nodes = [{"id": "hello", "type": "email", "template": "hello"}]
     first = make_journey()
     second = make_journey(journey_file(slug="second", name="Second", start="hello", nodes=nodes))
+    others = make_customers(2)
+    # In id order: one before the broken one, one after.
+    fine = [enroll(second, others[0])]
     broken = enroll(first, customer)
-    fine = [enroll(second, c) for c in make_customers(2)]
+    fine.append(enroll(second, others[1]))
     Template.objects.filter(slug="welcome").delete()  # gone after publishing
 
     result = enrollments_advance([broken.pk, *(e.pk for e in fine)], now=T0)
