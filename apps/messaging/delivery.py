@@ -214,31 +214,77 @@ def _deliver_all(
     clock: Callable[[], datetime],
     out_of_time: Callable[[], bool],
 ) -> None:
-    """One provider's messages of a batch, as fast as its rate limit allows."""
+    """One provider's messages of a batch, as fast as its rate limit allows.
+
+    Each claim is committed before its call, and each result before the next
+    call; but a result and the next claim share one transaction, so a message
+    costs one commit (one WAL flush on PostgreSQL), not two, without a call
+    ever happening on an uncommitted claim."""
     queue = deque(messages)
-    while queue:
-        if out_of_time():
-            _hand_back([m.pk for m in queue], until=None)
-            report.handed_back += len(queue)
-            return
-        grant = ratelimit.take(provider.name, rate=provider.rate_per_second, want=len(queue))
-        if not grant.granted:
-            if grant.wait <= MAX_RATE_WAIT_S:
-                time.sleep(grant.wait)
-                continue
-            _hand_back([m.pk for m in queue], until=clock() + timedelta(seconds=grant.wait))
-            report.handed_back += len(queue)
-            return
-        for _ in range(grant.granted):
+    unwritten: Callable[[], object] | None = None  # the last call's result
+
+    def write_pending() -> None:
+        nonlocal unwritten
+        if unwritten is not None:
+            write, unwritten = unwritten, None
+            with transaction.atomic():
+                write()
+
+    try:
+        while queue:
             if out_of_time():
-                break  # the tokens left are lost: the limit errs on the slow side
-            outcome = message_deliver(queue.popleft(), provider, now=clock())
-            setattr(report, outcome, getattr(report, outcome) + 1)
+                write_pending()
+                _hand_back([m.pk for m in queue], until=None)
+                report.handed_back += len(queue)
+                return
+            grant = ratelimit.take(provider.name, rate=provider.rate_per_second, want=len(queue))
+            if not grant.granted:
+                write_pending()
+                if grant.wait <= MAX_RATE_WAIT_S:
+                    time.sleep(grant.wait)
+                    continue
+                _hand_back([m.pk for m in queue], until=clock() + timedelta(seconds=grant.wait))
+                report.handed_back += len(queue)
+                return
+            for _ in range(grant.granted):
+                if out_of_time():
+                    break  # the tokens left are lost: the limit errs on the slow side
+                message = queue.popleft()
+                with transaction.atomic():
+                    if unwritten is not None:
+                        write, unwritten = unwritten, None
+                        write()
+                    claimed = _claim(message, provider, now=clock())
+                if not claimed:
+                    report.skipped += 1
+                    continue
+                outcome, unwritten = _call(message, provider, clock=clock)
+                setattr(report, outcome, getattr(report, outcome) + 1)
+    except BaseException:
+        # Keep what is known; the original error is the one to raise.
+        try:
+            write_pending()
+        except Exception:
+            logger.exception("delivery: recording a result failed while stopping")
+        raise
+    write_pending()
 
 
 def message_deliver(message: Message, provider: Provider, *, now: datetime) -> str:
     """Claim, send and record one message. Returns the outcome, a
     DeliveryReport field name: sent, retrying, failed, unknown or skipped."""
+    if not _claim(message, provider, now=now):
+        return "skipped"  # another worker has it, or it was sent or cancelled meanwhile
+    outcome, write = _call(message, provider, clock=lambda: now)
+    with transaction.atomic():
+        write()
+    return outcome
+
+
+def _claim(message: Message, provider: Provider, *, now: datetime) -> bool:
+    """The compare-and-set: a due, waiting message becomes `sending` under a
+    lease, its attempt counted before the call. False when it is no longer
+    waiting (another worker has it, or it was sent or cancelled meanwhile)."""
     lease_until = now + timedelta(seconds=settings.DELIVERY_LEASE_S)
     claimed = (
         Message.objects.filter(pk=message.pk, status__in=PENDING)
@@ -251,25 +297,58 @@ def message_deliver(message: Message, provider: Provider, *, now: datetime) -> s
             updated_at=now,
         )
     )
-    if not claimed:
-        return "skipped"  # another worker has it, or it was sent or cancelled meanwhile
-    message.attempts += 1
-    message.status, message.provider, message.lease_until = S.SENDING, provider.name, lease_until
+    if claimed:
+        message.attempts += 1
+        message.status, message.provider, message.lease_until = (
+            S.SENDING,
+            provider.name,
+            lease_until,
+        )
+    return claimed == 1
 
+
+def _call(
+    message: Message, provider: Provider, *, clock: Callable[[], datetime]
+) -> tuple[str, Callable[[], object]]:
+    """The one provider call for a claimed message: its outcome (a
+    DeliveryReport field name) and the write that records it, to be run in a
+    transaction."""
     try:
         provider_message_id = provider.send(message)
     except TransientError as exc:
-        return _retry_or_fail(message, exc, now=now)
+        now = clock()
+        if message.attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+            error = f"{exc} (gave up after {message.attempts} attempts)"
+            return "failed", partial(
+                _settle, message, S.FAILED, now=now, error=error, failed_at=now
+            )
+        if exc.retry_after is not None:
+            # The provider said when; a little spread so a whole batch does
+            # not come back in the same instant.
+            wait = exc.retry_after + random.uniform(0, min(5.0, 0.1 * exc.retry_after + 0.5))
+        else:
+            wait = backoff(message.attempts)
+        return "retrying", partial(
+            _settle,
+            message,
+            S.QUEUED,
+            now=now,
+            error=str(exc),
+            send_after=now + timedelta(seconds=wait),
+            published_at=None,  # the sweeper publishes it when it is due
+        )
     except PermanentError as exc:
-        _fail(message, exc, now=now)
-        return "failed"
+        return "failed", partial(_fail, message, exc, now=clock())
     except Exception as exc:
         # A bug or an interruption mid-call: the provider may have the
         # message. Never guess: `unknown` is for a person to review.
         logger.exception("delivery: message %s: unexpected error", message.pk)
-        _settle(message, S.UNKNOWN, now=now, error=f"{provider.name}: {type(exc).__name__}: {exc}")
-        return "unknown"
+        error = f"{provider.name}: {type(exc).__name__}: {exc}"
+        return "unknown", partial(_settle, message, S.UNKNOWN, now=clock(), error=error)
+    return "sent", partial(_record_sent, message, provider_message_id, now=clock())
 
+
+def _record_sent(message: Message, provider_message_id: str, *, now: datetime) -> None:
     # Recorded even if a provider event overtook us (a status callback before
     # the response): the status only moves if it may, the id is kept either way.
     Message.objects.filter(pk=message.pk).update(
@@ -281,35 +360,12 @@ def message_deliver(message: Message, provider: Provider, *, now: datetime) -> s
         updated_at=now,
     )
     message.status, message.provider_message_id, message.sent_at = S.SENT, provider_message_id, now
-    return "sent"
 
 
 def backoff(attempts: int) -> float:
     """Seconds before retry number `attempts`: min(cap, base * 2**attempts), ±JITTER."""
     base = min(settings.DELIVERY_BACKOFF_CAP_S, settings.DELIVERY_BACKOFF_BASE_S * 2**attempts)
     return base * random.uniform(1 - JITTER, 1 + JITTER)
-
-
-def _retry_or_fail(message: Message, exc: TransientError, *, now: datetime) -> str:
-    if message.attempts >= settings.DELIVERY_MAX_ATTEMPTS:
-        error = f"{exc} (gave up after {message.attempts} attempts)"
-        _settle(message, S.FAILED, now=now, error=error, failed_at=now)
-        return "failed"
-    if exc.retry_after is not None:
-        # The provider said when; a little spread so a whole batch does not
-        # come back in the same instant.
-        wait = exc.retry_after + random.uniform(0, min(5.0, 0.1 * exc.retry_after + 0.5))
-    else:
-        wait = backoff(message.attempts)
-    _settle(
-        message,
-        S.QUEUED,
-        now=now,
-        error=str(exc),
-        send_after=now + timedelta(seconds=wait),
-        published_at=None,  # the sweeper publishes it when it is due
-    )
-    return "retrying"
 
 
 def _fail(message: Message, exc: PermanentError, *, now: datetime) -> None:

@@ -2,6 +2,7 @@
 call per claim, retries with backoff, permanent errors and what they record."""
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -448,3 +449,30 @@ def test_a_message_send_is_published_on_commit_and_delivered_with_its_unsubscrib
     assert body["personalizations"][0]["to"] == [{"email": "grace@example.com"}]
     assert body["headers"]["List-Unsubscribe"] == f"<{unsubscribe_url(message)}>"
     assert body["content"][1]["value"] == message.html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_call_happens_on_a_committed_claim_after_the_previous_result_is_committed(
+    fake_provider, make_message
+):
+    fake_provider.script("sendgrid", Reply(202, delay=0.5), Reply(202, delay=0.5))
+    first, second = make_message(), make_message()
+    worker = threading.Thread(
+        target=lambda: (messages_deliver([first.pk, second.pk], now=T0), connection.close())
+    )
+
+    def seen_while_call_in_flight(calls: int) -> list[str]:
+        deadline = time.monotonic() + 10
+        while len(fake_provider.sendgrid) < calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # This test's own connection sees only what the worker committed.
+        return [reload(first).status, reload(second).status]
+
+    worker.start()
+    during_first = seen_while_call_in_flight(1)
+    during_second = seen_while_call_in_flight(2)
+    worker.join()
+
+    assert during_first == [S.SENDING, S.QUEUED]
+    assert during_second == [S.SENT, S.SENDING]
+    assert [reload(first).status, reload(second).status] == [S.SENT, S.SENT]
