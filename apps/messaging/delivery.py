@@ -113,8 +113,14 @@ def delivery_enqueue(message_ids: Iterable[int], *, now: datetime | None = None)
 def _flush(conn, now: datetime | None) -> None:
     ids = getattr(conn, _PENDING_ATTR, None)
     setattr(conn, _PENDING_ATTR, None)
-    if ids:
+    if not ids:
+        return
+    try:
         _publish_new(ids, now=now)
+    except Exception:
+        # The sends are committed; failing the caller now would only mislead
+        # it. What was not published has no `published_at`: the sweeper's.
+        logger.exception("delivery: publishing %d message(s) failed; the sweeper will", len(ids))
 
 
 def _publish_new(ids: Sequence[int], *, now: datetime | None) -> None:
