@@ -7,3 +7,6 @@ class CoreConfig(AppConfig):
 
     name = "apps.core"
     label = "core"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 (registers the system checks)

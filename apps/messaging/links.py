@@ -12,8 +12,10 @@ link acts on is read from the stored message.
 - Preferences tokens, which can also grant consent, expire after
   `PREFERENCES_LINK_MAX_AGE` (a year).
 
-The URLs use the https form of `PUBLIC_BASE_URL`: they end up in the
-`List-Unsubscribe` header, which mail providers honour only over https.
+The URLs start with `PUBLIC_BASE_URL` as configured, so the links of a local
+`make run` (plain http on 127.0.0.1) open. In production it must be https: the
+links end up in the `List-Unsubscribe` header, which mail providers honour only
+over https, and the system check `tenure.W001` says so when it is not.
 """
 
 from dataclasses import dataclass
@@ -40,12 +42,9 @@ class InvalidToken(Exception):
     (preferences) expired. The message is safe to show."""
 
 
-def public_https_url(path: str) -> str:
-    """`PUBLIC_BASE_URL` + path, with the scheme forced to https."""
-    base = settings.PUBLIC_BASE_URL.rstrip("/")
-    if base.startswith("http://"):
-        base = "https://" + base.removeprefix("http://")
-    return f"{base}/{path.lstrip('/')}"
+def public_url(path: str) -> str:
+    """`PUBLIC_BASE_URL` + path."""
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/{path.lstrip('/')}"
 
 
 # --- unsubscribe -------------------------------------------------------------
@@ -72,7 +71,7 @@ def unsubscribe_url(message: Message | None) -> str:
     """The one-click unsubscribe URL of a stored message (a preview link if
     the message is not stored yet)."""
     token = PREVIEW_TOKEN if message is None or message.pk is None else unsubscribe_token(message)
-    return public_https_url(f"/u/{token}")
+    return public_url(f"/u/{token}")
 
 
 # --- preferences -------------------------------------------------------------
@@ -118,5 +117,5 @@ def preferences_url(customer_or_message: Customer | Message | None) -> str:
         customer_id = customer_or_message.customer_id
         customer_or_message = Customer(pk=customer_id) if customer_id else None
     if customer_or_message is None or customer_or_message.pk is None:
-        return public_https_url(f"/preferences/{PREVIEW_TOKEN}")
-    return public_https_url(f"/preferences/{preferences_token(customer_or_message)}")
+        return public_url(f"/preferences/{PREVIEW_TOKEN}")
+    return public_url(f"/preferences/{preferences_token(customer_or_message)}")

@@ -331,11 +331,19 @@ def next_in_window(
 _ZONE_TABLES = ("zone.tab", "zone1970.tab")
 
 
+def _tzdata_root() -> str:
+    """The `tzdata` package's copy of the tz database (a dependency), for
+    machines without /usr/share/zoneinfo."""
+    import tzdata
+
+    return str(Path(tzdata.__file__).parent / "zoneinfo")
+
+
 @cache
 def zones_by_country() -> dict[str, tuple[str, ...]]:
     """ISO 3166 country code → its IANA zones, from the tz database's
     zone.tab (empty if the system has none: then nothing narrows)."""
-    for root in TZPATH:
+    for root in (*TZPATH, _tzdata_root()):
         for name in _ZONE_TABLES:
             path = Path(root) / name
             if path.exists():
