@@ -28,6 +28,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -314,25 +315,43 @@ def tracking_process(
     total = ProcessResult()
     for _ in range(max_batches):
         done = ProcessResult()
-        done.add(_claim_and_process(ProviderEvent, _process_provider_events, now, batch_size))
-        done.add(_claim_and_process(Engagement, _process_hits, now, batch_size))
+        done.add(
+            _claim_and_process(
+                ProviderEvent, _PROVIDER_EVENT_FIELDS, _process_provider_events, now, batch_size
+            )
+        )
+        done.add(_claim_and_process(Engagement, _HIT_FIELDS, _process_hits, now, batch_size))
         total.add(done)
         if not (done.provider_events or done.hits):
             break
     return total
 
 
-def _claim_and_process(model, process, now: datetime, batch_size: int) -> ProcessResult:
+# What processing reads of the rows it claims (plain values, not model
+# instances: a batch is a thousand rows).
+_PROVIDER_EVENT_FIELDS = (
+    "id", "provider", "kind", "message_id", "provider_message_id", "address", "occurred_at",
+    "payload",
+)  # fmt: skip
+_HIT_FIELDS = ("id", "message_id", "kind", "source", "occurred_at", "machine_reason", "url",
+               "link_id")  # fmt: skip
+
+
+def _claim_and_process(
+    model, fields: Sequence[str], process, now: datetime, batch_size: int
+) -> ProcessResult:
     """Claim a batch of pending rows of `model` and process it in one
     transaction. Should the batch fail, each row is retried on its own, and a
     row that fails alone is marked processed with its error (visible in the
     admin) rather than blocking the queue for ever."""
     with transaction.atomic():
-        rows = list(
-            model.objects.filter(processed_at__isnull=True)
+        rows = [
+            SimpleNamespace(**values)
+            for values in model.objects.filter(processed_at__isnull=True)
             .order_by("id")
-            .select_for_update(skip_locked=True, of=("self",))[:batch_size]
-        )
+            .select_for_update(skip_locked=True, of=("self",))
+            .values(*fields)[:batch_size]
+        ]
         if not rows:
             return ProcessResult()
         try:
@@ -346,20 +365,20 @@ def _claim_and_process(model, process, now: datetime, batch_size: int) -> Proces
                 with transaction.atomic():
                     result.add(process([row], now=now))
             except Exception as exc:
-                logger.exception("tracking: %s %s failed", model.__name__, row.pk)
-                model.objects.filter(pk=row.pk).update(
+                logger.exception("tracking: %s %s failed", model.__name__, row.id)
+                model.objects.filter(pk=row.id).update(
                     processed_at=now, error=f"processing failed: {type(exc).__name__}: {exc}"
                 )
                 result.failed += 1
         return result
 
 
-def _process_provider_events(rows: list[ProviderEvent], *, now: datetime) -> ProcessResult:
+def _process_provider_events(rows: list[SimpleNamespace], *, now: datetime) -> ProcessResult:
     matched = _match(rows)
     messages = _messages_locked(matched.values())
     occurrences: list[_Occurrence] = []
     for row in rows:
-        message = messages.get(matched.get(row.pk))
+        message = messages.get(matched.get(row.id))
         outcome = OUTCOMES[row.provider](row)
         channel = Channel.EMAIL if row.provider == ProviderEvent.Provider.SENDGRID else Channel.SMS
         occurrences.append(
@@ -370,7 +389,7 @@ def _process_provider_events(rows: list[ProviderEvent], *, now: datetime) -> Pro
                 outcome=outcome,
                 channel=channel,
                 address=row.address or (message.to_address if message else ""),
-                provider_event_id=row.pk,
+                provider_event_id=row.id,
                 machine_reason=outcome.machine_reason,
             )
         )
@@ -382,7 +401,7 @@ def _process_provider_events(rows: list[ProviderEvent], *, now: datetime) -> Pro
         ProviderEvent,
         "providerevent_done",
         (("message_id", "bigint"), ("processed_at", "timestamptz")),
-        [(row.pk, matched.get(row.pk), now) for row in rows],
+        [(row.id, matched.get(row.id), now) for row in rows],
     )
     result.provider_events = len(rows)
     result.unmatched = sum(1 for o in occurrences if o.message is None)
@@ -423,21 +442,21 @@ def _insert_engagements(occurrences: Sequence[_Occurrence], *, now: datetime) ->
     )  # fmt: skip
 
 
-def _match(rows: Sequence[ProviderEvent]) -> dict[int, int]:
+def _match(rows: Sequence[SimpleNamespace]) -> dict[int, int]:
     """provider event id → message id, for the events that match a message:
     the one they name (our custom arg), else the one the provider's message id
     belongs to."""
     hints: dict[int, int] = {}
     for row in rows:
         if row.message_id is not None:
-            hints[row.pk] = row.message_id
+            hints[row.id] = row.message_id
         elif row.provider == ProviderEvent.Provider.SENDGRID:
             hint = sendgrid_events.message_hint(row.payload)
             if hint is not None:
-                hints[row.pk] = hint
+                hints[row.id] = hint
     existing = set(Message.objects.filter(id__in=set(hints.values())).values_list("id", flat=True))
     matched = {pk: mid for pk, mid in hints.items() if mid in existing}
-    wanted = {row.pk: _send_id(row) for row in rows if row.pk not in matched}
+    wanted = {row.id: _send_id(row) for row in rows if row.id not in matched}
     wanted = {pk: sid for pk, sid in wanted.items() if sid}
     if wanted:
         by_send_id = dict(
@@ -449,13 +468,13 @@ def _match(rows: Sequence[ProviderEvent]) -> dict[int, int]:
     return matched
 
 
-def _send_id(row: ProviderEvent) -> str:
+def _send_id(row: SimpleNamespace) -> str:
     if row.provider == ProviderEvent.Provider.SENDGRID:
         return sendgrid_events.send_id(row.provider_message_id)
     return row.provider_message_id
 
 
-def _process_hits(rows: list[Engagement], *, now: datetime) -> ProcessResult:
+def _process_hits(rows: list[SimpleNamespace], *, now: datetime) -> ProcessResult:
     """Pending pixel opens and redirect clicks."""
     messages = _messages_locked(row.message_id for row in rows)
     occurrences = []
@@ -481,10 +500,10 @@ def _process_hits(rows: list[Engagement], *, now: datetime) -> ProcessResult:
         Engagement,
         "engagement_done",
         (("machine", "boolean"), ("machine_reason", "text"), ("processed_at", "timestamptz")),
-        [(row.pk, bool(o.machine_reason), o.machine_reason[:200], now) for row, o in kept],
+        [(row.id, bool(o.machine_reason), o.machine_reason[:200], now) for row, o in kept],
     )
     # Rows whose message is gone: marked, so they are not claimed again.
-    gone = [row.pk for row in rows if row.message_id not in messages]
+    gone = [row.id for row in rows if row.message_id not in messages]
     if gone:
         Engagement.objects.filter(pk__in=gone).update(processed_at=now, error="message deleted")
     result.hits = len(rows)
