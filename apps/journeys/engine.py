@@ -340,10 +340,50 @@ class Unit:
         if self.steps_new:
             EnrollmentStep.objects.bulk_create(self.steps_new)
         if self.steps_changed:
-            EnrollmentStep.objects.bulk_update(self.steps_changed, STEP_FIELDS)
+            rows_update(EnrollmentStep, self.steps_changed, STEP_FIELDS)
         if self.enrollments:
-            Enrollment.objects.bulk_update(self.enrollments, ENROLLMENT_FIELDS)
+            rows_update(Enrollment, self.enrollments, ENROLLMENT_FIELDS)
         self.steps_new, self.steps_changed, self.enrollments = [], [], []
+
+
+# Column types for the VALUES list of `rows_update` on PostgreSQL.
+_PG_TYPES = {
+    "BigAutoField": "bigint",
+    "CharField": "text",
+    "TextField": "text",
+    "DateTimeField": "timestamptz",
+    "JSONField": "jsonb",
+    "ForeignKey": "bigint",
+}
+
+
+def rows_update(model, objects: Sequence, fields: Sequence[str]) -> None:
+    """Write `fields` of these instances in one UPDATE … FROM a VALUES list
+    (Django's bulk_update builds a CASE per field and row, which costs more
+    to build than to run at a hundred rows)."""
+    meta = model._meta
+    columns = [meta.pk, *(meta.get_field(name) for name in fields)]
+    postgres = connection.vendor == "postgresql"
+    placeholder = (
+        "("
+        + ", ".join(
+            f"%s::{_PG_TYPES[f.get_internal_type()]}" if postgres else "%s" for f in columns
+        )
+        + ")"
+    )
+    params: list = []
+    for obj in objects:
+        for f in columns:
+            params.append(f.get_db_prep_save(getattr(obj, f.attname), connection))
+    names = ", ".join(f.column for f in columns)
+    assignments = ", ".join(f"{f.column} = v.{f.column}" for f in columns[1:])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH v ({names}) AS (VALUES {', '.join([placeholder] * len(objects))}) "  # noqa: S608
+            f"UPDATE {meta.db_table} SET {assignments} FROM v "
+            f"WHERE {meta.db_table}.{meta.pk.column} = v.{meta.pk.column}",
+            params,
+        )
 
 
 @dataclass

@@ -11,8 +11,7 @@ import pytest
 from apps.customers.models import Customer
 from apps.journeys.engine import engine_tick, enrollments_advance, split_branch
 from apps.journeys.enrollment import enrollment_start
-from apps.journeys.graph import JourneyError, parse_journey
-from apps.journeys.models import Enrollment, EnrollmentStep, JourneyVersion
+from apps.journeys.models import Enrollment, EnrollmentStep
 from apps.journeys.triggers import events_received
 from apps.journeys.webhooks import signature_verify
 from apps.messaging.consent import suppression_add
@@ -613,25 +612,3 @@ def test_a_holdout_enrollment_calls_no_webhook(run_journey, customer, receiver):
 
     assert receiver.requests == []
     assert step(enrollment, "crm").detail == "holdout: not called"
-
-
-# --- exit and nps_survey ------------------------------------------------------------------------
-
-
-def test_nps_survey_nodes_are_refused_and_a_stored_one_fails_its_enrollment(
-    run_journey, customer, journey_file
-):
-    survey = {"id": "ask", "type": "nps_survey", "survey": "nps", "channel": "email"}
-    with pytest.raises(JourneyError, match="surveys are not available yet"):
-        parse_journey(journey_file(start="ask", nodes=[survey]))
-    journey = run_journey([{"id": "hello", "type": "exit"}])
-    # Stored by a future version of Tenure (the model refuses edits; SQL does not).
-    version = JourneyVersion.objects.filter(pk=journey.live_version_id)
-    version.update(definition={**version.get().definition, "start": "ask", "nodes": [survey]})
-    enrollment = enroll(journey, customer)
-
-    enrollments_advance([enrollment.pk], now=T0)
-
-    enrollment.refresh_from_db()
-    assert enrollment.state == Enrollment.State.FAILED
-    assert "surveys are not available yet" in enrollment.exit_reason

@@ -1,0 +1,411 @@
+"""The journeys workload (issue 5): enrolling a million customers from a
+segment-entered trigger, and advancing a hundred thousand due enrollments
+through a send node with real Celery workers, delivering to the loopback fake
+provider; each beside what PostgreSQL itself does with the same rows."""
+
+import json
+import time
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+
+from .harness import (
+    Bench,
+    Result,
+    at_least,
+    at_most,
+    check,
+    measured,
+    number,
+    ratio,
+    step,
+    workload,
+)
+from .messaging import celery_worker, delivery_environment, fake_provider, purge_queues
+
+ENROLL_TARGET_S = 60.0
+ADVANCE_TARGET = 2_000  # send steps/s, claimed by the tick and processed by workers
+WORKER_PROCESSES = 4  # Celery prefork processes on every queue, as in the messaging workload
+TICK_EVERY_S = 5.0  # ENGINE_TICK_INTERVAL_S's default: the bench process ticks as beat would
+POLL_S = 0.2
+SEGMENT = "bench-everyone"
+TEMPLATE = "bench-welcome"
+HTML = (
+    "<p>Hi {{ customer.first_name | default('there') }}, welcome to your {{ customer.plan }} "
+    "plan.</p><p style='color:#888'>{{ company.name }}, {{ company.postal_address }}. "
+    "<a href='{{ links.unsubscribe }}'>Unsubscribe</a></p>"
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    enroll: int  # customers enrolled at once from a segment
+    advance: int  # due enrollments advanced through a send node
+
+
+FULL = Sizes(enroll=1_000_000, advance=100_000)
+QUICK = Sizes(enroll=20_000, advance=2_000)
+
+
+# --- data ---------------------------------------------------------------------------------
+
+SEED_CUSTOMERS = """
+INSERT INTO customers_customer
+    (external_id, email, phone, timezone, locale, traits, created_at, updated_at)
+SELECT 'bench-' || lpad(i::text, 7, '0'), 'reader' || i || '@example.com', '',
+       (ARRAY['America/New_York', 'Europe/Paris', 'Asia/Tokyo', 'UTC'])[1 + i %% 4], '',
+       jsonb_build_object('first_name', 'Reader' || i,
+                          'plan', (ARRAY['starter', 'pro', 'business'])[1 + i %% 3]),
+       now(), now()
+FROM generate_series(1, %s) AS i
+"""
+
+
+def seed(bench: Bench, customers: int) -> None:
+    with bench.connect() as conn:
+        conn.execute(SEED_CUSTOMERS, [customers])
+    from apps.messaging.models import Channel, Template
+    from apps.segments.models import Segment
+
+    Segment.objects.create(slug=SEGMENT, name="Everyone (bench)", kind=Segment.Kind.STATIC)
+    Template.objects.create(
+        slug=TEMPLATE,
+        name="Welcome (bench)",
+        channel=Channel.EMAIL,
+        subject="Welcome, {{ customer.first_name | default('there') }}",
+        html=HTML,
+    )
+
+
+def journey(slug: str, trigger: dict, nodes: list[dict], *, now: datetime):
+    from apps.journeys.services import journey_import
+
+    data = {
+        "slug": slug,
+        "name": slug,
+        "trigger": trigger,
+        "reentry": "never",
+        "start": nodes[0]["id"],
+        "nodes": nodes,
+    }
+    return journey_import(data, now=now, publish=True)
+
+
+SEND_THEN_EXIT = [
+    {"id": "hello", "type": "email", "template": TEMPLATE, "next": "done"},
+    {"id": "done", "type": "exit"},
+]
+
+
+def truncate_enrollments(bench: Bench) -> None:
+    with bench.connect() as conn:
+        conn.execute("TRUNCATE journeys_enrollmentstep, journeys_enrollment")
+
+
+# --- 1. enrolling -------------------------------------------------------------------------
+
+
+@dataclass
+class Enrolled:
+    customers: int
+    seconds: float
+    enrolled: int
+    again_seconds: float
+    again_enrolled: int
+    raw_seconds: float
+
+
+RAW_ENROLL = """
+INSERT INTO journeys_enrollment (journey_id, journey_version_id, customer_id, state,
+    current_node, next_run_at, entered_at, context, is_holdout, lease_token, exit_reason)
+SELECT %s, %s, s.id, 'active', 'hello', %s, %s, '{}'::jsonb, false, '', ''
+FROM unnest(%s::bigint[]) AS s(id)
+"""
+
+
+def enroll(bench: Bench, customers: int) -> Enrolled:
+    """The segment-entered listener (what a refresh's hook calls) with every
+    customer's id, timed; the same again (all refused: already active); and
+    PostgreSQL writing the same rows with a plain INSERT … SELECT."""
+    from django.utils import timezone
+
+    from apps.customers.models import Customer
+    from apps.journeys.models import Enrollment
+    from apps.journeys.triggers import segment_members_changed
+    from apps.segments.models import Segment
+
+    now = timezone.now()
+    target = journey(
+        "bench-enroll", {"type": "segment_entered", "segment": SEGMENT}, SEND_THEN_EXIT, now=now
+    )
+    segment = Segment.objects.get(slug=SEGMENT)
+    ids = list(Customer.objects.order_by("pk").values_list("pk", flat=True))
+    bench.settle()
+    with step(f"enroll {len(ids):,} customers (segment entered)") as first:
+        segment_members_changed(segment=segment, entered_ids=ids, exited_ids=[], now=now)
+    enrolled = Enrollment.objects.filter(journey=target, state="active").count()
+    bench.settle()
+    with step("the same ids again (all already active)") as again:
+        segment_members_changed(segment=segment, entered_ids=ids, exited_ids=[], now=now)
+    again_enrolled = Enrollment.objects.filter(journey=target).count() - enrolled
+
+    truncate_enrollments(bench)
+    bench.settle()
+    with bench.connect() as conn, step("raw PostgreSQL: INSERT … SELECT of the same rows") as raw:
+        conn.execute(RAW_ENROLL, [target.pk, target.live_version_id, now, now, ids])
+    truncate_enrollments(bench)
+    return Enrolled(len(ids), first.seconds, enrolled, again.seconds, again_enrolled, raw.seconds)
+
+
+# --- 2. advancing -------------------------------------------------------------------------
+
+
+@dataclass
+class Advanced:
+    enrollments: int
+    seconds: float  # first tick → no enrollment active
+    delivered_seconds: float  # first tick → every message sent
+    claimed: int  # enrollments claimed by all ticks (more than `enrollments`: re-claims)
+    ticks: int
+    completed: int
+    steps: int
+    messages: int
+    sent: int
+    fake: dict
+    raw_seconds: float
+
+
+def advance(bench: Bench, count: int) -> Advanced:
+    """`count` enrollments due now in a journey of an email node then an
+    exit. The bench process ticks every TICK_EVERY_S as beat would (the real
+    `engine_tick`, publishing the real task); a Celery worker with
+    WORKER_PROCESSES processes advances them and delivers the messages to the
+    fake SendGrid. Then PostgreSQL writes the same rows set-based."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from apps.customers.models import Customer
+    from apps.journeys.engine import engine_tick
+    from apps.journeys.enrollment import enrollments_start
+    from apps.journeys.models import Enrollment, EnrollmentStep
+    from apps.messaging.models import Message
+
+    target = journey(
+        "bench-advance", {"type": "event", "event": "bench"}, SEND_THEN_EXIT, now=timezone.now()
+    )
+    ids = list(Customer.objects.order_by("pk").values_list("pk", flat=True)[:count])
+    with step(f"enroll {count:,} customers (not timed)"):
+        enrollments_start(journey=target, customer_ids=ids, now=timezone.now())
+    bench.settle()
+
+    with ExitStack() as stack:
+        url = stack.enter_context(fake_provider(bench))
+        env = bench.env | delivery_environment(url)
+        for name, value in delivery_environment(url).items():
+            if hasattr(settings, name):
+                setattr(settings, name, type(getattr(settings, name))(value))
+        purge_queues()
+        stack.enter_context(celery_worker(bench, env, WORKER_PROCESSES))
+        active = Enrollment.objects.filter(journey=target, state="active")
+        pending = Message.objects.filter(status__in=["queued", "sending", "deferred"])
+        claimed = ticks = 0
+        with step(f"advance {count:,} enrollments (tick + {WORKER_PROCESSES} worker processes)"):
+            started = time.monotonic()
+            next_tick = started
+            deadline = started + max(600.0, count / 50)
+            advanced_at = None
+            while True:
+                now = time.monotonic()
+                if now >= next_tick and advanced_at is None:
+                    claimed += engine_tick(now=timezone.now()).claimed
+                    ticks += 1
+                    next_tick += TICK_EVERY_S
+                if advanced_at is None and not active.exists():
+                    advanced_at = time.monotonic()
+                if advanced_at is not None and not pending.exists():
+                    delivered_at = time.monotonic()
+                    break
+                if now > deadline:
+                    left = active.count()
+                    raise RuntimeError(
+                        f"{left:,} enrollments still active after {now - started:.0f} s"
+                    )
+                time.sleep(POLL_S)
+        with urllib.request.urlopen(f"{url}/_fake/stats", timeout=10) as answer:  # noqa: S310
+            fake = json.loads(answer.read())
+
+    messages = Message.objects.filter(journey=target.slug)
+    result = Advanced(
+        enrollments=count,
+        seconds=advanced_at - started,
+        delivered_seconds=delivered_at - started,
+        claimed=claimed,
+        ticks=ticks,
+        completed=Enrollment.objects.filter(journey=target, state="completed").count(),
+        steps=EnrollmentStep.objects.filter(enrollment__journey=target).count(),
+        messages=messages.count(),
+        sent=messages.filter(status="sent").count(),
+        fake=fake,
+        raw_seconds=0.0,
+    )
+    bench.settle()
+    result.raw_seconds = raw_advance(bench, target.pk)
+    return result
+
+
+def raw_advance(bench: Bench, journey_id: int) -> float:
+    """PostgreSQL alone writing what advancing wrote, set-based, in one
+    transaction rolled back: a step per node (two per enrollment), a message
+    per enrollment (a copy of the one written, under another key) and the
+    enrollment's new state."""
+    from apps.messaging.models import Message
+
+    columns = [f.column for f in Message._meta.concrete_fields if f.column not in ("id",)]
+    copied = ", ".join(
+        "'raw:' || idempotency_key" if c == "idempotency_key" else c for c in columns
+    )
+    with bench.connect() as conn:
+        started = time.perf_counter()
+        with conn.transaction(force_rollback=True):
+            conn.execute(
+                "INSERT INTO journeys_enrollmentstep (enrollment_id, node_id, visit, started_at, "
+                "finished_at, outcome, detail, message_id) "
+                "SELECT id, n.node, 2, now(), now(), 'sent', 'sent: email (raw)', NULL "
+                "FROM journeys_enrollment, (VALUES ('hello'), ('done')) AS n(node) "
+                "WHERE journey_id = %s",
+                [journey_id],
+            )
+            conn.execute(
+                f"INSERT INTO messaging_message ({', '.join(columns)}) "
+                f"SELECT {copied} FROM messaging_message WHERE journey = 'bench-advance'"
+            )
+            conn.execute(
+                "UPDATE journeys_enrollment SET state = 'exited', finished_at = now(), "
+                "current_node = 'done', lease_until = NULL, lease_token = '', "
+                "context = context || '{\"raw\": 1}'::jsonb WHERE journey_id = %s",
+                [journey_id],
+            )
+        return time.perf_counter() - started
+
+
+# --- the workload -------------------------------------------------------------------------
+
+
+@workload("journeys", "enrolling a million customers, advancing due enrollments")
+def run(bench: Bench) -> Result:
+    """Journeys at scale on PostgreSQL, in a fresh database whose customers
+    are written straight in SQL (ids, an email, a zone, a plan).
+
+    1. **Enrolling.** A live journey triggered by entering a segment; the
+       segments' membership listener is called with every customer's id (what
+       a refresh that adds them all does). Timed: that call, which is one
+       INSERT … SELECT with the re-entry rule and ON CONFLICT on the one-active
+       index. Then the same ids again (all refused), and PostgreSQL's own
+       plain INSERT … SELECT of the same rows into the same table and indexes.
+    2. **Advancing.** 100,000 enrollments due now in a journey of an email
+       node then an exit. The bench process ticks every 5 s, as beat does
+       (the real `engine_tick`: claims with SKIP LOCKED and leases, publishes
+       chunks of 100 ids); one Celery worker (prefork, 4 processes, every
+       queue) advances them (`message_send`: policies, render, write;
+       delivery published on commit) and delivers the messages through the
+       real SendGrid SDK to the fake API on loopback. Timed from the first
+       tick to the moment no enrollment is active (the rate counts the send
+       steps; each enrollment also records its exit step), and to the moment
+       every message is sent. Then PostgreSQL alone writes the same rows
+       set-based (two steps and a message per enrollment, the enrollment's
+       new state), rolled back.
+    3. **Checks.** Everyone enrolled once; every enrollment completed with
+       two steps and one message; every message sent; the fake received one
+       request per message and none twice."""
+    sizes = QUICK if bench.quick else FULL
+    bench.fresh_database()
+    bench.django()
+    with step(f"seed {sizes.enroll:,} customers (SQL)"):
+        seed(bench, sizes.enroll)
+
+    enrolled = enroll(bench, sizes.enroll)
+    advanced = advance(bench, sizes.advance)
+
+    enroll_rate = enrolled.customers / enrolled.seconds
+    raw_enroll_rate = enrolled.customers / enrolled.raw_seconds
+    send_rate = advanced.enrollments / advanced.seconds
+    raw_advance_rate = advanced.enrollments / advanced.raw_seconds
+    rows = [
+        at_most(
+            f"enroll {enrolled.customers:,} customers (segment entered)",
+            enrolled.seconds,
+            "s",
+            ENROLL_TARGET_S,
+            detail=f"({number(enroll_rate)}/s)",
+        ),
+        measured(
+            "raw PostgreSQL: the same rows, plain INSERT … SELECT",
+            f"{enrolled.raw_seconds:.1f} s ({number(raw_enroll_rate)}/s)",
+        ),
+        ratio("enrolling vs raw PostgreSQL", enroll_rate, raw_enroll_rate, "raw rows/s"),
+        measured(
+            "the same ids again (all already active)",
+            f"{enrolled.again_seconds:.1f} s, {enrolled.again_enrolled:,} enrolled",
+        ),
+        check(
+            "everyone enrolled once",
+            enrolled.enrolled == enrolled.customers and enrolled.again_enrolled == 0,
+            found=f"{enrolled.enrolled:,}, then {enrolled.again_enrolled:,} more",
+            expected=f"{enrolled.customers:,}, then 0",
+        ),
+        at_least(
+            f"advance {advanced.enrollments:,} due enrollments through a send node",
+            send_rate,
+            "send steps/s",
+            ADVANCE_TARGET,
+        ),
+        measured(
+            "all steps recorded (send + exit)",
+            f"{number(advanced.steps / advanced.seconds)} steps/s over {advanced.seconds:.1f} s",
+        ),
+        measured(
+            "delivered to the fake provider",
+            f"{number(advanced.sent / advanced.delivered_seconds)} messages/s "
+            f"(all sent {advanced.delivered_seconds:.1f} s after the first tick)",
+        ),
+        measured(
+            "raw PostgreSQL: the same rows, set-based",
+            f"{advanced.raw_seconds:.1f} s ({number(raw_advance_rate)} enrollments/s)",
+        ),
+        ratio("advancing vs raw PostgreSQL", send_rate, raw_advance_rate, "raw enrollments/s"),
+        measured(
+            "claims",
+            f"{advanced.claimed:,} in {advanced.ticks} ticks "
+            f"({advanced.claimed - advanced.enrollments:,} claimed again after a lease expired)",
+        ),
+        check(
+            "every enrollment advanced once",
+            advanced.completed == advanced.enrollments
+            and advanced.steps == 2 * advanced.enrollments
+            and advanced.messages == advanced.enrollments,
+            found=f"{advanced.completed:,} completed, {advanced.steps:,} steps, "
+            f"{advanced.messages:,} messages",
+            expected=f"{advanced.enrollments:,}, {2 * advanced.enrollments:,}, "
+            f"{advanced.enrollments:,}",
+        ),
+        check(
+            "every message sent, one provider call each",
+            advanced.sent == advanced.enrollments
+            and advanced.fake["sendgrid"] == advanced.enrollments
+            and advanced.fake["duplicates"] == 0,
+            found=f"{advanced.sent:,} sent, {advanced.fake['sendgrid']:,} requests, "
+            f"{advanced.fake['duplicates']} duplicate(s)",
+            expected=f"{advanced.enrollments:,}, {advanced.enrollments:,}, none",
+        ),
+    ]
+    notes = [
+        "The advancing run shares this machine's cores between the bench process (ticking "
+        "and polling), the worker's processes (advancing and delivering), the fake API, "
+        "PostgreSQL and Redis; the raw figures are PostgreSQL alone.",
+        "Enrolling is set-based (one statement whatever the count); advancing is per "
+        "enrollment by design: every send goes through the policies, renders its template "
+        "and is written with its own idempotency key before delivery, in chunks of 100 per "
+        "transaction, with the step, message and enrollment writes batched per chunk.",
+    ]
+    return Result(rows=rows, notes=notes)
