@@ -27,7 +27,13 @@ from .harness import (
 )
 
 # One module per workload, in report order; each registers itself on import.
-WORKLOAD_MODULES = ("bench.ingestion", "bench.segments", "bench.messaging", "bench.tracking")
+WORKLOAD_MODULES = (
+    "bench.ingestion",
+    "bench.segments",
+    "bench.messaging",
+    "bench.tracking",
+    "bench.journeys",
+)
 BUSY_LOAD_PER_CORE = 0.5
 
 
