@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "apps.messaging",
     "apps.journeys",
     "apps.tracking",
+    "apps.builder",
 ]
 
 MIDDLEWARE = [

@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("healthz", healthz, name="healthz"),
+    path("builder/", include("apps.builder.urls")),
     path("", include("apps.messaging.urls")),
     path("", include("apps.tracking.urls")),
 ]

@@ -1,0 +1,287 @@
+"""Reads for the builder: a journey as the canvas loads it, its live counts
+per node, the customers behind one of those counts, and a template's
+rendered preview.
+
+Counts are over every version of the journey: node ids name the same step
+across versions (a publish that moves customers maps old ids to new ones),
+so "sent at `welcome`" means the same thing before and after an edit.
+"""
+
+import copy
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django.db.models import Count
+from django.urls import reverse
+
+from apps.customers.models import Customer
+from apps.journeys import selectors as journey_selectors
+from apps.journeys.models import Enrollment, EnrollmentStep, Journey
+from apps.messaging.models import Category, Channel, Message, Template
+from apps.messaging.rendering import TemplateRenderError, render, template_check
+
+METRICS = ("entered", "waiting", "sent", "delivered", "opened", "clicked", "converted")
+# Message metrics: the timestamp each is counted by (set the first time the
+# message reaches that state; a click also stamps the open).
+MESSAGE_METRICS = {
+    "sent": "sent_at",
+    "delivered": "delivered_at",
+    "opened": "opened_at",
+    "clicked": "clicked_at",
+}
+CUSTOMERS_SHOWN = 50
+
+
+# --- the journey as the canvas loads it -------------------------------------------------
+
+
+def journey_state(journey: Journey, *, can_change: bool) -> dict[str, Any]:
+    """The journey's status, versions, draft and live file, where its active
+    enrollments are (for the publish form's mapping), and what the user may do."""
+    live = journey.live_version.definition if journey.live_version_id else None
+    draft = journey.draft or (copy.deepcopy(live) if live else None)
+    versions = [
+        {
+            "number": v.number,
+            "published_at": v.published_at.isoformat(),
+            "published_by": v.published_by.get_username() if v.published_by else "",
+        }
+        for v in journey.versions.select_related("published_by").order_by("-number")
+    ]
+    return {
+        "journey": {
+            "id": journey.pk,
+            "slug": journey.slug,
+            "name": journey.name,
+            "description": journey.description,
+            "status": journey.status,
+            "status_label": journey.get_status_display(),
+            "live_version": journey.live_version.number if journey.live_version_id else None,
+            "paused_at": journey.paused_at.isoformat() if journey.paused_at else None,
+            "updated_at": journey.updated_at.isoformat() if journey.updated_at else None,
+            "admin_url": reverse("admin:journeys_journey_change", args=[journey.pk]),
+            "versions": versions,
+        },
+        "draft": draft,
+        "live": live,
+        "draft_is_live": bool(live) and draft == live,
+        "in_flight": journey_selectors.active_enrollments_by_node(journey),
+        "can_change": can_change,
+    }
+
+
+def journey_list() -> list[dict[str, Any]]:
+    return [
+        {
+            "slug": j.slug,
+            "name": j.name,
+            "status": j.status,
+            "status_label": j.get_status_display(),
+            "live_version": j.live_version.number if j.live_version_id else None,
+            "active": j.active_count,
+            "url": reverse("builder:canvas", args=[j.slug]),
+        }
+        for j in journey_selectors.journeys_for_admin().order_by("name")
+    ]
+
+
+# --- live counts --------------------------------------------------------------------------
+
+
+def node_counts(journey: Journey) -> dict[str, dict[str, int]]:
+    """Per node id: entered (enrollments that reached it), waiting (active
+    enrollments there now), sent, delivered, opened and clicked (its
+    messages, tests excluded), converted (enrollments that reached it and
+    then met the goal). Six grouped queries whatever the journey's size."""
+    counts: dict[str, dict[str, int]] = {}
+
+    def put(node: str, metric: str, n: int) -> None:
+        counts.setdefault(node, dict.fromkeys(METRICS, 0))[metric] = n
+
+    first_visits = EnrollmentStep.objects.filter(enrollment__journey=journey, visit=1).order_by()
+    for node, n in first_visits.values_list("node_id").annotate(n=Count("id")):
+        put(node, "entered", n)
+    converted = first_visits.filter(enrollment__state=Enrollment.State.CONVERTED)
+    for node, n in converted.values_list("node_id").annotate(n=Count("id")):
+        put(node, "converted", n)
+    waiting = (
+        Enrollment.objects.filter(journey=journey, state=Enrollment.State.ACTIVE)
+        .exclude(current_node="")
+        .order_by()
+        .values_list("current_node")
+        .annotate(n=Count("id"))
+    )
+    for node, n in waiting:
+        put(node, "waiting", n)
+    messages = (
+        Message.objects.filter(journey=journey.slug, is_test=False)
+        .exclude(node_id="")
+        .order_by()
+        .values("node_id")
+        .annotate(**{metric: Count(field) for metric, field in MESSAGE_METRICS.items()})
+    )
+    for row in messages:
+        for metric in MESSAGE_METRICS:
+            put(row["node_id"], metric, row[metric])
+    return counts
+
+
+def journey_totals(journey: Journey) -> dict[str, int]:
+    """Enrollments by state, and how many were held out."""
+    rows = (
+        Enrollment.objects.filter(journey=journey)
+        .order_by()
+        .values_list("state")
+        .annotate(n=Count("id"))
+    )
+    totals = {state: 0 for state in Enrollment.State.values}
+    totals.update(dict(rows))
+    totals["enrolled"] = sum(totals[s] for s in Enrollment.State.values)
+    totals["held_out"] = Enrollment.objects.filter(journey=journey, is_holdout=True).count()
+    return totals
+
+
+def node_customers(
+    journey: Journey, node_id: str, metric: str, *, limit: int = CUSTOMERS_SHOWN
+) -> dict[str, Any]:
+    """The customers behind one count on the canvas (newest first, `limit`
+    of them), each linked to their admin page, with a link to the admin's
+    full list where the admin can filter to exactly these rows."""
+    if metric not in METRICS:
+        raise ValueError(f"metric: must be one of {', '.join(METRICS)} (got {metric!r})")
+    admin_url = ""
+    if metric in MESSAGE_METRICS:
+        field = MESSAGE_METRICS[metric]
+        messages = Message.objects.filter(
+            journey=journey.slug, node_id=node_id, is_test=False, **{f"{field}__isnull": False}
+        )
+        rows = [
+            _row(m.customer, at=getattr(m, field), enrollment_id=m.enrollment_id, message=m)
+            for m in messages.select_related("customer").order_by(f"-{field}", "-id")[:limit]
+        ]
+        total = messages.count()
+        query = {"journey": journey.slug, "node_id": node_id, f"{field}__isnull": "False"}
+        admin_url = reverse("admin:messaging_message_changelist") + "?" + urlencode(query)
+    elif metric == "waiting":
+        enrollments = Enrollment.objects.filter(
+            journey=journey, state=Enrollment.State.ACTIVE, current_node=node_id
+        )
+        rows = [
+            _row(e.customer, at=e.next_run_at, enrollment=e)
+            for e in enrollments.select_related("customer").order_by("next_run_at", "id")[:limit]
+        ]
+        total = enrollments.count()
+        query = {
+            "journey__id__exact": journey.pk,
+            "state__exact": "active",
+            "current_node": node_id,
+        }
+        admin_url = reverse("admin:journeys_enrollment_changelist") + "?" + urlencode(query)
+    else:
+        steps = EnrollmentStep.objects.filter(enrollment__journey=journey, node_id=node_id, visit=1)
+        if metric == "converted":
+            steps = steps.filter(enrollment__state=Enrollment.State.CONVERTED)
+        rows = [
+            _row(s.enrollment.customer, at=s.started_at, enrollment=s.enrollment)
+            for s in steps.select_related("enrollment__customer").order_by("-started_at", "-id")[
+                :limit
+            ]
+        ]
+        total = steps.count()
+    return {
+        "node": node_id,
+        "metric": metric,
+        "total": total,
+        "shown": len(rows),
+        "rows": rows,
+        "admin_url": admin_url,
+    }
+
+
+def _row(
+    customer: Customer,
+    *,
+    at: datetime | None,
+    enrollment: Enrollment | None = None,
+    enrollment_id: int | None = None,
+    message: Message | None = None,
+) -> dict[str, Any]:
+    enrollment_id = enrollment.pk if enrollment is not None else enrollment_id
+    return {
+        "customer_id": customer.pk,
+        "external_id": customer.external_id,
+        "email": customer.email,
+        "phone": customer.phone,
+        "at": at.isoformat() if at else None,
+        "state": enrollment.state if enrollment is not None else "",
+        "current_node": enrollment.current_node if enrollment is not None else "",
+        "customer_url": reverse("admin:customers_customer_change", args=[customer.pk]),
+        "enrollment_url": reverse("admin:journeys_enrollment_change", args=[enrollment_id])
+        if enrollment_id
+        else "",
+        "message_url": reverse("admin:messaging_message_change", args=[message.pk])
+        if message is not None
+        else "",
+        "message_status": message.status if message is not None else "",
+    }
+
+
+# --- template preview ---------------------------------------------------------------------
+
+
+def preview_customer(channel: str, term: str = "") -> Customer | None:
+    """Whom to render for: the customer named by external id, email or phone,
+    else the newest customer who can receive the channel (real data, as the
+    template editor's preview does)."""
+    from apps.customers.selectors import customer_search
+    from apps.messaging.forms import sample_customer
+
+    if term.strip():
+        return customer_search(Customer.objects.all(), term).order_by("pk").first()
+    return sample_customer(channel)
+
+
+def template_preview(template: Template, *, customer: Customer, now: datetime) -> dict[str, Any]:
+    """The stored template rendered for `customer`, as the template editor's
+    preview shows it: subject, preheader, HTML and text for email, the body
+    and its SMS segments for SMS, and the problems that would refuse it.
+    Reads only: nothing is written or sent."""
+    from apps.messaging.views import customer_summary, sms_summary
+
+    result: dict[str, Any] = {
+        "template": {
+            "slug": template.slug,
+            "name": template.name,
+            "channel": template.channel,
+            "category": template.category,
+            "admin_url": reverse("admin:messaging_template_change", args=[template.pk]),
+        },
+        "customer": customer_summary(customer),
+        "problems": template_check(template),
+        "error": "",
+    }
+    try:
+        rendered = render(template, customer=customer, now=now)
+    except TemplateRenderError as exc:
+        result["error"] = str(exc)
+        if template.channel != Channel.EMAIL or template.category != Category.MARKETING:
+            return result
+        # A marketing email refused for its footer: still show the rest (the
+        # error says what is missing), as the template editor does.
+        as_is = copy.copy(template)
+        as_is.category = Category.TRANSACTIONAL
+        try:
+            rendered = render(as_is, customer=customer, now=now)
+        except TemplateRenderError:
+            return result
+    if template.channel == Channel.SMS:
+        result["sms"] = {"body": rendered.body, **sms_summary(rendered.body)}
+    else:
+        result["email"] = {
+            "subject": rendered.subject,
+            "preheader": rendered.preheader,
+            "html": rendered.html,
+            "text": rendered.text,
+        }
+    return result
