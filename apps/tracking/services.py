@@ -25,6 +25,7 @@ the webhook's response.
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -306,14 +307,22 @@ class _Occurrence:
 
 
 def tracking_process(
-    *, now: datetime, batch_size: int = BATCH_SIZE, max_batches: int = 50
+    *,
+    now: datetime,
+    batch_size: int = BATCH_SIZE,
+    max_batches: int = 50,
+    budget_s: float | None = None,
 ) -> ProcessResult:
     """Process pending provider events and pixel/redirect hits, batch by batch,
-    until none is left or `max_batches` of each were done (the next run takes
-    the rest). Safe to run concurrently: batches are claimed with SKIP LOCKED
-    on PostgreSQL (SQLite runs one writer at a time)."""
+    until none is left, `max_batches` of each were done or `budget_s` seconds
+    of work have passed (the next run takes the rest). Safe to run
+    concurrently: batches are claimed with SKIP LOCKED on PostgreSQL (SQLite
+    runs one writer at a time)."""
     total = ProcessResult()
+    deadline = None if budget_s is None else time.monotonic() + budget_s
     for _ in range(max_batches):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         done = ProcessResult()
         done.add(
             _claim_and_process(

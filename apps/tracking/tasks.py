@@ -1,4 +1,5 @@
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from .services import tracking_process
@@ -9,4 +10,5 @@ def process_tracking() -> None:
     """On beat every few seconds, and published after each webhook: process
     the pending provider events and pixel/redirect hits in batches.
     Overlapping runs are safe (batches are claimed, SKIP LOCKED)."""
-    tracking_process(now=timezone.now())
+    # A quarter of the soft time limit, then the next run goes on.
+    tracking_process(now=timezone.now(), budget_s=settings.CELERY_TASK_SOFT_TIME_LIMIT / 4)

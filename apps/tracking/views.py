@@ -61,13 +61,18 @@ def click_redirect(request: HttpRequest, token: str) -> HttpResponse:
     url = None
     if found is not None:
         message_id, position = found
-        url = services.click_record(
-            message_id=message_id,
-            position=position,
-            now=timezone.now(),
-            method=request.method,
-            user_agent=request.META.get(USER_AGENT, ""),
-        )
+        try:
+            url = services.click_record(
+                message_id=message_id,
+                position=position,
+                now=timezone.now(),
+                method=request.method,
+                user_agent=request.META.get(USER_AGENT, ""),
+            )
+        except DatabaseError:
+            logger.exception("tracking: click of message %s: database unavailable", message_id)
+            page = render(request, "tracking/link_unavailable.html", status=503)
+            return _no_store(page)
     if url is None or not url.lower().startswith(("http://", "https://")):
         page = render(request, "tracking/link_invalid.html", status=404)
         return _no_store(page)

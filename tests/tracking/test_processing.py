@@ -193,3 +193,13 @@ def test_the_admin_opts_a_flagged_number_out_and_marks_it_reviewed(
 
     assert Suppression.objects.get().address == customer.phone
     assert ConsentRecord.objects.get().source == ConsentRecord.Source.ADMIN
+
+
+def test_a_run_out_of_time_leaves_the_rest_to_the_next_run(make_message):
+    message = make_message()
+    open_record(message_id=message.pk, now=T0, method="GET", user_agent=BROWSER)
+
+    spent = tracking_process(now=T0 + timedelta(hours=1), budget_s=0)
+    later = tracking_process(now=T0 + timedelta(hours=1), budget_s=60)
+
+    assert (spent.hits, later.hits) == (0, 1)
