@@ -28,7 +28,7 @@ import secrets
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SENDGRID_KEY = "SG.fake-key.for-tests"
@@ -113,6 +113,8 @@ class FakeProviderServer:
         self.twilio_sid = twilio_sid
         self.twilio_token = twilio_token
         self.keep_requests = keep_requests
+        # Seconds every unscripted answer waits (a slow provider).
+        self.delay = 0.0
         self.requests: list[Recorded] = []
         self.counts = {"sendgrid": 0, "twilio": 0, "other": 0}
         # Our message ids seen in SendGrid custom_args: a repeat is a duplicate send.
@@ -185,11 +187,15 @@ class FakeProviderServer:
         else:
             with self._lock:
                 scripted = self._scripts[service].pop(0) if self._scripts[service] else None
-            reply = scripted or (
-                self._sendgrid(headers, body)
-                if service == "sendgrid"
-                else self._twilio(path, headers, body)
-            )
+            reply = scripted
+            if reply is None:
+                reply = (
+                    self._sendgrid(headers, body)
+                    if service == "sendgrid"
+                    else self._twilio(path, headers, body)
+                )
+                if self.delay:
+                    reply = replace(reply, delay=self.delay)
         with self._lock:
             self.counts[service] += 1
             if self.keep_requests:

@@ -2,11 +2,15 @@
 Celery worker process consuming the delivery queue, the real SDKs calling the
 loopback fake SendGrid + Twilio API."""
 
+import os
+import signal
+from pathlib import Path
+
 import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from apps.messaging.delivery import messages_sweep
+from apps.messaging.delivery import LEASE_EXPIRED, messages_sweep
 from apps.messaging.models import Channel, Message
 from apps.messaging.services import message_send
 from tests.fakes.provider import SENDGRID_KEY, TWILIO_SID, TWILIO_TOKEN, FakeProviderServer, Reply
@@ -37,7 +41,9 @@ def fake_api(transactional_db, monkeypatch, settings):
             "SENDGRID_RATE_PER_SECOND": "0",
             "TWILIO_RATE_PER_SECOND": "0",
             "DELIVERY_BACKOFF_BASE_S": "0.2",
-            "DELIVERY_TIMEOUT_S": "5",
+            "DELIVERY_TIMEOUT_S": "2",
+            # Short, so a test can wait for a lost worker's lease to run out.
+            "DELIVERY_LEASE_S": "5",
         }
         for name, value in values.items():
             monkeypatch.setenv(name, value)
@@ -107,3 +113,47 @@ def test_a_provider_outage_is_retried_by_the_worker_and_the_message_goes_once(fa
     assert message.attempts == 3
     assert [r.status for r in fake_api.sendgrid] == [503, 500, 202]
     assert fake_api.stats()["unique_message_ids"] == 1
+
+
+def pool_processes(worker) -> list[int]:
+    """The prefork pool's child processes (the ones that run tasks)."""
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def test_a_worker_killed_mid_batch_sends_nothing_twice_and_loses_nothing(
+    fake_api, worker, settings
+):
+    settings.DELIVERY_REPUBLISH_AFTER_S = 2
+    fake_api.delay = 0.3  # a slow provider: the kill lands mid-batch
+    template = make_template()
+    customers = [make_customer(email=f"batch{i}@example.com") for i in range(10)]
+    with transaction.atomic():
+        ids = [
+            message_send(
+                customer=c, template=template, idempotency_key=f"it:kill:{c.pk}", now=timezone.now()
+            ).pk
+            for c in customers
+        ]  # one task: DELIVERY_BATCH_SIZE is 100
+
+    wait_for(lambda: len(fake_api.sendgrid) >= 3, timeout=60, interval=0.02)
+    for pid in pool_processes(worker):
+        os.kill(pid, signal.SIGKILL)  # the process running the batch, mid-call
+
+    def settled():
+        # Beat's sweeper: the lost claim's lease runs out, the rest is published again.
+        messages_sweep(now=timezone.now())
+        return not Message.objects.filter(pk__in=ids, status__in=[S.QUEUED, S.SENDING]).exists()
+
+    wait_for(settled, timeout=90, interval=0.5)
+    final = dict(Message.objects.filter(pk__in=ids).values_list("pk", "status"))
+    unknown = [pk for pk, status in final.items() if status == S.UNKNOWN]
+    assert set(final.values()) <= {S.SENT, S.UNKNOWN}
+    assert len(unknown) == 1  # the one whose call was in flight: maybe sent, never re-sent
+    for message in Message.objects.filter(pk__in=unknown):
+        assert message.error == LEASE_EXPIRED
+    stats = fake_api.stats()
+    assert stats["duplicates"] == 0  # no message reached the provider twice
+    assert stats["unique_message_ids"] == len(fake_api.sendgrid)
+    # Each sent message reached the provider once; the unknown one at most once.
+    assert len(fake_api.sendgrid) - list(final.values()).count(S.SENT) in (0, 1)
