@@ -94,18 +94,29 @@ def outbox(settings):
     locmem.outbox.clear()
 
 
+class Published(list):
+    """Message id lists, one per delivery task published; `etas` holds any
+    ETA or countdown a task carried (delivery never sets one: waits are rows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.etas: list = []
+
+
 @pytest.fixture
 def published():
     """The delivery tasks published to the broker during the test, as lists of
     message ids (observed with Celery's own `before_task_publish` signal)."""
     from celery.signals import before_task_publish
 
-    batches: list[list[int]] = []
+    batches = Published()
 
-    def record(sender=None, body=None, **kwargs):
+    def record(sender=None, body=None, headers=None, **kwargs):
         if sender == "apps.messaging.tasks.deliver_messages":
             args = body[0] if isinstance(body, tuple | list) else body["args"]
             batches.append(list(args[0]))
+            if (headers or {}).get("eta") or (headers or {}).get("countdown"):
+                batches.etas.append(headers.get("eta") or headers.get("countdown"))
 
     before_task_publish.connect(record, weak=False)
     yield batches

@@ -28,6 +28,7 @@ def test_sends_in_one_transaction_are_published_together_in_chunks_on_commit(
         assert published == []  # nothing before the commit
 
     assert published == [ids[0:2], ids[2:4], ids[4:5]]
+    assert published.etas == []  # no countdown: waits are rows, not broker ETAs
     stamps = set(Message.objects.filter(pk__in=ids).values_list("published_at", flat=True))
     assert len(stamps) == 1 and None not in stamps
 
@@ -119,6 +120,7 @@ def test_the_sweeper_publishes_due_messages_that_were_never_published(
     expected = sorted([never.pk, retry_due.pk, deferred_due.pk, lost.pk])
     assert report.published == 4
     assert published == [expected]
+    assert published.etas == []
     assert set(Message.objects.filter(pk__in=expected).values_list("published_at", flat=True)) == {
         now
     }
