@@ -175,6 +175,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
 # --- Segments -------------------------------------------------------------
 # PostgreSQL work_mem for a segment refresh's transaction (hashing member sets).
 SEGMENT_REFRESH_WORK_MEM = env.str("SEGMENT_REFRESH_WORK_MEM", default="256MB")
+# Refreshes are incremental (only the customers that may have changed); every
+# segment is also refreshed in full this often, a safety net.
+SEGMENT_FULL_REFRESH_EVERY_S = env.int("SEGMENT_FULL_REFRESH_EVERY_S", default=3600)
 
 # --- Journey engine and triggers (apps/journeys/engine.py, triggers.py) ----
 # How often beat runs the engine tick (claims due enrollments, fans them out).

@@ -23,6 +23,13 @@ class Customer(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    # When the customer last changed in a way a segment condition can see (created,
+    # traits, new events), as a stamp that only grows: the writing transaction's id
+    # on PostgreSQL, the touch epoch on SQLite (see services.touch_watermark). A
+    # segment refresh re-evaluates only the customers stamped since its previous
+    # one. The database stamps inserts and trait changes itself (triggers, whoever
+    # writes); `ingest` stamps the customers it stores events for.
+    touched_seq = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         # Unique constraints rather than unique=True: Django adds a second,
@@ -32,6 +39,7 @@ class Customer(models.Model):
         indexes = [
             models.Index(Upper("email"), name="customer_email_upper"),
             models.Index(fields=["phone"], name="customer_phone"),
+            models.Index(fields=["touched_seq"], name="customer_touched"),
         ]
 
     def __str__(self) -> str:

@@ -59,7 +59,7 @@ def ingest(calls: Sequence[Call], *, received_at: datetime, source: str = "api")
         return result
     with transaction.atomic():
         customers, created = _customers_locked(calls, received_at)
-        changed = _apply_identities(calls, customers, received_at)
+        changed, stamped = _apply_identities(calls, customers, received_at)
         result.customers_created = len(created)
         result.customers_updated = len(changed - created)
         tracks = [c for c in calls if isinstance(c, TrackIn)]
@@ -68,6 +68,10 @@ def ingest(calls: Sequence[Call], *, received_at: datetime, source: str = "api")
             result.events_stored = len(rows)
             result.events_duplicate = len(tracks) - len(rows)
             _upsert_stats(rows)
+            # Customers with new events that no update above has stamped yet
+            # (new customers are stamped by the database as they are inserted).
+            created_pks = {customers[eid].pk for eid in created}
+            _touch({row[0] for row in rows} - stamped - created_pks)
         changed_ids = [customers[eid].pk for eid in changed]
         transaction.on_commit(
             partial(hooks.notify, list(result.event_ids), changed_ids, received_at, source)
@@ -135,10 +139,13 @@ def _lock_or_create(external_ids: Sequence[str], received_at: datetime) -> list[
 
 def _apply_identities(
     calls: Sequence[Call], customers: dict[str, _Known], received_at: datetime
-) -> set[str]:
+) -> tuple[set[str], set[int]]:
     """Merge traits and move `last_seen_at` forward; write only the customers
     whose row really changed. Returns the external ids whose traits or contact
-    columns changed (a later `last_seen_at` alone is not an update)."""
+    columns changed (a later `last_seen_at` alone is not an update), and the
+    ids of the customers written with a touch stamp: every customer written,
+    so that the customers of a batch of events are mostly stamped by the update
+    that moves their `last_seen_at` anyway, not by a second one."""
     seen_changed: dict[int, _Known] = {}
     traits_changed: dict[int, _Known] = {}
     for call in calls:
@@ -178,19 +185,93 @@ def _apply_identities(
             [(c.pk, db_datetime(c.last_seen_at), updated_at) for c in seen_only],
             (("last_seen_at", "timestamptz", ""), ("updated_at", "timestamptz", "")),
         )
-    return {c.external_id for c in traits_changed.values()}
+    return {c.external_id for c in traits_changed.values()}, {*seen_changed, *traits_changed}
 
 
 def _staged_update(name: str, rows: list[tuple], columns: Sequence[tuple[str, str, str]]) -> None:
-    """Set `columns` (name, type, cast) of customers from rows `(id, *values)`."""
+    """Set `columns` (name, type, cast) of customers from rows `(id, *values)`,
+    and stamp them as touched."""
     table = Customer._meta.db_table
     assignments = ", ".join(f"{column} = s.{column}{cast}" for column, _, cast in columns)
     staged_write(
         name,
         [("id", "bigint"), *((column, kind) for column, kind, _ in columns)],
         rows,
-        f"UPDATE {table} AS c SET {assignments} FROM {{staged}} AS s WHERE c.id = s.id",  # noqa: S608
+        f"UPDATE {table} AS c SET {assignments}, touched_seq = {touch_stamp_sql()} "  # noqa: S608
+        "FROM {staged} AS s WHERE c.id = s.id",
     )
+
+
+# --- touch stamps ------------------------------------------------------------------
+#
+# Customer.touched_seq says when a customer last changed in a way segment
+# conditions can see, so that a segment refresh re-evaluates only those stamped
+# since its previous refresh (apps/segments). Stamps only grow, and a reader must
+# know which stamps may belong to writes it cannot see yet:
+# - PostgreSQL: the writing transaction's id. Ids are handed out at the start,
+#   and transactions commit in any order, but a snapshot knows its xmin: every
+#   transaction below it has ended (committed and visible, or rolled back).
+# - SQLite: one writer at a time (transactions are IMMEDIATE). Writers stamp
+#   with the current epoch of a one-row counter, and a refresh, itself a
+#   writer, reads the epoch and moves it on.
+# The triggers of migration 0002 stamp inserted customers and changed traits,
+# whoever writes them; `ingest` stamps the customers it stores events for.
+
+_PG_STAMP = "pg_current_xact_id()::text::bigint"
+_SQLITE_STAMP = "(SELECT value FROM customers_touch_epoch)"
+_TRIGGERS = ("customer_touch_insert", "customer_touch_traits")
+
+
+def touch_stamp_sql() -> str:
+    """The SQL expression of the current transaction's touch stamp."""
+    return _PG_STAMP if connection.vendor == "postgresql" else _SQLITE_STAMP
+
+
+def _touch(customer_ids: Iterable[int]) -> None:
+    ids = sorted(customer_ids)
+    if ids:
+        staged_write(
+            "customer_touch",
+            (("id", "bigint"),),
+            [(pk,) for pk in ids],
+            f"UPDATE {Customer._meta.db_table} SET touched_seq = {touch_stamp_sql()} "  # noqa: S608
+            "WHERE id IN (SELECT id FROM {staged})",
+        )
+
+
+def touch_watermark() -> int:
+    """For a reader inside a transaction (a segment refresh): a stamp such that
+    every customer stamped below it is visible to this transaction as written,
+    and every later change gets a stamp at or above it. Customers stamped at or
+    above an earlier watermark are the ones that may have changed since."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        else:
+            cursor.execute(
+                "UPDATE customers_touch_epoch SET value = value + 1 WHERE id = 1 RETURNING value"
+            )
+        return cursor.fetchone()[0]
+
+
+def touch_stamping_ok() -> bool:
+    """Whether the stamping triggers are in place. SQLite drops a table's
+    triggers when a migration rebuilds the table; without them an incremental
+    refresh could miss changes, so the refresh checks first."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass "
+                "AND tgname = ANY(%s) AND tgenabled <> 'D'",
+                [Customer._meta.db_table, list(_TRIGGERS)],
+            )
+        else:
+            cursor.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s "
+                "AND name IN (%s, %s)",
+                [Customer._meta.db_table, *_TRIGGERS],
+            )
+        return cursor.fetchone()[0] == len(_TRIGGERS)
 
 
 _EventRow = tuple[int, str, datetime]  # customer_id, name, occurred_at

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import BooleanField, Count, Exists, Expression, F, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from apps.core.isotime import ISO_TIME, ISO_TIME_RE
 from apps.customers.models import Customer, Event, EventStat
@@ -412,10 +414,32 @@ def _segment_refs(condition: Condition, path: str) -> Iterable[tuple[SegmentRef,
 # --- compiling -------------------------------------------------------------------------
 
 
-def segment_queryset(definition: Any, *, now: datetime) -> QuerySet[Customer]:
-    """The customers matching `definition` as of `now`: one query."""
+def segment_queryset(
+    definition: Any, *, now: datetime, among: str | None = None
+) -> QuerySet[Customer]:
+    """The customers matching `definition` as of `now`: one query. With
+    `among` (SQL selecting customer ids, without parameters), only those
+    customers are tested, each with subqueries correlated to it: an
+    incremental refresh tests the few thousand that may have changed without
+    aggregating the events of everyone."""
     condition = validate_definition(definition)
-    return Customer.objects.filter(compile_condition(condition, now=now))
+    if among is None:
+        return Customer.objects.filter(compile_condition(condition, now=now))
+    q = compile_condition(condition, now=now, one_customer=True)
+    return Customer.objects.filter(_among(among)).filter(q)
+
+
+def _among(ids_sql: str) -> RawSQL:
+    """The customer is one of those `ids_sql` selects. On PostgreSQL as
+    `= ANY(ARRAY(…))`: index probes of the customers by primary key whatever
+    the estimated number of ids (`IN` becomes a join, which on an overestimate
+    reads every customer)."""
+    column = f'"{Customer._meta.db_table}"."id"'
+    if connection.vendor == "postgresql":
+        sql = f"{column} = ANY(ARRAY({ids_sql}))"
+    else:
+        sql = f"{column} IN ({ids_sql})"
+    return RawSQL(sql, [], output_field=BooleanField())  # noqa: S611 - SQL from our code
 
 
 def customer_matches(
@@ -463,6 +487,12 @@ class _Compiler:
         if name not in self._later:
             self._later[name] = EventStat.objects.filter(name=name, last_at__gt=self.now).exists()
         return self._later[name]
+
+    def exists(self, queryset: QuerySet) -> Exists:
+        """EXISTS of a subquery correlated to the customer. For one customer, or a
+        few thousand (an incremental refresh), it is probed per customer; for a
+        whole segment PostgreSQL may run it as a (anti-)semi-join."""
+        return _PerRow(queryset) if self.one_customer else Exists(queryset)
 
     def q(self, c: Condition) -> Q:
         if isinstance(c, All):
@@ -522,7 +552,7 @@ class _Compiler:
             recent = recent.filter(first_at__lte=self.now).filter(
                 Q(last_at__lte=self.now) | Q(later)
             )
-        q = Q(Exists(recent))
+        q = Q(self.exists(recent))
         return q if c.op == "since" else ~q
 
     def event_count(self, c: EventCount) -> Q:
@@ -542,7 +572,7 @@ class _Compiler:
             stat = EventStat.objects.filter(
                 customer=OuterRef("pk"), name=c.event, count__gte=c.value
             )
-            q = Q(Exists(stat))
+            q = Q(self.exists(stat))
         else:
             # All time: the stat's count is exact unless events came after `now`;
             # only customers with such events are counted from the events.
@@ -550,7 +580,7 @@ class _Compiler:
                 name=c.event, last_at__lte=self.now, count__gte=c.value
             )
             if self.one_customer:
-                stat_q = Q(Exists(exact.filter(customer=OuterRef("pk"))))
+                stat_q = Q(self.exists(exact.filter(customer=OuterRef("pk"))))
             else:
                 stat_q = Q(pk__in=exact.values("customer_id"))
             later = EventStat.objects.filter(name=c.event, last_at__gt=self.now)
@@ -565,14 +595,14 @@ class _Compiler:
         stat = EventStat.objects.filter(customer=OuterRef("pk"), name=name)
         if self.has_later(name):
             stat = stat.filter(first_at__lte=self.now)
-        return Q(Exists(stat))
+        return Q(self.exists(stat))
 
     def counted(self, events: QuerySet[Event], at_least: int) -> Q:
         """Customers with at least `at_least` of these events: one grouped,
         uncorrelated subquery for a segment, a correlated one for one customer."""
         if self.one_customer:
             per_customer = events.filter(customer=OuterRef("pk")).values("customer")
-            return Q(Exists(per_customer.annotate(n=Count("id")).filter(n__gte=at_least)))
+            return Q(self.exists(per_customer.annotate(n=Count("id")).filter(n__gte=at_least)))
         grouped = events.values("customer_id").annotate(n=Count("id")).filter(n__gte=at_least)
         return Q(pk__in=grouped.values("customer_id"))
 
@@ -592,7 +622,7 @@ class _Compiler:
             .filter(before__gt=0, scaled__lte=F("allowed"))
         )
         if self.one_customer:
-            return Q(Exists(trend))
+            return Q(self.exists(trend))
         return Q(pk__in=trend.values("customer_id"))
 
     def since_enrolled(self, c: EventSinceEnrolled) -> Q:
@@ -604,7 +634,7 @@ class _Compiler:
             occurred_at__gte=self.enrolled_at,
             occurred_at__lte=self.now,
         )
-        return Q(Exists(events))
+        return Q(self.exists(events))
 
     def segment(self, c: SegmentRef) -> Q:
         from .models import SegmentMembership
@@ -616,12 +646,21 @@ class _Compiler:
             return self.q(parse(segment.definition))
         # A static segment is its list.
         return Q(
-            Exists(
+            self.exists(
                 SegmentMembership.objects.filter(
                     segment=segment, customer=OuterRef("pk"), exited_at__isnull=True
                 )
             )
         )
+
+
+class _PerRow(Exists):
+    """An EXISTS that PostgreSQL keeps as a subplan run for each customer (an
+    index probe), never turned into a join: `OFFSET 0` is what it does not
+    flatten. A join would be planned on the estimated number of customers, and
+    on a misestimate hash a whole table to test a few of them."""
+
+    template = "EXISTS(%(subquery)s OFFSET 0)"
 
 
 # --- SQL for traits, per database ----------------------------------------------------

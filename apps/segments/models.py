@@ -25,6 +25,18 @@ class Segment(models.Model):
     # one segment never overlap, across processes and on both databases.
     refresh_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     refresh_lease_token = models.CharField(max_length=32, blank=True, editable=False)
+    # What the open memberships of a dynamic segment reflect, so the next
+    # refresh can re-evaluate only the customers that may have changed since
+    # (see incremental.py): the customers' touch watermark and the digest of
+    # the definition (nested segments included) at the last refresh, which ran
+    # as of `refreshed_at`; and when the last full refresh ran, the safety net
+    # repeated every SEGMENT_FULL_REFRESH_EVERY_S.
+    refresh_watermark = models.BigIntegerField(null=True, blank=True, editable=False)
+    refresh_digest = models.CharField(max_length=64, blank=True, editable=False)
+    full_refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A static segment's list changes only by upload, which bumps this: the
+    # segments nesting it then refresh in full.
+    list_version = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -39,11 +51,22 @@ class SegmentMembership(models.Model):
     """A stay of a customer in a segment. History is kept: leaving closes the
     row (`exited_at`), coming back opens a new one."""
 
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
+    # No foreign key constraints in the database: checking them costs a lookup
+    # and a row lock on the customer for every membership written (6 s of a
+    # million-row first refresh). Only refreshes and uploads write memberships,
+    # from ids they have just read, and deletes cascade through Django (the
+    # ORM's on_delete, which does not need the constraint).
+    segment = models.ForeignKey(
+        Segment, on_delete=models.CASCADE, related_name="memberships", db_constraint=False
+    )
     # Indexed by membership_customer_at, which leads with the customer: a second
     # index would only slow the bulk writes of a refresh down.
     customer = models.ForeignKey(
-        Customer, on_delete=models.CASCADE, related_name="segment_memberships", db_index=False
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="segment_memberships",
+        db_index=False,
+        db_constraint=False,
     )
     entered_at = models.DateTimeField()
     exited_at = models.DateTimeField(null=True, blank=True)

@@ -5,6 +5,12 @@ memberships in SQL: leavers are closed and newcomers opened in bulk, history is
 kept (closed rows stay; coming back opens a new row), and the hook is told once,
 after commit, with the id lists. Refreshes of one segment never overlap: each
 holds a lease on the segment's row, claimed by compare-and-set.
+
+Most refreshes are incremental (incremental.py): only the customers whose data
+changed since the previous refresh, or whose data time has carried across an
+edge of the condition, are evaluated and diffed. A full refresh (everyone)
+runs the first time, after the definition changed, when the incremental one
+cannot be trusted, and every SEGMENT_FULL_REFRESH_EVERY_S as a safety net.
 """
 
 import csv
@@ -20,15 +26,32 @@ from typing import IO, Annotated, Any, Literal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from apps.core.bulk import datetime_adapter, values_subquery
 from apps.customers.models import Customer
 from apps.customers.schemas import describe_errors
+from apps.customers.services import touch_stamping_ok, touch_watermark
 
 from . import hooks
-from .conditions import ConditionError, segment_queryset, validate_definition
+from .conditions import (
+    Condition,
+    ConditionError,
+    _segment_lookup,
+    parse,
+    segment_queryset,
+    validate_definition,
+)
+from .incremental import (
+    SCOPE,
+    Edges,
+    Unbounded,
+    candidates_sql,
+    definition_digest,
+    ensure_trait_time_index,
+    time_edges,
+)
 from .models import Segment, SegmentMembership, SegmentSnapshot
 
 logger = logging.getLogger(__name__)
@@ -37,6 +60,9 @@ logger = logging.getLogger(__name__)
 # a lease outlives its refresh only when the process holding it died, and then
 # the segment waits at most this long before another refresh takes over.
 REFRESH_LEASE = timedelta(minutes=10)
+# Past this many customers changed since the previous refresh, testing them
+# one by one costs more than evaluating everyone at once: a full refresh.
+INCREMENTAL_MAX_CHANGED = 100_000
 
 
 # --- refresh ------------------------------------------------------------------------
@@ -51,6 +77,12 @@ class RefreshResult:
     ms: int = 0
     skipped: str = ""  # why this refresh did not run
     error: str = ""  # why it failed (also in Segment.last_error)
+    full_reason: str = ""  # why everyone was evaluated; empty: incremental
+    candidates: int | None = None  # incremental: the customers evaluated
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.full_reason else "incremental"
 
     @property
     def ok(self) -> bool:
@@ -72,10 +104,11 @@ def segments_refresh_all(*, now: datetime) -> list[RefreshResult]:
     return results
 
 
-def segment_refresh(segment: Segment, *, now: datetime) -> RefreshResult:
+def segment_refresh(segment: Segment, *, now: datetime, full: bool = False) -> RefreshResult:
     """Bring a dynamic segment's open memberships in line with its definition
-    as of `now`. Never raises for a bad definition or a database error: the
-    error is logged, kept in `last_error` and returned."""
+    as of `now`: incrementally when it can (see the module docstring), in full
+    otherwise or with `full`. Never raises for a bad definition or a database
+    error: the error is logged, kept in `last_error` and returned."""
     if segment.kind != Segment.Kind.DYNAMIC:
         raise ValueError(f"{segment.slug}: a static segment is uploaded, not refreshed")
     token = _lease_claim(segment.pk, now=now)
@@ -90,14 +123,42 @@ def segment_refresh(segment: Segment, *, now: datetime) -> RefreshResult:
 
     started = time.monotonic()
     try:
+        _prepare_indexes(segment)
         with transaction.atomic():
             _give_refresh_memory()
-            # The definition as it is now, not as it was when `segment` was loaded.
-            segment.refresh_from_db(fields=["definition"])
-            validate_definition(segment.definition, slug=segment.slug)
-            members = segment_queryset(segment.definition, now=now).order_by().values("id")
-            entered, exited, count = _apply_member_set(
-                segment.pk, members.query.sql_with_params(), now=now, close_others=True
+            # The state as it is now, not as it was when `segment` was loaded.
+            segment.refresh_from_db(fields=_STATE_FIELDS)
+            condition = validate_definition(segment.definition, slug=segment.slug)
+            # Read before anything is evaluated: every change stamped below it
+            # is visible to what follows (services.touch_watermark).
+            watermark = touch_watermark()
+            lookup = _segment_lookup()
+            digest = definition_digest(segment.definition, lookup)
+            full_reason = "asked for" if full else ""
+            edges = None
+            if not full_reason:
+                full_reason, edges = _incremental_or_why_not(
+                    segment, condition, digest=digest, now=now, lookup=lookup
+                )
+            if full_reason:
+                members = segment_queryset(segment.definition, now=now)
+                scope = None
+            else:
+                scope = candidates_sql(
+                    edges,
+                    watermark=segment.refresh_watermark,
+                    since=segment.refreshed_at,
+                    until=now,
+                )
+                among = f"SELECT id FROM {SCOPE}"  # noqa: S608 - our own name
+                members = segment_queryset(segment.definition, now=now, among=among)
+            entered, exited, count, candidates = _apply_member_set(
+                segment.pk,
+                members.order_by().values("id").query.sql_with_params(),
+                now=now,
+                close_others=True,
+                scope=scope,
+                members_before=segment.member_count,
             )
             ms = round((time.monotonic() - started) * 1000)
             # The fence: the results are kept only if the lease is still ours.
@@ -108,12 +169,18 @@ def segment_refresh(segment: Segment, *, now: datetime) -> RefreshResult:
                 last_error="",
                 refresh_lease_until=None,
                 refresh_lease_token="",
+                refresh_watermark=watermark,
+                refresh_digest=digest,
+                full_refreshed_at=now if full_reason else F("full_refreshed_at"),
             )
             if not held:
                 raise LeaseLost("the refresh took longer than its lease and was taken over")
             _snapshot({segment.pk: count}, now=now)
             segment.member_count, segment.refreshed_at, segment.refresh_ms = count, now, ms
             segment.last_error = ""
+            segment.refresh_watermark, segment.refresh_digest = watermark, digest
+            if full_reason:
+                segment.full_refreshed_at = now
             if entered or exited:
                 transaction.on_commit(partial(hooks.notify, segment, entered, exited, now))
     except Exception as exc:
@@ -129,17 +196,81 @@ def segment_refresh(segment: Segment, *, now: datetime) -> RefreshResult:
         ms = round((time.monotonic() - started) * 1000)
         return RefreshResult(segment.slug, member_count=segment.member_count, ms=ms, error=error)
 
-    return RefreshResult(segment.slug, entered, exited, member_count=count, ms=ms)
+    if full_reason:
+        logger.info("segment %s: full refresh (%s), %d ms", segment.slug, full_reason, ms)
+    return RefreshResult(
+        segment.slug,
+        entered,
+        exited,
+        member_count=count,
+        ms=ms,
+        full_reason=full_reason,
+        candidates=candidates,
+    )
+
+
+_STATE_FIELDS = [
+    "definition",
+    "member_count",
+    "refreshed_at",
+    "refresh_watermark",
+    "refresh_digest",
+    "full_refreshed_at",
+]
+
+
+def _incremental_or_why_not(
+    segment: Segment, condition: Condition, *, digest: str, now: datetime, lookup
+) -> tuple[str, Edges | None]:
+    """Whether the open memberships are a base an incremental refresh can
+    start from: ("", the condition's time edges) when they are, else (why not,
+    None)."""
+    every = timedelta(seconds=settings.SEGMENT_FULL_REFRESH_EVERY_S)
+    if segment.refresh_watermark is None or segment.refreshed_at is None:
+        return "first refresh", None
+    if digest != segment.refresh_digest:
+        return "the definition changed", None
+    if now < segment.refreshed_at:
+        return "now is before the previous refresh", None
+    if segment.full_refreshed_at is None or now - segment.full_refreshed_at >= every:
+        return "periodic full refresh", None
+    try:
+        edges = time_edges(condition, lookup)
+    except Unbounded as exc:
+        return f"cannot bound the changes of {exc}", None
+    if not touch_stamping_ok():
+        logger.warning("the customers' touch stamping triggers are missing: full refreshes only")
+        return "the customers' touch stamping triggers are missing", None
+    changed = Customer.objects.filter(touched_seq__gte=segment.refresh_watermark)
+    if changed[INCREMENTAL_MAX_CHANGED : INCREMENTAL_MAX_CHANGED + 1].exists():
+        return f"over {INCREMENTAL_MAX_CHANGED:,} customers changed", None
+    return "", edges
+
+
+def _prepare_indexes(segment: Segment) -> None:
+    """Outside the refresh's transaction: the expression indexes of the date
+    traits the definition tests (incremental.ensure_trait_time_index). A
+    definition that does not parse is left for the refresh to report."""
+    try:
+        edges = time_edges(parse(segment.definition), _segment_lookup())
+    except (ConditionError, Unbounded):
+        return
+    for trait in sorted(edges.traits):
+        ensure_trait_time_index(trait)
 
 
 def _give_refresh_memory() -> None:
     """Room for hashing a million customer ids (PostgreSQL, this transaction
     only): with the default 4 MB a hashed IN/NOT IN subplan falls back to
-    re-running its subquery for every customer."""
+    re-running its subquery for every customer. And no JIT compilation: the
+    refresh's statements are estimated expensive enough to trigger it, and
+    compiling them costs 100 ms or more, more than an incremental refresh
+    takes, and gains little on a full one."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT set_config('work_mem', %s, true)", [settings.SEGMENT_REFRESH_WORK_MEM]
+                "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true)",
+                [settings.SEGMENT_REFRESH_WORK_MEM],
             )
 
 
@@ -158,58 +289,74 @@ def _lease_claim(segment_id: int, *, now: datetime) -> str | None:
     return token if claimed == 1 else None
 
 
-# The diff. `members` is the new member set (Django's compiled query).
+# The diff. `members` is the new member set (Django's compiled query); an
+# incremental refresh also gives the `scope`, the candidates (incremental.py):
+# its members are drawn from them, and only their open memberships are diffed.
 #
 # PostgreSQL, one statement (writable WITH queries all see one snapshot, and the
 # member set is computed once): a FULL JOIN of the new set with the open
 # memberships yields joiners (no open membership) and leavers (open, no longer
 # a member) in one pass; the leavers are closed by primary key and the joiners
-# inserted. Every step has one possible plan shape: PostgreSQL runs a FULL JOIN
-# only as a hash or merge join, `id = ANY(ARRAY(...))` is index probes, and the
-# insert reads no table. NOT EXISTS and IN (… EXCEPT …) were tried first:
-# planned on a misestimate (the membership table before its first ANALYZE, a
-# condition estimated at a handful of customers) they became nested loops that
-# rescan one side per row of the other. At 1,000,000 customers the first
-# refresh of a 250,000-member segment took 216 s that way (1.4 s now), a
-# 10,000-customer change 72 s (0.4 s now).
+# inserted, in customer order (the indexes are then filled in order). Every
+# step has one possible plan shape: PostgreSQL runs a FULL JOIN only as a hash
+# or merge join, `id = ANY(ARRAY(...))` is index probes, and the insert reads
+# no table. NOT EXISTS and IN (… EXCEPT …) were tried first: planned on a
+# misestimate (the membership table before its first ANALYZE, a condition
+# estimated at a handful of customers) they became nested loops that rescan one
+# side per row of the other. At 1,000,000 customers the first refresh of a
+# 250,000-member segment took 216 s that way (1.4 s now), a 10,000-customer
+# change 72 s (0.4 s now). The ids come back as two sorted arrays, not a row
+# each.
 #
 # SQLite, two statements: it evaluates a NOT IN (subquery) once, into a
 # temporary index, and has no plan that rescans it.
 #
 # ON CONFLICT guards the one-open-membership index against a concurrent upload.
 _PG_DIFF = """
-WITH members (id) AS MATERIALIZED ({members}),
+WITH {scope}members (id) AS MATERIALIZED ({members}),
 diff AS MATERIALIZED (
     SELECT m.id AS joiner, o.id AS leaving
     FROM members AS m
-    FULL JOIN (SELECT id, customer_id FROM {table}
-               WHERE segment_id = %s AND exited_at IS NULL) AS o ON o.customer_id = m.id
+    FULL JOIN ({open}) AS o ON o.customer_id = m.id
     WHERE m.id IS NULL OR o.id IS NULL
 ),
 exited AS (
-    UPDATE {table} SET exited_at = %s
-    WHERE %s AND exited_at IS NULL
-      AND id = ANY(ARRAY(SELECT leaving FROM diff WHERE leaving IS NOT NULL))
-    RETURNING customer_id
+    UPDATE {table} AS t SET exited_at = %s
+    FROM (SELECT unnest(ARRAY(SELECT leaving FROM diff WHERE leaving IS NOT NULL)) AS id) AS l
+    WHERE %s AND t.id = l.id AND t.exited_at IS NULL
+    RETURNING t.customer_id
 ),
 entered AS (
     INSERT INTO {table} (segment_id, customer_id, entered_at)
-    SELECT %s, joiner, %s FROM diff WHERE joiner IS NOT NULL
+    SELECT %s, joiner, %s FROM diff WHERE joiner IS NOT NULL ORDER BY joiner
     ON CONFLICT (segment_id, customer_id) WHERE exited_at IS NULL DO NOTHING
     RETURNING customer_id
 )
-SELECT 'entered', customer_id FROM entered
-UNION ALL SELECT 'exited', customer_id FROM exited
-UNION ALL SELECT 'members', COUNT(*) FROM members
+SELECT (SELECT array_agg(customer_id ORDER BY customer_id) FROM entered),
+       (SELECT array_agg(customer_id ORDER BY customer_id) FROM exited),
+       {count}
 """
+# The segment's open memberships; with a scope, those of the candidates, each
+# found by its own probe of the one-open index (OFFSET 0 keeps the subquery from
+# being flattened into a join, which a stale estimate of the table could turn
+# into a scan of all the segment's open memberships).
+_PG_OPEN = "SELECT id, customer_id FROM {table} WHERE segment_id = %s AND exited_at IS NULL"
+_PG_OPEN_SCOPED = """SELECT o.id, o.customer_id FROM {scope_name} AS s CROSS JOIN LATERAL (
+        SELECT id, customer_id FROM {table}
+        WHERE segment_id = %s AND exited_at IS NULL AND customer_id = s.id OFFSET 0) AS o"""
+# The open memberships after the statement (the members), and, with a scope,
+# the number of candidates.
+_PG_COUNT_FULL = "(SELECT count(*) FROM members), NULL"
+_PG_COUNT_SCOPED = "NULL, (SELECT count(*) FROM {scope_name})"
 _SQLITE_CLOSE = """
-WITH members (id) AS ({members})
+WITH {scope}members (id) AS ({members})
 UPDATE {table} SET exited_at = %s
-WHERE segment_id = %s AND exited_at IS NULL AND customer_id NOT IN (SELECT id FROM members)
+WHERE segment_id = %s AND exited_at IS NULL{in_scope}
+  AND customer_id NOT IN (SELECT id FROM members)
 RETURNING customer_id
 """
 _SQLITE_OPEN = """
-WITH members (id) AS ({members})
+WITH {scope}members (id) AS ({members})
 INSERT INTO {table} (segment_id, customer_id, entered_at)
 SELECT %s, id, %s FROM members
 WHERE id NOT IN (SELECT customer_id FROM {table} WHERE segment_id = %s AND exited_at IS NULL)
@@ -219,47 +366,74 @@ RETURNING customer_id
 
 
 def _apply_member_set(
-    segment_id: int, members: tuple[str, Sequence], *, now: datetime, close_others: bool
-) -> tuple[list[int], list[int], int]:
+    segment_id: int,
+    members: tuple[str, Sequence],
+    *,
+    now: datetime,
+    close_others: bool,
+    scope: tuple[str, Sequence] | None = None,
+    members_before: int = 0,
+) -> tuple[list[int], list[int], int, int | None]:
     """Open memberships for the customers in `members` (SQL selecting customer
     ids, and its parameters) who have none; with `close_others`, close those of
-    everyone else. Returns (entered ids, exited ids, open memberships after)."""
+    everyone else, or, given a `scope` (SQL selecting the candidates' ids, which
+    `members` may read as the table SCOPE), of everyone else in the scope.
+    Returns (entered ids, exited ids, open memberships after, the number of
+    candidates or None without a scope).
+
+    With a scope, the count after is `members_before` (the segment's count
+    before) plus the changes: counting a big segment's open memberships would
+    cost in proportion to its size, the one thing a scoped refresh avoids. A
+    customer deleted since (its memberships go with it) is counted until the
+    next full refresh."""
     members_sql, members_params = members
-    table = SegmentMembership._meta.db_table
+    scope_sql, scope_params = scope if scope is not None else ("", [])
+    parts = {
+        "members": members_sql,
+        "table": SegmentMembership._meta.db_table,
+        "scope": f"{SCOPE} (id) AS MATERIALIZED ({scope_sql}),\n" if scope else "",
+        "in_scope": f" AND customer_id IN (SELECT id FROM {SCOPE})" if scope else "",  # noqa: S608
+    }
     at = datetime_adapter()(now)
     entered: list[int] = []
     exited: list[int] = []
     count: int | None = None
+    candidates: int | None = None
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            tail = _PG_COUNT_SCOPED.format(scope_name=SCOPE) if scope else _PG_COUNT_FULL
+            open_sql = (_PG_OPEN_SCOPED if scope else _PG_OPEN).format(**parts, scope_name=SCOPE)
             cursor.execute(
-                _PG_DIFF.format(members=members_sql, table=table),
+                _PG_DIFF.format(**parts, open=open_sql, count=tail),
                 # Appending closes nothing: the exit condition is then false.
-                [*members_params, segment_id, at, close_others, segment_id, at],
+                [*scope_params, *members_params, segment_id, at, close_others, segment_id, at],
             )
-            for kind, value in cursor.fetchall():
-                if kind == "members":
-                    count = value
-                else:
-                    (entered if kind == "entered" else exited).append(value)
+            entered_ids, exited_ids, count, candidates = cursor.fetchone()
+            entered, exited = entered_ids or [], exited_ids or []
         else:
+            parts["scope"] = parts["scope"].replace(" MATERIALIZED", "")
             if close_others:
                 cursor.execute(
-                    _SQLITE_CLOSE.format(members=members_sql, table=table),
-                    [*members_params, at, segment_id],
+                    _SQLITE_CLOSE.format(**parts),
+                    [*scope_params, *members_params, at, segment_id],
                 )
-                exited = [row[0] for row in cursor.fetchall()]
+                exited = sorted(row[0] for row in cursor.fetchall())
             cursor.execute(
-                _SQLITE_OPEN.format(members=members_sql, table=table),
-                [*members_params, segment_id, at, segment_id],
+                _SQLITE_OPEN.format(**parts),
+                [*scope_params, *members_params, segment_id, at, segment_id],
             )
-            entered = [row[0] for row in cursor.fetchall()]
-    if count is None or not close_others:
+            entered = sorted(row[0] for row in cursor.fetchall())
+            if scope:
+                cursor.execute(f"SELECT count(*) FROM ({scope_sql})", scope_params)  # noqa: S608
+                candidates = cursor.fetchone()[0]
+    if scope:
+        count = members_before + len(entered) - len(exited)
+    elif count is None or not close_others:
         # SQLite, or appending (the open memberships are the list and more).
         count = SegmentMembership.objects.filter(
             segment_id=segment_id, exited_at__isnull=True
         ).count()
-    return sorted(entered), sorted(exited), count
+    return entered, exited, count, candidates
 
 
 # --- snapshots ------------------------------------------------------------------------
@@ -319,14 +493,22 @@ def segment_static_upload(
         Segment.objects.select_for_update().filter(pk=segment.pk).values_list("pk").get()
         listed = Customer.objects.filter(external_id__in=values_subquery(possible))
         known = set(listed.values_list("external_id", flat=True))
-        entered, exited, count = _apply_member_set(
+        entered, exited, count, _ = _apply_member_set(
             segment.pk,
             listed.order_by().values("id").query.sql_with_params(),
             now=now,
             close_others=mode == "replace",
         )
+        # The segments nesting this one refresh in full next time (their
+        # digests include the version); its own incremental state, should it
+        # ever become dynamic, no longer describes its memberships.
         Segment.objects.filter(pk=segment.pk).update(
-            member_count=count, refreshed_at=now, last_error=""
+            member_count=count,
+            refreshed_at=now,
+            last_error="",
+            list_version=F("list_version") + (1 if entered or exited else 0),
+            refresh_watermark=None,
+            refresh_digest="",
         )
         _snapshot({segment.pk: count}, now=now)
         segment.member_count, segment.refreshed_at = count, now
