@@ -13,7 +13,7 @@ PG_ENV = DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL)/1
 SQLITE_ENV = DATABASE_URL= CELERY_BROKER_URL=filesystem:// CACHE_URL= \
 	TENURE_DATA_DIR=$(CURDIR)/data/test-sqlite
 
-.PHONY: install run test test-postgres test-sqlite lint format bench services clean
+.PHONY: install frontend run test test-postgres test-sqlite lint format bench services clean
 
 install: $(STAMP)
 
@@ -23,7 +23,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-run: install
+# The journey builder's front end (apps/builder/frontend, React + React Flow):
+# `npm ci` when the lock file changed, `npm run build` (Vite) when a source
+# changed, nothing when the build is up to date. The output goes to
+# apps/builder/static/builder/dist (git-ignored), served as static files.
+FRONTEND := apps/builder/frontend
+FRONTEND_MANIFEST := apps/builder/static/builder/dist/.vite/manifest.json
+FRONTEND_SOURCES := $(shell find $(FRONTEND)/src -type f 2>/dev/null) \
+	$(FRONTEND)/vite.config.js $(FRONTEND)/package.json
+
+frontend: $(FRONTEND_MANIFEST)
+
+$(FRONTEND)/node_modules/.package-lock.json: $(FRONTEND)/package-lock.json
+	@command -v npm >/dev/null || { echo "make frontend needs Node.js (20.19+) and npm: apt-get install nodejs npm"; exit 1; }
+	cd $(FRONTEND) && npm ci --no-audit --no-fund
+	touch $@
+
+$(FRONTEND_MANIFEST): $(FRONTEND)/node_modules/.package-lock.json $(FRONTEND_SOURCES)
+	cd $(FRONTEND) && npm run build
+	touch $@
+
+run: install frontend
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_local_admin
 	$(PY) manage.py load_templates fixtures/templates.json --only-new
@@ -42,7 +62,7 @@ services:
 
 # Every test on PostgreSQL + Redis, then again on SQLite + the filesystem broker
 # (the embedded default), less the few that need PostgreSQL's row locks.
-test: install services test-postgres test-sqlite
+test: install frontend services test-postgres test-sqlite
 
 test-postgres: install
 	$(PG_ENV) $(PY) -m pytest $(PYTEST_ARGS)

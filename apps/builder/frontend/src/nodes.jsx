@@ -1,0 +1,188 @@
+import { Handle, Position } from "@xyflow/react";
+import { outputsOf, summary } from "./graph.js";
+
+const ICONS = {
+  email: "✉",
+  sms: "💬",
+  nps_survey: "★",
+  wait: "⏱",
+  wait_until: "🕘",
+  wait_for_event: "⏳",
+  branch: "◇",
+  split: "⑂",
+  update_traits: "✎",
+  webhook: "⇄",
+  exit: "⏹",
+};
+
+const SEND_KINDS = new Set(["email", "sms", "nps_survey"]);
+export const COUNT_LABELS = {
+  entered: "entered",
+  waiting: "here now",
+  sent: "sent",
+  delivered: "delivered",
+  opened: "opened",
+  clicked: "clicked",
+  converted: "converted",
+};
+
+function metricsFor(type) {
+  const base = ["entered", "waiting"];
+  if (SEND_KINDS.has(type)) base.push("sent", "delivered", "opened", "clicked");
+  base.push("converted");
+  return base;
+}
+
+function ErrorBadge({ id, errors, onClick }) {
+  if (!errors?.length) return null;
+  return (
+    <button
+      type="button"
+      className="error-badge nodrag"
+      data-testid={`error-badge-${id}`}
+      title={errors.map((e) => `${e.field || e.path}: ${e.message}`).join("\n")}
+      onClick={onClick}
+    >
+      {errors.length}
+    </button>
+  );
+}
+
+function LiveCounts({ id, type, counts, onCount }) {
+  if (!counts) return null;
+  return (
+    <div className="counts" data-testid={`counts-${id}`}>
+      {metricsFor(type).map((metric) => (
+        <button
+          key={metric}
+          type="button"
+          className={`count nodrag count-${metric}`}
+          data-testid={`count-${id}-${metric}`}
+          title={`Customers: ${COUNT_LABELS[metric]} — click for the list`}
+          onClick={(event) => {
+            event.stopPropagation();
+            onCount(id, metric);
+          }}
+        >
+          <strong>{(counts[metric] || 0).toLocaleString()}</strong>
+          <span>{COUNT_LABELS[metric]}</span>
+        </button>
+      ))}
+    </div>
+  );
+}
+
+function BacktestCounts({ id, result }) {
+  if (!result) return null;
+  const outcomes = Object.entries(result.outcomes || {}).slice(0, 3);
+  return (
+    <div className="backtest-counts" data-testid={`backtest-${id}`}>
+      <strong>{result.entered.toLocaleString()}</strong> entered in the backtest
+      {outcomes.length > 0 && (
+        <div className="outcomes">
+          {outcomes.map(([outcome, n]) => (
+            <span key={outcome}>
+              {outcome}: {n}
+            </span>
+          ))}
+        </div>
+      )}
+    </div>
+  );
+}
+
+export function JourneyNode({ id, data, selected }) {
+  const { node, kind, errors, counts, backtest, onCount, onErrors, readOnly, isStart } = data;
+  const outputs = outputsOf(node);
+  return (
+    <div
+      className={`journey-node kind-${node.type}${selected ? " selected" : ""}${errors?.length ? " has-errors" : ""}`}
+      data-testid={`node-${id}`}
+      data-node-type={node.type}
+    >
+      <Handle
+        type="target"
+        position={Position.Top}
+        id="in"
+        isConnectable={!readOnly}
+        data-testid={`handle-${id}-in`}
+      />
+      <div className="node-head">
+        <span className="node-icon" aria-hidden="true">
+          {ICONS[node.type] || "•"}
+        </span>
+        <span className="node-kind">{kind?.label || node.type}</span>
+        {isStart && <span className="start-tag">start</span>}
+        <ErrorBadge id={id} errors={errors} onClick={() => onErrors(id)} />
+      </div>
+      <div className="node-id" data-testid={`node-id-${id}`}>
+        {id}
+      </div>
+      <div className="node-summary">{summary(node)}</div>
+      <LiveCounts id={id} type={node.type} counts={counts} onCount={onCount} />
+      <BacktestCounts id={id} result={backtest} />
+      {outputs.length > 0 && (
+        <div className="handle-labels">
+          {outputs.map((out) => (
+            <span key={out.handle}>{out.label}</span>
+          ))}
+        </div>
+      )}
+      {outputs.map((out, i) => (
+        <Handle
+          key={out.handle}
+          type="source"
+          position={Position.Bottom}
+          id={out.handle}
+          isConnectable={!readOnly}
+          className={`out-${out.handle.startsWith("b") ? "branch" : out.handle}`}
+          style={{ left: `${((i + 1) * 100) / (outputs.length + 1)}%` }}
+          data-testid={`handle-${id}-${out.handle}`}
+        />
+      ))}
+    </div>
+  );
+}
+
+const TRIGGER_WORDS = {
+  event: (t) => `event ${t.event || "?"}`,
+  segment_entered: (t) => `entered segment ${t.segment || "?"}`,
+  segment_exited: (t) => `left segment ${t.segment || "?"}`,
+  date_trait: (t) => `${t.offset_days ?? 0} days from ${t.trait || "?"} at ${t.at || "09:00"}`,
+  schedule: (t) => `cron ${t.cron || "?"} for ${t.segment || "?"}`,
+};
+
+export function TriggerNode({ data, selected }) {
+  const { trigger, errors, onErrors, readOnly, totals } = data;
+  const words = TRIGGER_WORDS[trigger?.type]?.(trigger) || "choose a trigger";
+  return (
+    <div
+      className={`journey-node trigger-node${selected ? " selected" : ""}${errors?.length ? " has-errors" : ""}`}
+      data-testid="node-trigger"
+    >
+      <div className="node-head">
+        <span className="node-icon" aria-hidden="true">
+          ⚡
+        </span>
+        <span className="node-kind">Trigger</span>
+        <ErrorBadge id="trigger" errors={errors} onClick={() => onErrors(null)} />
+      </div>
+      <div className="node-summary">{words}</div>
+      {totals && (
+        <div className="totals" data-testid="journey-totals">
+          {totals.enrolled.toLocaleString()} enrolled · {totals.active.toLocaleString()} active ·{" "}
+          {totals.converted.toLocaleString()} converted
+        </div>
+      )}
+      <Handle
+        type="source"
+        position={Position.Bottom}
+        id="start"
+        isConnectable={!readOnly}
+        data-testid="handle-trigger-start"
+      />
+    </div>
+  );
+}
+
+export const nodeTypes = { journey: JourneyNode, trigger: TriggerNode };
