@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Case, CharField, Count, Q, Value, When
 
 from .graph import JourneyDefinition, JourneyError, canonical_journey, parse_journey
 from .models import Enrollment, Journey, JourneyVersion
@@ -225,17 +225,21 @@ def _migrate(
     if errors:
         raise JourneyError(errors)
 
+    # One pass over the journey's active enrollments, whatever the number of nodes.
     free = Q(lease_until__isnull=True) | Q(lease_until__lte=now)
-    moved = 0
-    for node_id in occupied:
-        target = targets.get(node_id, "") if node_id else ""
-        moved += (
-            active.filter(free, current_node=node_id)
-            .order_by()
-            .update(journey_version=version, current_node=target)
+    movable = [*targets, *([""] if "" in occupied else [])]
+    whens = [When(current_node=old, then=Value(new)) for old, new in targets.items()]
+    moved = (
+        active.filter(free, current_node__in=movable)
+        .order_by()
+        .update(
+            journey_version=version,
+            current_node=Case(*whens, default=Value(""), output_field=CharField()),
         )
-    # Rows the engine claimed meanwhile kept their version: the UPDATEs skipped
-    # them (on PostgreSQL after waiting for the claim to commit), so this sees them.
+    )
+    # Rows the engine claimed (or moved on) meanwhile kept their version: the
+    # UPDATE skipped them (on PostgreSQL after waiting for a claim to commit),
+    # so this sees them.
     busy = active.count()
     if busy:
         raise JourneyError(

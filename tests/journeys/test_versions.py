@@ -140,9 +140,12 @@ def test_a_mapping_moves_enrollments_at_their_next_step(make_journey, enroll, no
     waiting = enroll(journey, "wait1", 2, next_run_at=due)
     [branching] = enroll(journey, "check")
     [finished] = enroll(journey, "done", state=Enrollment.State.COMPLETED)
+    [unstarted] = enroll(journey, "")
     journey_draft_save(journey, second_version())
     version = journey_publish(journey, now=now, migrate={"mapping": {"wait1": "pause"}})
-    assert version.migrated == 3
+    assert version.migrated == 4
+    unstarted.refresh_from_db()
+    assert (unstarted.journey_version, unstarted.current_node) == (version, "")
     for enrollment in waiting:
         enrollment.refresh_from_db()
         assert (enrollment.journey_version, enrollment.current_node) == (version, "pause")
