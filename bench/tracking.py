@@ -5,6 +5,7 @@ taking batches of 1,000 events, then their processing."""
 import base64
 import json
 import multiprocessing
+import os
 import random
 import socket
 import time
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from .harness import (
     Bench,
@@ -310,6 +312,86 @@ def load_rows(label: str, result: Load, *, paced: bool) -> list[Row]:
     return rows
 
 
+class CpuMeter:
+    """CPU time (user + system, from /proc) of the gunicorn processes serving
+    `port` and of the PostgreSQL backends of the bench database, from its
+    creation to `rows()`: what a request costs whatever else the machine is
+    doing (the load client and other programs are not counted), so the
+    capacity of the cores can be estimated even on a busy machine."""
+
+    def __init__(self, bench: Bench, port: int) -> None:
+        self.bench, self.port = bench, port
+        self.start = self._sample()
+
+    @staticmethod
+    def _cpu(pids: Sequence[int]) -> float:
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
+    def _gunicorn_pids(self) -> list[int]:
+        bind = f"--bind=127.0.0.1:{self.port}".encode()
+        master = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and bind in _read(p / "cmdline")
+        ]
+        children = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit()
+            and (stat := _read(p / "stat"))
+            and int(stat.rsplit(b")", 1)[1].split()[1]) in master
+        ]
+        return master + children
+
+    def _postgres_pids(self) -> list[int]:
+        from . import harness
+
+        with self.bench.connect() as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [harness.DB_NAME],
+            ).fetchall()
+        return [pid for (pid,) in rows]
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        pids = {"gunicorn": self._gunicorn_pids(), "postgres": self._postgres_pids()}
+        return {name: {pid: self._cpu([pid]) for pid in found} for name, found in pids.items()}
+
+    def rows(self, label: str, *, requests: int) -> list[Row]:
+        end = self._sample()
+        spent = {
+            name: sum(cpu - self.start[name].get(pid, 0.0) for pid, cpu in end[name].items())
+            for name in end
+        }
+        web, db = (spent[name] / requests * 1000 for name in ("gunicorn", "postgres"))
+        cores = os.cpu_count() or 1
+        return [
+            measured(
+                f"{label}: CPU per request, gunicorn + PostgreSQL",
+                f"{web:.2f} + {db:.2f} ms",
+            ),
+            measured(
+                f"{label}: capacity of {cores} cores at that cost (load client aside)",
+                f"{number(cores * 1000 / (web + db))} req/s",
+            ),
+        ]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
 def expected_status(kind: str) -> int:
     return 200 if kind == "open" else 302
 
@@ -331,9 +413,12 @@ def measure_hits(bench: Bench, seeded: Seeded, sizes: Sizes) -> tuple[list[Row],
     with gunicorn(bench, workers=PIXEL_WORKERS) as port:
         load(port, warm.requests, rate=None)
         for label, traffic, paced in rounds:
+            meter = CpuMeter(bench, port)
             with step(f"{label}: {len(traffic.requests):,} requests"):
                 result = load(port, traffic.requests, rate=RATE_TARGET if paced else None)
             rows += load_rows(label, result, paced=paced)
+            if not paced:
+                rows += meter.rows(label, requests=len(traffic.requests))
             want = expected_status(traffic.kind)
             if result.statuses != Counter({want: len(traffic.requests)}):
                 bad.append(f"{label}: {dict(result.statuses)} (expected all {want})")

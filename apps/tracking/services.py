@@ -32,7 +32,7 @@ from datetime import datetime
 from types import SimpleNamespace
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from apps.core.bulk import datetime_adapter, staged_write
 from apps.customers.models import Customer
@@ -107,12 +107,35 @@ def _insert_hit(statement: str, params: list) -> tuple | None:
     does not wait for PostgreSQL to flush its write-ahead log: the request
     never waits for the disk, and a database crash could lose only the hits
     of its last fraction of a second (never a half-written row). Only the
-    pixel and the redirect do this; webhooks and processing commit durably."""
+    pixel and the redirect do this; webhooks and processing commit durably.
+
+    Returns the statement's RETURNING row, or (rowcount,) without one."""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return _insert_hit_one_trip(statement, params)
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(statement, params)
         return cursor.fetchone() if cursor.description else (cursor.rowcount,)
+
+
+def _insert_hit_one_trip(statement: str, params: list) -> tuple | None:
+    """The same in a single round trip (the request's only one besides
+    Django's connection check): begin, the setting, the INSERT and the commit
+    sent together, which psycopg's client-side binding cursors allow. Only
+    outside a transaction (an open one would be committed by it)."""
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute(
+                f"BEGIN; SET LOCAL synchronous_commit TO OFF; {statement}; COMMIT", params
+            )
+        except DatabaseError:
+            cursor.execute("ROLLBACK")  # a failed statement leaves the block open
+            raise
+        raw = cursor.cursor
+        raw.nextset()  # SET
+        raw.nextset()  # the INSERT
+        return raw.fetchone() if raw.description else (raw.rowcount,)
 
 
 def open_record(*, message_id: int, now: datetime, method: str, user_agent: str) -> bool:

@@ -273,3 +273,33 @@ def test_a_scanner_agent_click_is_flagged(click, linked, process):
 def test_other_methods_are_not_allowed(client, linked):
     assert client.post(f"/t/c/{click_token(linked.pk, 0)}").status_code == 405
     assert client.post(f"/t/o/{open_token(linked.pk)}").status_code == 405
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_hit_is_written_and_committed_in_one_round_trip(
+    make_message, django_assert_num_queries
+):
+    from django.db import connection
+
+    from apps.tracking.services import click_record, open_record
+
+    message = make_message()
+    tracked_links_store(message_id=message.pk, urls=["https://example.com/a"])
+    connection.ensure_connection()
+    assert not connection.in_atomic_block
+
+    with django_assert_num_queries(1):
+        url = click_record(
+            message_id=message.pk, position=0, now=LATER, method="GET", user_agent=BROWSER
+        )
+    with django_assert_num_queries(1):
+        opened = open_record(message_id=message.pk, now=LATER, method="GET", user_agent=BROWSER)
+    missing = open_record(message_id=message.pk + 1000, now=LATER, method="GET", user_agent=BROWSER)
+
+    assert url == "https://example.com/a"
+    assert (opened, missing) == (True, False)
+    assert sorted(Engagement.objects.values_list("kind", flat=True)) == ["click", "open"]
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)  # the setting was local to the hit's transaction
