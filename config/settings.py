@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "apps.journeys",
     "apps.tracking",
     "apps.builder",
+    "apps.analytics",
 ]
 
 MIDDLEWARE = [
@@ -277,6 +278,17 @@ SMS_HELP_TEXT = env.str(
     default=f"{COMPANY_NAME}: account messages. Reply STOP to opt out, START to opt back in. "
     "Msg & data rates may apply.",
 )
+
+# --- Dashboards (apps/analytics, docs/analytics.md) ---------------------------
+# The home page warns when a channel's bounce or complaint rate (% of messages
+# sent over the last ANALYTICS_ALERT_WINDOW_DAYS) is above these, once at least
+# ANALYTICS_ALERT_MIN_SENT were sent (a handful of sends proves nothing).
+ANALYTICS_BOUNCE_RATE_ALERT = env.float("ANALYTICS_BOUNCE_RATE_ALERT", default=5.0)
+ANALYTICS_COMPLAINT_RATE_ALERT = env.float("ANALYTICS_COMPLAINT_RATE_ALERT", default=0.1)
+ANALYTICS_ALERT_WINDOW_DAYS = env.int("ANALYTICS_ALERT_WINDOW_DAYS", default=7)
+ANALYTICS_ALERT_MIN_SENT = env.int("ANALYTICS_ALERT_MIN_SENT", default=50)
+# An unsubscribe counts against a message when it comes this soon after it.
+ANALYTICS_UNSUBSCRIBE_WINDOW_DAYS = env.int("ANALYTICS_UNSUBSCRIBE_WINDOW_DAYS", default=7)
 
 # --- Sending policies (apps/messaging/policies.py, docs/policies.md) --------
 # Marketing messages per customer and channel, across all journeys: "N/<n><m|h|d|w>"

@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("healthz", healthz, name="healthz"),
     path("builder/", include("apps.builder.urls")),
+    path("analytics/", include("apps.analytics.urls")),
     path("", include("apps.messaging.urls")),
     path("", include("apps.tracking.urls")),
 ]
