@@ -190,6 +190,8 @@ ENGINE_MAX_PER_TICK = env.int("ENGINE_MAX_PER_TICK", default=20_000)
 ENGINE_CHUNK_SIZE = env.int("ENGINE_CHUNK_SIZE", default=100)
 # A claim not processed within this long (a lost task, a dead worker) is claimed again.
 ENGINE_LEASE_S = env.int("ENGINE_LEASE_S", default=300)
+# PostgreSQL work_mem for enrolling many customers in one statement (sorting their ids).
+JOURNEY_ENROLL_WORK_MEM = env.str("JOURNEY_ENROLL_WORK_MEM", default="256MB")
 # How often beat checks date-trait and schedule triggers, and how late a fire
 # may still happen (beat was down, a trait was set just after its moment).
 JOURNEY_TRIGGER_CHECK_INTERVAL_S = env.int("JOURNEY_TRIGGER_CHECK_INTERVAL_S", default=60)

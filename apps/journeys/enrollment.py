@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.db.models.expressions import RawSQL
@@ -43,6 +44,8 @@ GOAL_STEP = "(goal)"
 SEGMENT_EXIT_STEP = "(segment exit)"
 # Holdout buckets: percent * 100, so a bucket is a hundredth of a percent.
 HOLDOUT_BUCKETS = 10_000
+# Enrollments in one statement above which PostgreSQL gets JOURNEY_ENROLL_WORK_MEM.
+BIG_ENROLLMENT = 10_000
 # Every journey that may still have active enrollments the engine advances.
 RUNNING = (Journey.Status.LIVE, Journey.Status.PAUSED)
 
@@ -195,7 +198,8 @@ def _insert(
     if connection.vendor == "postgresql":
         source = "unnest(%s::bigint[], %s::boolean[], %s::text[]) AS s(customer_id, holdout, ctx)"
         source_params = [ids, holdout, per_customer]
-        ctx = "COALESCE(s.ctx, %s)::jsonb"
+        # A shared context is parsed once, not once per row.
+        ctx = "COALESCE(s.ctx::jsonb, %s::jsonb)" if per_customer else "%s::jsonb"
     else:
         source = (
             "(SELECT json_extract(value, '$[0]') AS customer_id, "
@@ -229,6 +233,11 @@ def _insert(
         *reentry_params,
     ]
     with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and len(ids) > BIG_ENROLLMENT:
+            # Room to sort and anti-join a million ids in memory (this transaction only).
+            cursor.execute(
+                "SELECT set_config('work_mem', %s, true)", [settings.JOURNEY_ENROLL_WORK_MEM]
+            )
         cursor.execute(sql, params)
         if returning:
             return cursor.fetchall()
