@@ -31,6 +31,16 @@ MESSAGE_METRICS = {
     "clicked": "clicked_at",
 }
 CUSTOMERS_SHOWN = 50
+# What the time shown beside each customer is, per metric.
+AT_LABELS = {
+    "entered": "reached the node",
+    "waiting": "next step due",
+    "sent": "sent",
+    "delivered": "delivered",
+    "opened": "opened",
+    "clicked": "clicked",
+    "converted": "reached the node",
+}
 
 
 # --- the journey as the canvas loads it -------------------------------------------------
@@ -192,6 +202,7 @@ def node_customers(
     return {
         "node": node_id,
         "metric": metric,
+        "at_label": AT_LABELS[metric],
         "total": total,
         "shown": len(rows),
         "rows": rows,

@@ -477,6 +477,7 @@ def test_a_count_lists_the_customers_behind_it(api, running, customer):
     assert "clicked_at__isnull=False" in clicked["admin_url"]
     assert [r["external_id"] for r in converted["rows"]] == ["c-1"]
     assert converted["rows"][0]["state"] == "converted"
+    assert (waiting["at_label"], clicked["at_label"]) == ("next step due", "clicked")
 
 
 def test_the_admin_link_of_waiting_customers_lists_exactly_them(api, running, marketer):

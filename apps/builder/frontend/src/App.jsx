@@ -102,6 +102,7 @@ export default function App({ boot }) {
   const [sizes, setSizes] = useState({});
   const [counts, setCounts] = useState(null);
   const [showCounts, setShowCounts] = useState(false);
+  const [countsTick, setCountsTick] = useState(0); // bumped to refresh the counts now
   const [backtest, setBacktest] = useState(null);
   const [dialog, setDialog] = useState(null); // {kind: "publish"|"backtest"|"customers", ...}
   const [dialogError, setDialogError] = useState("");
@@ -161,7 +162,7 @@ export default function App({ boot }) {
       live = false;
       clearInterval(timer);
     };
-  }, [api, slug, showCounts, say]);
+  }, [api, slug, showCounts, countsTick, say]);
 
   const fallback = useMemo(() => (doc ? layout(doc) : {}), [doc]);
 
@@ -294,10 +295,10 @@ export default function App({ boot }) {
       if (!position) {
         if (anchorId === TRIGGER_ID) position = triggerPosition(doc, fallback);
         else if (anchorId) position = positionOf(doc.nodes.find((n) => n.id === anchorId), fallback[anchorId]);
-        if (position) position = { x: position.x, y: position.y + 170 };
+        if (position) position = { x: position.x, y: position.y + 150 };
         else {
           const bottom = Math.max(0, ...doc.nodes.map((n) => positionOf(n, fallback[n.id]).y));
-          position = { x: 0, y: bottom + 170 };
+          position = { x: 0, y: bottom + 150 };
         }
       }
       const node = { id, type, ...structuredClone(kind.blank), ui: { x: Math.round(position.x), y: Math.round(position.y) } };
@@ -323,8 +324,12 @@ export default function App({ boot }) {
         return next;
       });
       setSelected(id);
+      // Keep the new step in view (the zoom as the marketer left it).
+      requestAnimationFrame(() =>
+        flow.setCenter(position.x + 125, position.y + 50, { zoom: flow.getZoom(), duration: 200 }),
+      );
     },
-    [doc, kinds, selected, fallback, edit, readOnly],
+    [doc, kinds, selected, fallback, edit, readOnly, flow],
   );
 
   const onDrop = useCallback(
@@ -390,6 +395,7 @@ export default function App({ boot }) {
       setDialog(null);
       setErrors([]);
       setShowCounts(true);
+      setCountsTick((t) => t + 1);
       const { version, migrated } = state.published;
       say(`Version ${version} is live${body.in_flight === "migrate" ? `; ${migrated} enrollment(s) moved to it` : ""}.`);
     } catch (exc) {
@@ -405,6 +411,7 @@ export default function App({ boot }) {
     try {
       const state = await (action === "pause" ? api.pause(slug) : api.resume(slug));
       setServer(state);
+      setCountsTick((t) => t + 1);
       say(action === "pause" ? "Paused: nothing advances, no one enters." : "Resumed: overdue steps catch up.");
     } catch (exc) {
       say(exc.message, "error");
@@ -547,7 +554,6 @@ export default function App({ boot }) {
             <Controls />
             <MiniMap pannable zoomable />
           </ReactFlow>
-          {backtest && <BacktestSummary result={backtest} onClear={() => setBacktest(null)} />}
           {toast && (
             <div className={`toast toast-${toast.kind}`} data-testid="toast" role="status">
               {toast.text}
@@ -556,13 +562,16 @@ export default function App({ boot }) {
         </div>
         <aside className="side-panel">
           <ErrorList errors={errors} onPick={pickErrors} />
+          {backtest && <BacktestSummary result={backtest} onClear={() => setBacktest(null)} />}
           {selectedNode ? (
             <NodePanel
               key={selectedNode.id}
               api={api}
               catalog={catalog}
               node={selectedNode}
+              nodeIds={doc.nodes.map((n) => n.id)}
               errors={errorsByNode.get(selectedNode.id) || []}
+              onConnect={(handle, target) => edit((d) => connect(d, selectedNode.id, handle, target))}
               readOnly={readOnly}
               onChange={(node) => edit((d) => replaceNode(d, selectedNode.id, node))}
               onRename={(from, to) => {

@@ -264,7 +264,7 @@ export function CustomersDialog({ api, slug, node, metric, onClose }) {
               <tr>
                 <th>Customer</th>
                 <th>Email / phone</th>
-                <th>When</th>
+                <th>{data.at_label}</th>
                 <th>Enrollment</th>
                 <th>Message</th>
               </tr>

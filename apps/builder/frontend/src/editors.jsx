@@ -3,8 +3,22 @@ import { useEffect, useRef, useState } from "react";
 // A JSON editor for a free-form value (a condition, traits, a `where`): the
 // text is the marketer's; the value changes only when the text parses, and a
 // syntax error says where it is.
-export function JsonField({ value, onChange, testid, rows = 6, disabled, allowEmpty = false, emptyValue }) {
-  const shown = (v) => (v === undefined || v === null ? "" : JSON.stringify(v, null, 2));
+// Conditions read best in the order the segment editor shows them (stored
+// files sort keys alphabetically): combinators, the subject, then the test.
+const KEY_ORDER = ["all", "any", "not", "trait", "event", "segment", "nps", "op", "value", "percent"];
+
+export function readable(node) {
+  if (Array.isArray(node)) return node.map(readable);
+  if (node && typeof node === "object") {
+    const rank = (k) => (KEY_ORDER.includes(k) ? KEY_ORDER.indexOf(k) : KEY_ORDER.length);
+    const keys = Object.keys(node).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+    return Object.fromEntries(keys.map((k) => [k, readable(node[k])]));
+  }
+  return node;
+}
+
+export function JsonField({ value, onChange, testid, rows = 6, disabled, allowEmpty = false, emptyValue, format = (v) => v }) {
+  const shown = (v) => (v === undefined || v === null ? "" : JSON.stringify(format(v), null, 2));
   const [text, setText] = useState(shown(value));
   const [error, setError] = useState("");
   const last = useRef(value);
@@ -68,7 +82,7 @@ export function ConditionEditor({ api, value, onChange, examples, testid, disabl
   useEffect(() => setCheck(null), [value]);
   return (
     <div className="condition-editor">
-      <JsonField value={value} onChange={onChange} testid={testid} rows={8} disabled={disabled} />
+      <JsonField value={value} onChange={onChange} testid={testid} rows={8} disabled={disabled} format={readable} />
       <div className="row">
         <button type="button" onClick={run} data-testid={`${testid}-check`}>
           Check condition

@@ -6,7 +6,7 @@
 export const TRIGGER_ID = "__trigger__";
 export const NODE_ID_RE = /^[A-Za-z0-9_-]{1,100}$/;
 const COLUMN = 280;
-const ROW = 170;
+const ROW = 150;
 
 // The outgoing edges of a node: [{handle, target, label}] in field order.
 export function outputsOf(node) {

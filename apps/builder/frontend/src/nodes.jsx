@@ -1,21 +1,35 @@
 import { Handle, Position } from "@xyflow/react";
 import { outputsOf, summary } from "./graph.js";
 
+// Symbols every common font has (the canvas is also screenshotted headless).
 const ICONS = {
   email: "✉",
-  sms: "💬",
+  sms: "✆",
   nps_survey: "★",
-  wait: "⏱",
-  wait_until: "🕘",
-  wait_for_event: "⏳",
+  wait: "◷",
+  wait_until: "◶",
+  wait_for_event: "◴",
   branch: "◇",
-  split: "⑂",
+  split: "⋔",
   update_traits: "✎",
   webhook: "⇄",
-  exit: "⏹",
+  exit: "■",
 };
 
 const SEND_KINDS = new Set(["email", "sms", "nps_survey"]);
+const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+
+// Short labels on the card; the full words are in COUNT_LABELS (tooltips, dialogs).
+const SHORT_LABELS = {
+  entered: "in",
+  waiting: "here",
+  sent: "sent",
+  delivered: "dlvd",
+  opened: "open",
+  clicked: "click",
+  converted: "conv",
+};
+
 export const COUNT_LABELS = {
   entered: "entered",
   waiting: "here now",
@@ -58,14 +72,15 @@ function LiveCounts({ id, type, counts, onCount }) {
           type="button"
           className={`count nodrag count-${metric}`}
           data-testid={`count-${id}-${metric}`}
-          title={`Customers: ${COUNT_LABELS[metric]} — click for the list`}
+          data-count={counts[metric] || 0}
+          title={`${(counts[metric] || 0).toLocaleString()} ${COUNT_LABELS[metric]}: click for the customers`}
           onClick={(event) => {
             event.stopPropagation();
             onCount(id, metric);
           }}
         >
-          <strong>{(counts[metric] || 0).toLocaleString()}</strong>
-          <span>{COUNT_LABELS[metric]}</span>
+          <strong>{compact.format(counts[metric] || 0)}</strong>
+          <span>{SHORT_LABELS[metric]}</span>
         </button>
       ))}
     </div>
@@ -74,19 +89,17 @@ function LiveCounts({ id, type, counts, onCount }) {
 
 function BacktestCounts({ id, result }) {
   if (!result) return null;
-  const outcomes = Object.entries(result.outcomes || {}).slice(0, 3);
+  const outcomes = Object.entries(result.outcomes || {});
+  const words = outcomes.map(([outcome, n]) => `${outcome} ${n}`).join(" · ");
   return (
-    <div className="backtest-counts" data-testid={`backtest-${id}`}>
-      <strong>{result.entered.toLocaleString()}</strong> entered in the backtest
-      {outcomes.length > 0 && (
-        <div className="outcomes">
-          {outcomes.map(([outcome, n]) => (
-            <span key={outcome}>
-              {outcome}: {n}
-            </span>
-          ))}
-        </div>
-      )}
+    <div
+      className="backtest-counts"
+      data-testid={`backtest-${id}`}
+      data-entered={result.entered}
+      title={`Backtest: ${result.entered} entered${words ? `; ${words}` : ""}`}
+    >
+      backtest: <strong>{result.entered.toLocaleString()}</strong> in
+      {outcomes.length > 0 && <span className="outcomes"> · {words}</span>}
     </div>
   );
 }
@@ -107,16 +120,16 @@ export function JourneyNode({ id, data, selected }) {
         isConnectable={!readOnly}
         data-testid={`handle-${id}-in`}
       />
-      <div className="node-head">
+      <div className="node-head" data-testid={`node-head-${id}`}>
         <span className="node-icon" aria-hidden="true">
           {ICONS[node.type] || "•"}
         </span>
         <span className="node-kind">{kind?.label || node.type}</span>
+        <span className="node-id" data-testid={`node-id-${id}`} title={id}>
+          {id}
+        </span>
         {isStart && <span className="start-tag">start</span>}
         <ErrorBadge id={id} errors={errors} onClick={() => onErrors(id)} />
-      </div>
-      <div className="node-id" data-testid={`node-id-${id}`}>
-        {id}
       </div>
       <div className="node-summary">{summary(node)}</div>
       <LiveCounts id={id} type={node.type} counts={counts} onCount={onCount} />
@@ -162,7 +175,7 @@ export function TriggerNode({ data, selected }) {
     >
       <div className="node-head">
         <span className="node-icon" aria-hidden="true">
-          ⚡
+          ▶
         </span>
         <span className="node-kind">Trigger</span>
         <ErrorBadge id="trigger" errors={errors} onClick={() => onErrors(null)} />

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "react";
 import { ConditionEditor, DurationField, JsonField, toNumber } from "./editors.jsx";
-import { NODE_ID_RE } from "./graph.js";
+import { NODE_ID_RE, outputsOf } from "./graph.js";
 
 function Field({ label, help, children, error }) {
   return (
@@ -117,7 +117,41 @@ function TemplatePreview({ api, template }) {
 
 // --- the selected node ------------------------------------------------------------------------
 
-export function NodePanel({ api, catalog, node, errors, readOnly, onChange, onRename, onDelete }) {
+// Where each output leads: the same edit as drawing the edge on the canvas,
+// from the keyboard.
+function Outputs({ node, nodeIds, errors, disabled, onConnect }) {
+  const outputs = outputsOf(node);
+  if (!outputs.length) return null;
+  const label = (out) =>
+    out.handle === "next" ? "Then" : out.handle === "yes" ? "If yes" : out.handle === "no" ? "If no" : `Branch ${Number(out.handle.slice(1)) + 1} (${out.label})`;
+  const field = (out) => (out.handle.startsWith("b") ? `branches[${out.handle.slice(1)}].next` : out.handle);
+  return (
+    <fieldset>
+      <legend>Next steps</legend>
+      {outputs.map((out) => (
+        <Field key={out.handle} label={label(out)} error={errorFor(errors, field(out))}>
+          <select
+            value={out.target || ""}
+            disabled={disabled}
+            data-testid={`field-output-${out.handle}`}
+            onChange={(event) => onConnect(out.handle, event.target.value || null)}
+          >
+            <option value="">— end the journey here —</option>
+            {nodeIds
+              .filter((id) => id !== node.id || ["wait", "wait_until", "wait_for_event"].includes(node.type))
+              .map((id) => (
+                <option key={id} value={id}>
+                  {id}
+                </option>
+              ))}
+          </select>
+        </Field>
+      ))}
+    </fieldset>
+  );
+}
+
+export function NodePanel({ api, catalog, node, nodeIds, errors, readOnly, onChange, onConnect, onRename, onDelete }) {
   const [idText, setIdText] = useState(node.id);
   const [idError, setIdError] = useState("");
   useEffect(() => {
@@ -170,7 +204,7 @@ export function NodePanel({ api, catalog, node, errors, readOnly, onChange, onRe
               data-testid="field-template"
               onChange={(event) => set("template", event.target.value)}
             >
-              <option value="">— choose a {node.type} template —</option>
+              <option value="">— choose {node.type === "email" ? "an email" : "an SMS"} template —</option>
               {templates.map((t) => (
                 <option key={t.slug} value={t.slug}>
                   {t.name} ({t.slug}
@@ -434,6 +468,8 @@ export function NodePanel({ api, catalog, node, errors, readOnly, onChange, onRe
         </>
       )}
 
+      <Outputs node={node} nodeIds={nodeIds} errors={errors} disabled={dis} onConnect={onConnect} />
+
       {!dis && (
         <button type="button" className="danger" data-testid="btn-delete-node" onClick={() => onDelete(node.id)}>
           Delete this node
@@ -571,6 +607,16 @@ export function SettingsPanel({ api, catalog, doc, errors, readOnly, onChange })
           </>
         )}
       </fieldset>
+      <Field label="Starts at" help="The first step after the trigger." error={errorFor(errors, "start")}>
+        <select value={doc.start || ""} disabled={dis} data-testid="field-start" onChange={(e) => set("start", e.target.value)}>
+          <option value="">— choose the first step —</option>
+          {(doc.nodes || []).map((n) => (
+            <option key={n.id} value={n.id}>
+              {n.id}
+            </option>
+          ))}
+        </select>
+      </Field>
       <fieldset>
         <legend>Re-entry</legend>
         <Field label="May a customer enter again?" error={errorFor(errors, "reentry")}>
