@@ -208,6 +208,9 @@ def journey_errors(exc: JourneyError, data: Any = None) -> list[dict]:
     nodes = data.get("nodes") if isinstance(data, dict) else None
     out = []
     for path, message in exc.errors:
+        if message.endswith("(got '')"):
+            # A picker left empty: the slug rules are not the point.
+            message = "required: it is empty"
         node, field = None, path
         match = NODE_PATH_RE.match(path)
         if match:

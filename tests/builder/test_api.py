@@ -200,6 +200,22 @@ def test_validate_names_the_node_by_id_when_its_path_names_its_place(api, live):
     assert "unknown node type 'teleport'" in error["message"]
 
 
+def test_a_picker_left_empty_is_called_required(api, live):
+    data = copy.deepcopy(BASE_FILE)
+    data["nodes"][0]["template"] = ""
+
+    body = api.post("journeys/onboarding/validate", data).json()
+
+    assert body["errors"] == [
+        {
+            "path": "nodes[welcome].template",
+            "message": "required: it is empty",
+            "node": "welcome",
+            "field": "template",
+        }
+    ]
+
+
 def test_validate_puts_problems_of_the_settings_on_no_node(api, live):
     data = copy.deepcopy(BASE_FILE)
     data["trigger"] = {"type": "segment_entered", "segment": "ghosts"}

@@ -301,6 +301,13 @@ export default function App({ boot }) {
           position = { x: 0, y: bottom + 150 };
         }
       }
+      if (!at) {
+        // Not on top of another card: step right until the place is free.
+        const taken = doc.nodes.map((n) => positionOf(n, fallback[n.id]));
+        while (taken.some((p) => Math.abs(p.x - position.x) < 240 && Math.abs(p.y - position.y) < 110)) {
+          position = { x: position.x + 280, y: position.y };
+        }
+      }
       const node = { id, type, ...structuredClone(kind.blank), ui: { x: Math.round(position.x), y: Math.round(position.y) } };
       // Added after the selected step: into its free output, or between it
       // and the step it leads to (a step with one output, or the trigger).
