@@ -39,7 +39,7 @@ from apps.customers.models import Customer
 from apps.customers.schemas import TrackIn
 from apps.customers.services import ingest
 from apps.messaging import consent
-from apps.messaging.models import Channel, ConsentRecord, Message, Suppression
+from apps.messaging.models import Category, Channel, ConsentRecord, Message, Suppression
 from apps.messaging.selectors import normalize_address
 from apps.messaging.transitions import can_move
 
@@ -660,6 +660,7 @@ def _suppress(occurrences: Sequence[_Occurrence], *, now: datetime) -> int:
         ]
     )
     suppressed = 0
+    plain = []
     for (channel, address), o in sorted(wanted.items()):
         if (channel, address) in active:
             continue
@@ -676,16 +677,57 @@ def _suppress(occurrences: Sequence[_Occurrence], *, now: datetime) -> int:
             )
             suppressed += 1
         else:
-            consent.suppression_add(
+            plain.append((channel, address, o))
+    if len(plain) == 1:
+        channel, address, o = plain[0]
+        consent.suppression_add(
+            channel=channel,
+            address=address,
+            reason=o.outcome.suppress,
+            source=f"{o.source} {o.outcome.engagement or 'event'}",
+            now=now,
+            detail=o.outcome.detail,
+        )
+    elif plain:
+        _suppression_add_many(plain, now=now)
+    return suppressed + len(plain)
+
+
+def _suppression_add_many(items: Sequence[tuple[str, str, _Occurrence]], *, now: datetime) -> None:
+    """What `consent.suppression_add` does for each address, for a batch's
+    worth at once: one insert (the one-active-row-per-address constraint
+    keeps a concurrent suppression's row and skips ours) and one cancellation
+    of waiting messages per reason, with messaging's own wording and rules
+    (an unsubscribe would stop marketing only; every reason here blocks
+    everything)."""
+    Suppression.objects.bulk_create(
+        [
+            Suppression(
                 channel=channel,
                 address=address,
                 reason=o.outcome.suppress,
-                source=f"{o.source} {o.outcome.engagement or 'event'}",
-                now=now,
+                source=f"{o.source} {o.outcome.engagement or 'event'}"[:100],
                 detail=o.outcome.detail,
+                created_at=now,
             )
-            suppressed += 1
-    return suppressed
+            for channel, address, o in items
+        ],
+        ignore_conflicts=True,
+    )
+    groups: dict[tuple[str, str], list[str]] = {}
+    for channel, address, o in items:
+        groups.setdefault((channel, o.outcome.suppress), []).append(address)
+    for (channel, reason), addresses in sorted(groups.items()):
+        waiting = Message.objects.filter(
+            channel=channel,
+            status__in=(Message.Status.QUEUED, Message.Status.DEFERRED),
+            to_address__in=addresses,
+        )
+        if reason not in consent.BLOCKS_TRANSACTIONAL:
+            waiting = waiting.filter(category=Category.MARKETING)
+        consent.messages_cancel(
+            waiting, reason=f"cancelled: {consent.SUPPRESSION_WORDS[reason]}", now=now
+        )
 
 
 def _actively_suppressed(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -419,3 +419,33 @@ def test_a_whole_batch_of_a_thousand_events_is_stored_and_processed(
     assert Message.objects.filter(status=Message.Status.OPENED).count() == 50
     assert len(events_named("email_opened")) == 50
     assert len(events_named("email_delivered")) == 50
+
+
+def test_many_bounces_in_a_batch_suppress_each_address_and_cancel_its_waiting_messages(
+    post_sendgrid, make_message, process
+):
+    bounced = [make_message() for _ in range(3)]
+    complained = make_message()
+    waiting = [
+        make_message(customer=m.customer, status=Message.Status.QUEUED, sent_at=None,
+                     category=category)
+        for m, category in zip([*bounced, complained], ["marketing", "transactional"] * 2,
+                               strict=True)
+    ]  # fmt: skip
+    untouched = make_message(status=Message.Status.QUEUED, sent_at=None)
+
+    post_sendgrid(
+        [sg_event("bounce", m, reason="550") for m in bounced]
+        + [sg_event("spamreport", complained)]
+    )
+    process()
+
+    assert sorted(Suppression.objects.values_list("address", "reason")) == sorted(
+        [(m.to_address, "bounce") for m in bounced] + [(complained.to_address, "complaint")]
+    )
+    for message in waiting:
+        message.refresh_from_db()
+    assert [m.status for m in waiting] == [Message.Status.SUPPRESSED] * 4
+    assert [m.reason for m in waiting] == ["cancelled: bounced"] * 3 + ["cancelled: spam complaint"]
+    untouched.refresh_from_db()
+    assert untouched.status == Message.Status.QUEUED
