@@ -47,6 +47,7 @@ run: install frontend
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_local_admin
 	$(PY) manage.py load_templates fixtures/templates.json --only-new
+	$(PY) manage.py load_surveys fixtures/surveys.json --only-new
 	$(PY) manage.py load_segments fixtures/segments.json --only-new
 	$(PY) manage.py load_journeys fixtures/journeys --only-new
 	$(PY) manage.py seed_demo --if-empty

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.tracking",
     "apps.builder",
     "apps.analytics",
+    "apps.surveys",
 ]
 
 MIDDLEWARE = [
@@ -280,6 +281,15 @@ SMS_HELP_TEXT = env.str(
     default=f"{COMPANY_NAME}: account messages. Reply STOP to opt out, START to opt back in. "
     "Msg & data rates may apply.",
 )
+
+# --- NPS surveys (apps/surveys) -----------------------------------------------
+# No customer is surveyed twice within this many days: a later survey step is
+# skipped, with the reason on the step.
+NPS_RESURVEY_AFTER_DAYS = env.int("NPS_RESURVEY_AFTER_DAYS", default=90)
+# How long a survey's links take answers (and changes to them) after it goes out.
+NPS_LINK_VALID_DAYS = env.int("NPS_LINK_VALID_DAYS", default=30)
+# How long after an SMS survey goes out a texted number is taken as its answer.
+NPS_SMS_REPLY_HOURS = env.int("NPS_SMS_REPLY_HOURS", default=72)
 
 # --- Dashboards (apps/analytics, docs/analytics.md) ---------------------------
 # The home page warns when a channel's bounce or complaint rate (% of messages

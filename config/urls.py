@@ -17,4 +17,5 @@ urlpatterns = [
     path("analytics/", include("apps.analytics.urls")),
     path("", include("apps.messaging.urls")),
     path("", include("apps.tracking.urls")),
+    path("", include("apps.surveys.urls")),
 ]

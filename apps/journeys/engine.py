@@ -634,22 +634,30 @@ def _send(run: Run) -> Move:
     if enrollment.is_holdout:
         return go(node.next, "holdout", "holdout: not sent")
     run.open_step("sending")
-    context = enrollment.context if isinstance(enrollment.context, dict) else {}
     message = message_send(
         customer=enrollment.customer,
         template=run.unit.template(node.template),
         idempotency_key=run.key,
         now=run.now,
-        context={
-            "event": context.get("event"),
-            "journey": {"slug": enrollment.journey.slug, "name": enrollment.journey.name},
-        },
+        context=_send_context(enrollment),
         journey=enrollment.journey.slug,
         node_id=node.id,
         enrollment_id=enrollment.pk,
         over_cap=node.over_cap or "skip",
     )
-    label = f"{node.type} {node.template!r} (message #{message.pk})"
+    return _sent(node, message, f"{node.type} {node.template!r} (message #{message.pk})")
+
+
+def _send_context(enrollment: Enrollment) -> dict[str, Any]:
+    context = enrollment.context if isinstance(enrollment.context, dict) else {}
+    return {
+        "event": context.get("event"),
+        "journey": {"slug": enrollment.journey.slug, "name": enrollment.journey.name},
+    }
+
+
+def _sent(node: Any, message: Message, label: str) -> Move:
+    """Where a send node goes once `message_send` has decided."""
     if message.status in SENT_STATUSES:
         return go(node.next, "sent", f"sent: {label}", message)
     if message.status == Message.Status.DEFERRED:
@@ -669,11 +677,44 @@ def _send(run: Run) -> Move:
 
 
 def _nps_survey(run: Run) -> Move:
-    return end(
-        Enrollment.State.FAILED,
-        "failed",
-        "surveys are not available yet: this nps_survey node cannot run",
-    )
+    """Invite the customer to the survey (apps/surveys): an invitation, and
+    its message sent with the eleven score links as `links.nps`. A customer
+    surveyed within NPS_RESURVEY_AFTER_DAYS is skipped, the step saying when
+    they were; otherwise the message's fate moves the enrollment as a send
+    node's does."""
+    from apps.surveys.services import UnknownSurvey, survey_invite
+
+    node, enrollment = run.node, run.enrollment
+    if is_stale(enrollment, now=run.now):
+        late = run.now - enrollment.next_run_at
+        return go(
+            node.next,
+            "skipped",
+            f"skipped: stale, due {when(enrollment.next_run_at)}, {span(late)} late "
+            "(the journey was paused or the engine stopped)",
+        )
+    if enrollment.is_holdout:
+        return go(node.next, "holdout", "holdout: not surveyed")
+    run.open_step("sending")
+    try:
+        invited = survey_invite(
+            customer=enrollment.customer,
+            survey=node.survey,
+            channel=node.channel,
+            idempotency_key=run.key,
+            now=run.now,
+            context=_send_context(enrollment),
+            journey=enrollment.journey.slug,
+            node_id=node.id,
+            enrollment_id=enrollment.pk,
+        )
+    except (UnknownSurvey, ValueError) as exc:
+        return end(Enrollment.State.FAILED, "failed", f"nps_survey {node.survey!r}: {exc}")
+    if invited.message is None:
+        return go(node.next, "skipped", invited.skipped)
+    message = invited.message
+    label = f"NPS survey {node.survey!r} by {node.channel} (message #{message.pk})"
+    return _sent(node, message, label)
 
 
 def _wait(run: Run) -> Move:

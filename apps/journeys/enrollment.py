@@ -511,4 +511,7 @@ def _describe(c: dict, *, top: bool = False) -> str:
         return f"{least} {c['value']} {event} events{window}"
     if "segment" in c:
         return f"in the segment {c['segment']!r}"
+    if "nps" in c:
+        window = f" in the last {c['within_days']} days" if c.get("within_days") else ""
+        return f"latest NPS answer{window} is {c['nps']}"
     return json.dumps(c, sort_keys=True)

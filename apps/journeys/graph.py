@@ -12,8 +12,8 @@ wait_until or wait_for_event on them (they would spin the engine), durations
 that are zero, negative or in an unknown unit, cron expressions that are not
 five valid fields, webhook URLs that are not http(s), invalid conditions (the
 segments' language, journey context), and with `check_refs` templates and
-segments that do not exist, or a template of the wrong channel for its node.
-`nps_survey` nodes are refused until surveys exist (issue 6).
+segments that do not exist, or a template of the wrong channel for its node,
+and surveys that do not exist or have no template for the node's channel.
 
 Semantics the engine relies on:
 - A node's `next` (or a branch's `yes`/`no`, a split branch's `next`) names
@@ -328,6 +328,11 @@ class SmsNode(_Linear):
 
 
 class NpsSurveyNode(_Linear):
+    """Ask the customer the NPS question of `survey` (apps/surveys) by
+    `channel`: an email with the eleven score links, or an SMS asking for a
+    reply with a number. Skipped for a customer surveyed within
+    NPS_RESURVEY_AFTER_DAYS."""
+
     type: Literal["nps_survey"]
     survey: Slug
     channel: Literal["email", "sms"]
@@ -711,7 +716,7 @@ def _condition_errors(condition: Any, path: str, check_refs: bool) -> list[tuple
 def _node_ref_errors(node: _Node, check_refs: bool) -> list[tuple[str, str]]:
     path = f"nodes[{node.id}]"
     if isinstance(node, NpsSurveyNode):
-        return [(path, "surveys are not available yet; remove the nps_survey node")]
+        return _survey_errors(node, path) if check_refs else []
     if isinstance(node, BranchNode):
         return _condition_errors(node.condition, f"{path}.condition", check_refs)
     if isinstance(node, EmailNode | SmsNode) and check_refs:
@@ -729,6 +734,26 @@ def _node_ref_errors(node: _Node, check_refs: bool) -> list[tuple[str, str]]:
                     f"an {node.type} node needs an {node.type} template",
                 )
             ]
+    return []
+
+
+def _survey_errors(node: NpsSurveyNode, path: str) -> list[tuple[str, str]]:
+    from apps.surveys.models import Survey
+
+    survey = Survey.objects.filter(slug=node.survey).select_related(
+        "email_template", "sms_template"
+    )
+    found = survey.first()
+    if found is None:
+        return [(f"{path}.survey", f"unknown survey {node.survey!r}")]
+    if found.template_for(node.channel) is None:
+        return [
+            (
+                f"{path}.channel",
+                f"survey {node.survey!r} has no {node.channel} template; give it one in the "
+                "admin or choose the other channel",
+            )
+        ]
     return []
 
 

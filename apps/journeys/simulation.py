@@ -195,6 +195,8 @@ def _event_names(condition: Any) -> set[str]:
     if isinstance(condition, dict):
         if isinstance(condition.get("event"), str):
             found.add(condition["event"])
+        if isinstance(condition.get("nps"), str):
+            found.add("nps_responded")  # NPS conditions read the survey answers' events
         for value in condition.values():
             found |= _event_names(value)
     elif isinstance(condition, list):

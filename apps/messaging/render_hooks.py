@@ -13,9 +13,18 @@ what it returns as the message's HTML.
 A hook is `fn(*, message, html) -> html`. Hooks run in the caller's
 transaction and in registration order; an exception propagates (the send
 fails rather than going out with links that lead nowhere).
+
+Context hooks add to the render context the same way (`messaging ← surveys`):
+surveys adds `links.nps`, the eleven score links of an NPS survey. A context
+hook is `fn(*, template, customer, message) -> mapping` of plain data; its
+dicts merge into the context's (`{"links": {"nps": [...]}}` adds a link), and
+the caller's own `context` is merged after them, so a send can pass the real
+values a hook only has placeholders for (a survey step passes its
+invitation's links; a preview gets the hook's preview links).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 PostRenderHook = Callable[..., str]
 
@@ -39,3 +48,35 @@ def post_render(*, message, html: str) -> str:
     for hook in list(_hooks):
         html = hook(message=message, html=html)
     return html
+
+
+# --- context hooks ---------------------------------------------------------------
+
+ContextHook = Callable[..., Mapping[str, Any]]
+
+_context_hooks: list[ContextHook] = []
+
+
+def on_context(fn: ContextHook) -> ContextHook:
+    """Register a render context hook (usable as a decorator); twice is a no-op."""
+    if fn not in _context_hooks:
+        _context_hooks.append(fn)
+    return fn
+
+
+def remove_context_hook(fn: ContextHook) -> None:
+    if fn in _context_hooks:
+        _context_hooks.remove(fn)
+
+
+def context_additions(*, template, customer, message) -> dict[str, Any]:
+    """What every registered context hook adds, merged in registration order
+    (a dict value merges into the same key's dict)."""
+    added: dict[str, Any] = {}
+    for hook in list(_context_hooks):
+        for key, value in hook(template=template, customer=customer, message=message).items():
+            if isinstance(added.get(key), dict) and isinstance(value, Mapping):
+                added[key] = {**added[key], **value}
+            else:
+                added[key] = value
+    return added

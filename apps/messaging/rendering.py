@@ -49,11 +49,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from apps.customers.models import CONTACT_FIELDS, Customer, Event
 
-from . import links
+from . import links, render_hooks
 from .models import Category, Channel, Message, Template
 
 # The top-level names a template may use (docs/templates.md). Callers may add
-# more through `context` (issue 6 adds survey links under `links`).
+# more through `context`, other apps through `render_hooks.on_context` (surveys
+# adds `links.nps`).
 CONTEXT_NAMES = frozenset({"customer", "event", "journey", "message", "links", "company", "now"})
 
 # Parts of a template, in the order they are rendered, with whether they are HTML.
@@ -240,7 +241,9 @@ def render_context(
         },
         "now": now,
     }
-    for key, value in (context or {}).items():
+    # What other apps add (surveys: links.nps), then what the caller passed.
+    added = render_hooks.context_additions(template=template, customer=customer, message=message)
+    for key, value in [*added.items(), *(context or {}).items()]:
         if isinstance(base.get(key), dict) and isinstance(value, Mapping):
             base[key] = {**base[key], **value}  # e.g. more links, the journey's name
         else:

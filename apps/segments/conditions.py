@@ -17,6 +17,12 @@ Semantics, the same on PostgreSQL and SQLite:
 - `since`/`not_since` read `EventStat` (one row per customer and event) and
   only touch `Event` for customers with events after `now` (backtests).
 - Trait names are letters, digits, `_` and `-`.
+- `{"nps": "promoter|passive|detractor", "within_days": 90}` reads the
+  customer's latest `nps_responded` event as of `now` (surveys record one per
+  answer and per change of it, with its `category`): it matches when that
+  latest answer is of the category, and (with `within_days`) was given in the
+  last `within_days` days. The events, not the survey tables, so segments
+  never depend on the app above them and backtests see answers as of then.
 
 One operator beyond DESIGN.md's list, for "usage down by half":
 `{"event": E, "op": "dropped_by", "percent": 50, "days": 14}` matches when the
@@ -47,6 +53,7 @@ COUNT_OPS = {"count_gte", "count_lt"}
 TREND_OPS = {"dropped_by"}
 RECENCY_OPS = {"since", "not_since"}
 NPS_CATEGORIES = {"promoter", "passive", "detractor"}
+NPS_EVENT = "nps_responded"  # recorded by apps/surveys for each answer
 CONTEXTS = {"segment", "journey"}
 
 
@@ -118,6 +125,12 @@ class SegmentRef:
     segment: str
 
 
+@dataclass(frozen=True, slots=True)
+class NpsCategory:
+    category: str
+    within_days: int | None
+
+
 Condition = (
     All
     | AnyOf
@@ -129,6 +142,7 @@ Condition = (
     | EventDrop
     | EventSinceEnrolled
     | SegmentRef
+    | NpsCategory
 )
 
 
@@ -192,7 +206,14 @@ def _parse(node: Any, path: str, context: str) -> Condition:
         if not isinstance(slug, str) or not slug:
             raise _fail(path, f"segment must be a segment's slug, got {_kind(slug)}")
         return SegmentRef(slug)
-    raise _fail(path, "NPS conditions need surveys, and surveys are not available yet")
+    category = node["nps"]
+    if not isinstance(category, str) or category not in NPS_CATEGORIES:
+        raise _fail(
+            path,
+            f"nps must be one of {', '.join(sorted(NPS_CATEGORIES))}, got {category!r}",
+        )
+    within = _whole(node, "within_days", path, minimum=1) if "within_days" in node else None
+    return NpsCategory(category, within)
 
 
 def _parse_trait(node: dict, path: str) -> Condition:
@@ -521,6 +542,8 @@ class _Compiler:
             return self.since_enrolled(c)
         if isinstance(c, SegmentRef):
             return self.segment(c)
+        if isinstance(c, NpsCategory):
+            return self.nps(c)
         raise TypeError(f"cannot compile {c!r}")
 
     def trait_date(self, c: TraitDate) -> Q:
@@ -624,6 +647,19 @@ class _Compiler:
         if self.one_customer:
             return Q(self.exists(trend))
         return Q(pk__in=trend.values("customer_id"))
+
+    def nps(self, c: NpsCategory) -> Q:
+        """The customer's latest answer as of `now` is of the category (and
+        recent enough): an answer event with no later answer event."""
+        answers = Event.objects.filter(name=NPS_EVENT, occurred_at__lte=self.now)
+        later = answers.filter(customer=OuterRef("customer")).filter(
+            Q(occurred_at__gt=OuterRef("occurred_at"))
+            | Q(occurred_at=OuterRef("occurred_at"), pk__gt=OuterRef("pk"))
+        )
+        latest = answers.filter(customer=OuterRef("pk"), properties__category=c.category)
+        if c.within_days:
+            latest = latest.filter(occurred_at__gt=self.now - timedelta(days=c.within_days))
+        return Q(self.exists(latest.filter(~Exists(later))))
 
     def since_enrolled(self, c: EventSinceEnrolled) -> Q:
         if self.enrolled_at is None:

@@ -280,11 +280,13 @@ def test_bad_node_fields_are_refused_with_the_node_and_field(node, path, fragmen
     assert fragment in message
 
 
-def test_nps_survey_nodes_are_refused_until_surveys_exist():
+def test_nps_survey_nodes_are_accepted_with_a_survey_and_a_channel():
+    # Whether the survey exists is checked with the references (tests/surveys).
     data = with_nodes({"id": "ask", "type": "nps_survey", "survey": "nps", "channel": "email"})
-    assert errors_of(data) == [
-        ("nodes[ask]", "surveys are not available yet; remove the nps_survey node")
-    ]
+    node = parse_journey(data, check_refs=False).node("ask")
+    assert (node.survey, node.channel) == ("nps", "email")
+    data["nodes"][0]["channel"] = "fax"
+    assert paths_of(data) == ["nodes[ask].channel"]
 
 
 def test_top_level_values_are_checked():

@@ -262,8 +262,8 @@ def test_events_after_now_count_once_now_reaches_them(people):
          "condition: needs exactly one of all, any, not, trait, event, segment, nps; "
          "found 'trait', 'event'"),
         ("plan = pro", "condition: must be an object"),
-        ({"nps": "promoter", "within_days": 90},
-         "condition: NPS conditions need surveys, and surveys are not available yet"),
+        ({"nps": "fans", "within_days": 90},
+         "condition: nps must be one of detractor, passive, promoter, got 'fans'"),
         ({"event": "activated", "op": "since_enrolled"},
          "condition: 'since_enrolled' only works in a journey's branches and goals"),
         ({"any": [{"trait": "plan", "op": "exists"}, {"segment": "nope"}]},
