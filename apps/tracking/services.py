@@ -28,11 +28,12 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils.dateparse import parse_datetime
 
 from apps.core.bulk import datetime_adapter, staged_write
 from apps.customers.models import Customer
@@ -374,16 +375,10 @@ def _claim_and_process(
 ) -> ProcessResult:
     """Claim a batch of pending rows of `model` and process it in one
     transaction. Should the batch fail, each row is retried on its own, and a
-    row that fails alone is marked processed with its error (visible in the
-    admin) rather than blocking the queue for ever."""
+    row that fails alone keeps its error (visible in the admin) rather than
+    blocking the queue for ever."""
     with transaction.atomic():
-        rows = [
-            SimpleNamespace(**values)
-            for values in model.objects.filter(processed_at__isnull=True)
-            .order_by("id")
-            .select_for_update(skip_locked=True, of=("self",))
-            .values(*fields)[:batch_size]
-        ]
+        rows = _claim(model, fields, now=now, batch_size=batch_size)
         if not rows:
             return ProcessResult()
         try:
@@ -399,10 +394,42 @@ def _claim_and_process(
             except Exception as exc:
                 logger.exception("tracking: %s %s failed", model.__name__, row.id)
                 model.objects.filter(pk=row.id).update(
-                    processed_at=now, error=f"processing failed: {type(exc).__name__}: {exc}"
+                    error=f"processing failed: {type(exc).__name__}: {exc}"
                 )
                 result.failed += 1
         return result
+
+
+def _claim(model, fields: Sequence[str], *, now: datetime, batch_size: int) -> list:
+    """Claim up to `batch_size` pending rows, oldest first, by marking them
+    processed in one statement that returns them (the caller's transaction
+    undoes the mark if it fails). Concurrent claims skip each other's rows
+    (SKIP LOCKED) on PostgreSQL; SQLite has one writer at a time."""
+    table = model._meta.db_table
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET processed_at = %s WHERE id IN "  # noqa: S608
+            f"(SELECT id FROM {table} WHERE processed_at IS NULL ORDER BY id LIMIT %s{lock}) "
+            f"RETURNING {', '.join(fields)}",
+            [datetime_adapter()(now), batch_size],
+        )
+        returned = cursor.fetchall()
+    rows = [SimpleNamespace(**dict(zip(fields, values, strict=True))) for values in returned]
+    for row in rows:
+        row.occurred_at = _from_db_datetime(row.occurred_at)
+        if isinstance(getattr(row, "payload", None), str | bytes):
+            row.payload = json.loads(row.payload)
+    rows.sort(key=lambda row: row.id)
+    return rows
+
+
+def _from_db_datetime(value) -> datetime:
+    """An aware datetime from a raw column value (SQLite returns UTC text)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = parse_datetime(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _process_provider_events(rows: list[SimpleNamespace], *, now: datetime) -> ProcessResult:
@@ -431,9 +458,9 @@ def _process_provider_events(rows: list[SimpleNamespace], *, now: datetime) -> P
     )
     _staged_update(
         ProviderEvent,
-        "providerevent_done",
-        (("message_id", "bigint"), ("processed_at", "timestamptz")),
-        [(row.id, matched.get(row.id), now) for row in rows],
+        "providerevent_match",
+        (("message_id", "bigint"),),
+        [(row.id, matched[row.id]) for row in rows if matched.get(row.id) != row.message_id],
     )
     result.provider_events = len(rows)
     result.unmatched = sum(1 for o in occurrences if o.message is None)
@@ -528,16 +555,18 @@ def _process_hits(rows: list[SimpleNamespace], *, now: datetime) -> ProcessResul
         occurrences.append(occurrence)
         kept.append((row, occurrence))
     result = _apply(occurrences, now=now)
+    # Flags found now (clicks too soon after delivery); the rest were set
+    # when the request came in.
     _staged_update(
         Engagement,
-        "engagement_done",
-        (("machine", "boolean"), ("machine_reason", "text"), ("processed_at", "timestamptz")),
-        [(row.id, bool(o.machine_reason), o.machine_reason[:200], now) for row, o in kept],
-    )
-    # Rows whose message is gone: marked, so they are not claimed again.
+        "engagement_flags",
+        (("machine", "boolean"), ("machine_reason", "text")),
+        [(row.id, True, o.machine_reason[:200]) for row, o in kept
+         if o.machine_reason != row.machine_reason],
+    )  # fmt: skip
     gone = [row.id for row in rows if row.message_id not in messages]
     if gone:
-        Engagement.objects.filter(pk__in=gone).update(processed_at=now, error="message deleted")
+        Engagement.objects.filter(pk__in=gone).update(error="message deleted")
     result.hits = len(rows)
     return result
 
