@@ -40,6 +40,7 @@ from django.db.models import Q
 from apps.customers.models import Customer, Event, EventStat
 
 from .conditions import (
+    NPS_EVENT,
     All,
     AnyOf,
     Condition,
@@ -47,6 +48,7 @@ from .conditions import (
     EventDrop,
     EventRecency,
     Not,
+    NpsCategory,
     SegmentRef,
     TraitCompare,
     TraitDate,
@@ -126,6 +128,14 @@ def _collect(c: Condition, lookup, edges: Edges) -> None:
     elif isinstance(c, EventDrop):
         span = timedelta(days=c.days)
         edges.event_times |= {(c.event, zero), (c.event, -span), (c.event, -2 * span)}
+    elif isinstance(c, NpsCategory):
+        # The latest answer (an nps_responded event): a new one stamps the
+        # customer; time moves it only by an answer dated later coming due, or
+        # the latest leaving the window.
+        if c.within_days:
+            _window(edges, NPS_EVENT, c.within_days)
+        else:
+            edges.event_times.add((NPS_EVENT, zero))
     elif isinstance(c, SegmentRef):
         segment = lookup(c.segment)
         if segment is not None and segment.definition:

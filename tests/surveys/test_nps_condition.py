@@ -164,3 +164,38 @@ def test_invalid_nps_conditions_are_refused_naming_the_path(definition, message)
 def test_a_valid_nps_condition_parses_in_both_contexts():
     for context in ("segment", "journey"):
         validate_definition({"nps": "detractor", "within_days": 30}, context=context)
+
+
+def test_an_incremental_refresh_follows_answers_in_and_out_of_the_window(db, settings):
+    """A segment of recent promoters: the first refresh is full; later ones
+    test only the customers that may have changed (a new answer, an answer
+    leaving the window) and agree with the condition."""
+    settings.SEGMENT_FULL_REFRESH_EVERY_S = 30 * 86400
+    from apps.segments.models import Segment
+    from apps.segments.services import segment_refresh
+
+    answered("early", "promoter", days_ago=5)
+    answered("steady", "promoter", days_ago=1)
+    answered("grump", "detractor", days_ago=1)
+    segment = Segment.objects.create(
+        slug="recent-promoters",
+        name="Recent promoters",
+        definition={"nps": "promoter", "within_days": 7},
+    )
+    ids = dict(Customer.objects.values_list("external_id", "pk"))
+
+    first = segment_refresh(segment, now=NOW)
+    assert first.mode == "full"
+    assert set(first.entered_ids) == {ids["early"], ids["steady"]}
+
+    # Three days on: early's answer (8 days old) left the window; grump changed its mind.
+    later = NOW + timedelta(days=3)
+    answered("grump", "promoter", days_ago=-2)  # given 2 days after NOW, before `later`
+    second = segment_refresh(Segment.objects.get(pk=segment.pk), now=later)
+
+    assert second.mode == "incremental", second.full_reason
+    assert (set(second.entered_ids), set(second.exited_ids)) == ({ids["grump"]}, {ids["early"]})
+    assert set(segment_queryset(segment.definition, now=later).values_list("pk", flat=True)) == {
+        ids["steady"],
+        ids["grump"],
+    }
