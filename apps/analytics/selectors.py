@@ -468,17 +468,20 @@ def cohort_retention(*, now: datetime, months: int = 6) -> Cohorts:
         .values("month")
         .annotate(n=Count("id"))
     }
-    signup_at = EventStat.objects.filter(customer=OuterRef("customer"), name=SIGNED_UP).values(
-        "first_at"
-    )[:1]
     own = Event.objects.filter(occurred_at__gte=first, occurred_at__lt=now)
     for prefix in DERIVED_PREFIXES:
         own = own.exclude(name__startswith=prefix)
     own = own.exclude(name__in=DERIVED_NAMES)
+    # A join on the customer's signed_up EventStat (unique per customer),
+    # not a subquery per event row.
     rows = (
-        own.filter(customer_id__in=signups.values("customer_id"))
+        own.filter(
+            customer__event_stats__name=SIGNED_UP,
+            customer__event_stats__first_at__gte=first,
+            customer__event_stats__first_at__lt=now,
+        )
         .annotate(
-            cohort=TruncMonth(Subquery(signup_at), tzinfo=UTC),
+            cohort=TruncMonth("customer__event_stats__first_at", tzinfo=UTC),
             month=TruncMonth("occurred_at", tzinfo=UTC),
         )
         .values("cohort", "month")
