@@ -177,7 +177,24 @@ export default function App({ boot }) {
   }, [errors]);
 
   const openCustomers = useCallback((node, metric) => setDialog({ kind: "customers", node, metric }), []);
-  const pickErrors = useCallback((node) => setSelected(node ?? TRIGGER_ID), []);
+
+  // Select a node (or the trigger) and bring it into view.
+  const focusNode = useCallback(
+    (id) => {
+      setSelected(id);
+      const found = flow.getNode(id);
+      if (found) {
+        const width = found.measured?.width || 250;
+        const height = found.measured?.height || 100;
+        flow.setCenter(found.position.x + width / 2, found.position.y + height / 2, {
+          zoom: flow.getZoom(),
+          duration: 200,
+        });
+      }
+    },
+    [flow],
+  );
+  const pickErrors = useCallback((node) => focusNode(node ?? TRIGGER_ID), [focusNode]);
 
   const kinds = useMemo(() => new Map((catalog?.node_kinds || []).map((k) => [k.type, k])), [catalog]);
 
@@ -471,6 +488,14 @@ export default function App({ boot }) {
           {journey.live_version ? `live v${journey.live_version}` : "never published"}
           {server.draft_is_live ? "" : journey.live_version ? " · draft differs" : ""}
         </span>
+        <button
+          type="button"
+          data-testid="btn-settings"
+          title="The trigger, re-entry, goal and holdout (selects the trigger)"
+          onClick={() => focusNode(TRIGGER_ID)}
+        >
+          Settings
+        </button>
         {dirty && (
           <span className="dirty" data-testid="dirty-indicator">
             unsaved changes
