@@ -618,10 +618,11 @@ def test_a_viewer_reads_but_cannot_change(viewer_api, live):
     published = viewer_api.post("journeys/onboarding/publish", {"in_flight": "stay"})
     paused = viewer_api.post("journeys/onboarding/pause")
     backtest = viewer_api.post("journeys/onboarding/backtest", {"days": 7})
+    created = viewer_api.post("journeys", {**BASE_FILE, "slug": "another"})
 
     assert loaded.status_code == 200
     assert loaded.json()["can_change"] is False
-    for response in (saved, published, paused, backtest):
+    for response in (saved, published, paused, backtest, created):
         assert response.status_code == 403
         assert response.json()["error"] == (
             "permission denied: changing journeys needs journeys.change_journey"
@@ -630,6 +631,7 @@ def test_a_viewer_reads_but_cannot_change(viewer_api, live):
     assert live.status == Journey.Status.LIVE
     assert live.draft == journey_export(live)
     assert live.versions.count() == 1
+    assert not Journey.objects.filter(slug="another").exists()
 
 
 def test_staff_without_journey_permissions_cannot_even_read(django_user_model, live):
