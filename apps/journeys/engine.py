@@ -8,14 +8,16 @@ compare-and-set that is all SQLite needs — and, once that commits, publishes
 their ids in chunks to worker tasks. A claim nobody processes (a lost task,
 a killed worker) expires and is claimed again.
 
-A worker (`enrollments_advance`) takes a chunk in one transaction, row-locked,
-one savepoint per enrollment: each node visit records an `EnrollmentStep`
-(unique per enrollment, node and visit) before its side effect, in the same
-transaction as the side effect and the enrollment's move, so a crash rolls all
-of it back and a re-run finds either nothing or everything. A node that fails
-rolls back to its savepoint and fails that one enrollment with the error
-recorded; the chunk goes on. Waits are `next_run_at` in the future, never
-Celery countdowns.
+A worker (`enrollments_advance`) takes a chunk in one transaction, its rows
+locked: each node visit records an `EnrollmentStep` (unique per enrollment,
+node and visit) before its side effect, in the same transaction as the side
+effect and the enrollment's move, so a crash rolls all of it back and a re-run
+finds either nothing or everything. Writes that need not precede a side effect
+(steps of nodes without one, the enrollments' new state) are made in bulk at
+the end of the chunk. A node that raises rolls the chunk back whole; the chunk
+is then done again one enrollment per savepoint, so the failing one fails
+with the error recorded and the others go on. Waits are `next_run_at` in the
+future, never Celery countdowns.
 
 Webhook calls are the one side effect outside the database: the step is
 committed first ("calling"), the POST is made after the chunk's transaction,
@@ -96,7 +98,11 @@ def engine_tick(*, now: datetime, publish: Callable[[list[int]], None] | None = 
         with transaction.atomic():
             ids = _claim(now=now, limit=limit, token=token)
             for start in range(0, len(ids), chunk):
-                transaction.on_commit(lambda part=ids[start : start + chunk]: publish(part))
+                # robust: a publish that fails is logged, the next ones still go
+                # (its claims expire and are taken again).
+                transaction.on_commit(
+                    lambda part=ids[start : start + chunk]: publish(part), robust=True
+                )
                 result.tasks += 1
         result.claimed += len(ids)
         if len(ids) < limit:
