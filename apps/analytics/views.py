@@ -93,7 +93,13 @@ def render(
     return TemplateResponse(
         request,
         template,
-        {**admin.site.each_context(request), "title": title, "tables": tables, **context},
+        {
+            **admin.site.each_context(request),
+            "is_nav_sidebar_enabled": False,
+            "title": title,
+            "tables": tables,
+            **context,
+        },
         status=status,
     )
 
