@@ -13,7 +13,7 @@ PG_ENV = DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL)/1
 SQLITE_ENV = DATABASE_URL= CELERY_BROKER_URL=filesystem:// CACHE_URL= \
 	TENURE_DATA_DIR=$(CURDIR)/data/test-sqlite
 
-.PHONY: install frontend run test test-postgres test-sqlite lint format bench services clean
+.PHONY: install frontend run test test-postgres test-sqlite screenshots lint format bench services clean
 
 install: $(STAMP)
 
@@ -70,6 +70,11 @@ test-postgres: install
 
 test-sqlite: install
 	$(SQLITE_ENV) $(PY) -m pytest -m "not postgres" $(PYTEST_ARGS)
+
+# docs/screenshots/*.png (the builder and each dashboard, shown in the README):
+# the browser tests, run with TENURE_SCREENSHOTS=1 so they save what they see.
+screenshots: install frontend services
+	TENURE_SCREENSHOTS=1 $(PG_ENV) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
