@@ -939,8 +939,9 @@ def _inbound_act(sid: str, number: str, body: str, params: dict, *, now: datetim
                 taken[0][:200],
                 taken[1].text,
             )
-        else:
-            inbound.needs_review = twilio_events.asks_to_stop(body)
+        # Even a reply a listener took ("6, and stop texting me" as a survey
+        # comment) is flagged: a request to stop is never left unread.
+        inbound.needs_review = twilio_events.asks_to_stop(body)
         event = SMS_REPLIED
     inbound.save(update_fields=["kind", "handled_by", "reply", "needs_review"])
     if event and customers:

@@ -354,3 +354,19 @@ def test_an_oversize_inbound_body_is_413(post_twilio, settings):
 
     assert response.status_code == 413
     assert not InboundSms.objects.exists()
+
+
+def test_a_reply_a_listener_took_is_still_flagged_when_it_asks_to_stop(post_twilio, make_customer):
+    customer = make_customer()
+
+    def take_everything(*, inbound, customer_ids, now):
+        return InboundReply(text="Thanks!")
+
+    hooks.on_inbound_sms(take_everything)
+    try:
+        post_twilio("inbound", inbound_params(customer.phone, "3. Stop texting me"))
+    finally:
+        hooks.remove_listener(take_everything)
+
+    inbound = InboundSms.objects.get()
+    assert inbound.kind == InboundSms.Kind.REPLY and inbound.needs_review
