@@ -23,7 +23,7 @@ ADDRESS = "1 Demo Street, Springfield, 12345, USA"
 def company(settings):
     settings.COMPANY_NAME = "Acme & Co"
     settings.COMPANY_POSTAL_ADDRESS = ADDRESS
-    settings.PUBLIC_BASE_URL = "http://tenure.example.com"
+    settings.PUBLIC_BASE_URL = "https://tenure.example.com"
 
 
 def customer(**traits) -> Customer:
