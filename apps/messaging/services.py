@@ -30,6 +30,8 @@ its unsubscribe and preferences links and the click-tracking hooks
 """
 
 import logging
+import time
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -171,3 +173,40 @@ def _fail(message: Message, error: str, *, now: datetime) -> None:
     message.status, message.error, message.failed_at = S.FAILED, error, now
     message.send_after = None
     message.save(update_fields=["status", "error", "failed_at", "send_after", "updated_at"])
+
+
+def message_send_test(*, template: Template, customer: Customer, to: str, now: datetime) -> Message:
+    """Render and send a test now: a Message with its own key (a test is never
+    "already sent"), then delivered in this process through the configured
+    provider, so the outcome is known when this returns. Shared by the
+    admin's button and `manage.py send_test`.
+
+    The send also publishes its delivery task (as every send does); if a
+    worker claims the message first, the delivery here finds nothing to
+    claim, so this waits (a provider call's timeout at most) for the
+    worker's answer. Either way there is one provider call.
+
+    Raises ImproperlyConfigured (naming the setting) before writing anything
+    when the channel's provider is not set up."""
+    from .delivery import messages_deliver  # loads the providers' SDKs: only when sending
+    from .providers import get_provider
+
+    get_provider(template.channel)
+    with transaction.atomic():
+        message = message_send(
+            customer=customer,
+            template=template,
+            idempotency_key=f"test:{uuid.uuid4().hex}",
+            now=now,
+            to_address=to,
+            is_test=True,
+        )
+    if message.status != Message.Status.QUEUED:
+        return message  # suppressed, failed to render (or deferred, which tests never are)
+    messages_deliver([message.pk], now=now)
+    message.refresh_from_db()
+    give_up = time.monotonic() + settings.DELIVERY_TIMEOUT_S + 2
+    while message.status == Message.Status.SENDING and time.monotonic() < give_up:
+        time.sleep(0.2)
+        message.refresh_from_db()
+    return message

@@ -7,14 +7,11 @@ happened."""
 
 import copy
 import logging
-import time
-import uuid
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -26,12 +23,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.customers.models import Customer
 
-from . import consent, delivery, links
+from . import consent, links
 from .forms import PreferencesForm, PreviewForm, SendTestForm, masked
-from .models import Category, Channel, ConsentRecord, Message, Template
-from .providers import get_provider
+from .models import Category, Channel, ConsentRecord, Message
 from .rendering import TemplateRenderError, render, sms_segments, template_check
-from .services import message_send
+from .services import message_send_test
 
 if TYPE_CHECKING:
     from .admin import TemplateAdmin
@@ -140,40 +136,6 @@ def message_outcome(message: Message) -> dict:
     }
 
 
-def send_test_now(*, template: Template, customer: Customer, to: str, now) -> Message:
-    """Render and send a test now: a Message with its own key (a test is never
-    "already sent"), then delivered in this process through the configured
-    provider, so the outcome is known when this returns. Shared by the
-    admin's button and `manage.py send_test`.
-
-    The send also publishes its delivery task (as every send does); if a
-    worker claims the message first, the delivery here finds nothing to
-    claim, so this waits (a provider call's timeout at most) for the
-    worker's answer. Either way there is one provider call.
-
-    Raises ImproperlyConfigured (naming the setting) before writing anything
-    when the channel's provider is not set up."""
-    get_provider(template.channel)
-    with transaction.atomic():
-        message = message_send(
-            customer=customer,
-            template=template,
-            idempotency_key=f"test:{uuid.uuid4().hex}",
-            now=now,
-            to_address=to,
-            is_test=True,
-        )
-    if message.status != Message.Status.QUEUED:
-        return message  # suppressed, failed to render (or deferred, which tests never are)
-    delivery.messages_deliver([message.pk], now=now)
-    message.refresh_from_db()
-    give_up = time.monotonic() + settings.DELIVERY_TIMEOUT_S + 2
-    while message.status == Message.Status.SENDING and time.monotonic() < give_up:
-        time.sleep(0.2)
-        message.refresh_from_db()
-    return message
-
-
 @require_POST
 def template_send_test(
     request: HttpRequest, object_id: str, *, model_admin: "TemplateAdmin"
@@ -188,7 +150,7 @@ def template_send_test(
     if not form.is_valid():
         return JsonResponse({"error": _form_errors(form)}, status=400)
     try:
-        message = send_test_now(
+        message = message_send_test(
             template=template,
             customer=form.cleaned_data["customer"],
             to=form.cleaned_data["to"],

@@ -6,7 +6,7 @@ from apps.customers.models import Customer
 from apps.messaging.forms import clean_address
 from apps.messaging.models import Channel, Message, Template
 from apps.messaging.rendering import TemplateRenderError, render
-from apps.messaging.views import send_test_now
+from apps.messaging.services import message_send_test
 
 # Outcomes that mean the message did not (and will not) go.
 NOT_SENT = {Message.Status.FAILED, Message.Status.SUPPRESSED, Message.Status.BOUNCED}
@@ -58,7 +58,7 @@ class Command(BaseCommand):
             raise CommandError(f"template {template!r} does not render: {exc}") from None
 
         try:
-            message = send_test_now(template=found, customer=person, to=to, now=now)
+            message = message_send_test(template=found, customer=person, to=to, now=now)
         except ImproperlyConfigured as exc:
             raise CommandError(f"not sent: {exc}") from None
         self.stdout.write(f"message {message.pk}: {message.status}")
