@@ -254,3 +254,37 @@ def unsubscribe(
             user_agent=user_agent,
         )
     return UnsubscribeResult(suppression=suppression, consent=record, cancelled=cancelled)
+
+
+def unsubscribe_from_link(message: Message, *, now: datetime, **details) -> UnsubscribeResult:
+    """`unsubscribe` from a message's own link (`/u/<token>`), recorded as the
+    customer event `unsubscribed` as well, so segments, goals and the
+    deliverability report see it. The event's messageId is the message's, so
+    a repeated click records it once."""
+    from apps.customers.schemas import TrackIn
+    from apps.customers.services import ingest
+
+    with transaction.atomic():
+        result = unsubscribe(message=message, now=now, **details)
+        customer = Customer.objects.only("external_id").get(pk=message.customer_id)
+        properties = {
+            "message_id": message.pk,
+            "channel": message.channel,
+            "journey": message.journey,
+            "node_id": message.node_id,
+            "template": message.template.slug if message.template_id else "",
+            "via": "link",
+        }
+        ingest(
+            [
+                TrackIn(
+                    userId=customer.external_id,
+                    event="unsubscribed",
+                    properties=properties,
+                    timestamp=now,
+                    messageId=f"unsubscribe:{message.pk}",
+                )
+            ],
+            received_at=now,
+        )
+    return result

@@ -221,8 +221,8 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     )
     if request.method == "GET":
         return TemplateResponse(request, "messaging/unsubscribe.html", context)
-    consent.unsubscribe(
-        message=message,
+    consent.unsubscribe_from_link(
+        message,
         now=timezone.now(),
         source=ConsentRecord.Source.UNSUBSCRIBE,
         wording=f"Unsubscribe link in message {message.pk}"

@@ -7,6 +7,7 @@ import pytest
 import time_machine
 from django.test import Client
 
+from apps.customers.models import Event
 from apps.messaging import links
 from apps.messaging.models import Category, Channel, ConsentRecord, Message, Suppression
 
@@ -123,6 +124,27 @@ def test_unsubscribing_twice_changes_nothing_more(mail_client, make_message):
     assert (first.status_code, second.status_code) == (200, 200)
     assert Suppression.objects.count() == 1
     assert ConsentRecord.objects.count() == 1
+    assert Event.objects.filter(name="unsubscribed").count() == 1
+
+
+def test_the_unsubscribe_is_recorded_as_a_customer_event(mail_client, make_message):
+    message = make_message()
+
+    one_click(mail_client, path_of(message))
+
+    event = Event.objects.get(name="unsubscribed")
+    assert event.customer_id == message.customer_id
+    assert event.properties["message_id"] == message.pk
+    assert event.properties["channel"] == message.channel
+    assert event.properties["via"] == "link"
+
+
+def test_a_get_records_no_event(mail_client, make_message):
+    message = make_message()
+
+    mail_client.get(path_of(message))
+
+    assert not Event.objects.filter(name="unsubscribed").exists()
 
 
 def test_an_sms_link_unsubscribes_the_number(mail_client, make_message):
