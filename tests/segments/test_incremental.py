@@ -1,10 +1,12 @@
 """Incremental refreshes: only the customers that may have changed are evaluated,
 and the memberships still equal a recomputation from scratch."""
 
+import io
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from apps.customers.models import Customer
@@ -529,3 +531,17 @@ def test_the_indexed_time_function_reads_traits_as_the_conditions_do():
         cursor.execute("SET TIME ZONE 'UTC'")
     assert agree == dict.fromkeys(values, True)
     assert utc_anyway is True
+
+
+def test_refresh_segments_full_evaluates_everyone_and_says_why(identify, make_segment):
+    identify("u-a", at=T0, plan="pro")
+    segment = make_segment("pro", PRO)
+    segment_refresh(segment, now=T0)
+    out = io.StringIO()
+
+    call_command("refresh_segments", "--full", stdout=out)
+    call_command("refresh_segments", stdout=out)
+
+    first, second = out.getvalue().splitlines()
+    assert first.startswith("pro: 1 members") and first.endswith("(full: asked for)")
+    assert second.endswith(" evaluated)") and "full" not in second

@@ -14,8 +14,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--segment", metavar="SLUG", help="refresh only this segment")
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="evaluate every customer, not only those that may have changed",
+        )
 
-    def handle(self, *args, segment: str | None, **options):
+    def handle(self, *args, segment: str | None, full: bool, **options):
         now = timezone.now()
         if segment:
             found = Segment.objects.filter(slug=segment).first()
@@ -23,9 +28,9 @@ class Command(BaseCommand):
                 raise CommandError(f"no segment {segment!r}")
             if found.kind != Segment.Kind.DYNAMIC:
                 raise CommandError(f"{segment}: a static segment is uploaded, not refreshed")
-            results = [segment_refresh(found, now=now)]
+            results = [segment_refresh(found, now=now, full=full)]
         else:
-            results = segments_refresh_all(now=now)
+            results = segments_refresh_all(now=now, full=full)
             if not results:
                 self.stdout.write("no active dynamic segments")
 
@@ -41,7 +46,8 @@ class Command(BaseCommand):
             return f"{r.slug}: FAILED: {r.error}"
         if r.skipped:
             return f"{r.slug}: skipped: {r.skipped}"
+        how = f"full: {r.full_reason}" if r.full_reason else f"{r.candidates:,} evaluated"
         return (
             f"{r.slug}: {r.member_count:,} members, +{len(r.entered_ids):,} entered, "
-            f"\N{MINUS SIGN}{len(r.exited_ids):,} exited, {r.ms:,} ms"
+            f"\N{MINUS SIGN}{len(r.exited_ids):,} exited, {r.ms:,} ms ({how})"
         )
