@@ -8,11 +8,13 @@ so "sent at `welcome`" means the same thing before and after an edit.
 """
 
 import copy
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import Count
+from django.core.cache import cache
+from django.db.models import Count, Q
 from django.urls import reverse
 
 from apps.customers.models import Customer
@@ -31,6 +33,8 @@ MESSAGE_METRICS = {
     "clicked": "clicked_at",
 }
 CUSTOMERS_SHOWN = 50
+# Live counts that took at least this long to count are cached (live_counts).
+COUNTS_CACHED_FROM_S = 0.25
 # What the time shown beside each customer is, per metric.
 AT_LABELS = {
     "entered": "reached the node",
@@ -109,12 +113,20 @@ def node_counts(journey: Journey) -> dict[str, dict[str, int]]:
     def put(node: str, metric: str, n: int) -> None:
         counts.setdefault(node, dict.fromkeys(METRICS, 0))[metric] = n
 
-    first_visits = EnrollmentStep.objects.filter(enrollment__journey=journey, visit=1).order_by()
-    for node, n in first_visits.values_list("node_id").annotate(n=Count("id")):
+    # One pass over the journey's first visits counts both (the costly part:
+    # every step of the journey, joined to its enrollment).
+    first_visits = (
+        EnrollmentStep.objects.filter(enrollment__journey=journey, visit=1)
+        .order_by()
+        .values_list("node_id")
+        .annotate(
+            n=Count("id"),
+            converted=Count("id", filter=Q(enrollment__state=Enrollment.State.CONVERTED)),
+        )
+    )
+    for node, n, converted in first_visits:
         put(node, "entered", n)
-    converted = first_visits.filter(enrollment__state=Enrollment.State.CONVERTED)
-    for node, n in converted.values_list("node_id").annotate(n=Count("id")):
-        put(node, "converted", n)
+        put(node, "converted", converted)
     waiting = (
         Enrollment.objects.filter(journey=journey, state=Enrollment.State.ACTIVE)
         .exclude(current_node="")
@@ -135,6 +147,33 @@ def node_counts(journey: Journey) -> dict[str, dict[str, int]]:
         for metric in MESSAGE_METRICS:
             put(row["node_id"], metric, row[metric])
     return counts
+
+
+def live_counts(journey: Journey, *, now: datetime) -> dict[str, Any]:
+    """`node_counts` and `journey_totals` as of `now`, for the canvas, which
+    asks again every few seconds while it is open.
+
+    Counting costs time in proportion to the journey's history (about 1.7 s
+    at 200,000 enrollments and 1.2 million steps on PostgreSQL), so a count
+    that took long is kept in the shared cache for a while (twenty times what
+    it cost, between 5 and 60 s) and every open canvas reads that; a cheap
+    count (a small or new journey) is never cached, so it is always current.
+    `as_of` says when the numbers were counted."""
+    key = f"tenure:builder:counts:{journey.pk}"
+    cached = cache.get(key)
+    if cached is not None:
+        return {**cached, "cached": True}
+    started = time.monotonic()
+    result = {
+        "as_of": now.isoformat(),
+        "metrics": list(METRICS),
+        "nodes": node_counts(journey),
+        "totals": journey_totals(journey),
+    }
+    cost = time.monotonic() - started
+    if cost >= COUNTS_CACHED_FROM_S:
+        cache.set(key, result, min(60, max(5, round(20 * cost))))
+    return {**result, "cached": False}
 
 
 def journey_totals(journey: Journey) -> dict[str, int]:

@@ -476,6 +476,34 @@ def test_live_counts_show_each_nodes_traffic(api, running):
     assert body["totals"]["converted"] == 1
 
 
+def test_a_cheap_count_is_always_current(api, running, make_customers):
+    first = api.get("journeys/onboarding/counts").json()
+    (late,) = make_customers(1, prefix="late")
+    enrollment_start(journey=running, customer_id=late.pk, now=T0)
+
+    second = api.get("journeys/onboarding/counts").json()
+
+    assert (first["cached"], second["cached"]) == (False, False)
+    assert (first["totals"]["enrolled"], second["totals"]["enrolled"]) == (3, 4)
+
+
+def test_a_costly_count_is_shared_from_the_cache_for_a_while(
+    api, running, make_customers, monkeypatch
+):
+    from apps.builder import selectors
+
+    monkeypatch.setattr(selectors, "COUNTS_CACHED_FROM_S", 0.0)  # every count is "costly"
+    first = api.get("journeys/onboarding/counts").json()
+    (late,) = make_customers(1, prefix="late")
+    enrollment_start(journey=running, customer_id=late.pk, now=T0)
+
+    second = api.get("journeys/onboarding/counts").json()
+
+    assert second["cached"] is True
+    assert second["as_of"] == first["as_of"]
+    assert second["totals"]["enrolled"] == 3
+
+
 def test_a_count_lists_the_customers_behind_it(api, running, customer):
     waiting = api.get("journeys/onboarding/nodes/wait1/customers", metric="waiting").json()
     clicked = api.get("journeys/onboarding/nodes/welcome/customers", metric="clicked").json()

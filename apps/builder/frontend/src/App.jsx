@@ -215,6 +215,7 @@ export default function App({ boot }) {
           onErrors: pickErrors,
           readOnly,
           totals: showCounts ? counts?.totals : null,
+          countedAt: showCounts && counts?.cached ? new Date(counts.as_of).toLocaleTimeString() : "",
         },
       },
     ];

@@ -166,7 +166,7 @@ const TRIGGER_WORDS = {
 };
 
 export function TriggerNode({ data, selected }) {
-  const { trigger, errors, onErrors, readOnly, totals } = data;
+  const { trigger, errors, onErrors, readOnly, totals, countedAt } = data;
   const words = TRIGGER_WORDS[trigger?.type]?.(trigger) || "choose a trigger";
   return (
     <div
@@ -185,6 +185,7 @@ export function TriggerNode({ data, selected }) {
         <div className="totals" data-testid="journey-totals">
           {totals.enrolled.toLocaleString()} enrolled · {totals.active.toLocaleString()} active ·{" "}
           {totals.converted.toLocaleString()} converted
+          {countedAt && <span title="Counts of a big journey are cached briefly"> · as of {countedAt}</span>}
         </div>
       )}
       <Handle
