@@ -1,14 +1,29 @@
 """The Marketer and Viewer groups created by the roles migration, and what
 they let a staff user do in the admin and the builder API."""
 
+import importlib
+
 import pytest
 from django.apps import apps as django_apps
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from apps.core.roles import roles_ensure
 from apps.segments.models import Segment
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def migrated_roles():
+    """Run the roles migration's own code, with the historical models of its
+    state: a transactional test elsewhere may have flushed the reused test
+    database (and the groups with it) since it was first migrated."""
+    Group.objects.filter(name__in=("Marketer", "Viewer")).delete()
+    state = MigrationExecutor(connection).loader.project_state(("core", "0002_roles"))
+    migration = importlib.import_module("apps.core.migrations.0002_roles")
+    migration.create_roles(state.apps, None)
 
 
 @pytest.fixture(autouse=True)
