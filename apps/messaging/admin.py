@@ -7,6 +7,7 @@ from functools import partial
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.shortcuts import redirect
 from django.urls import path, reverse
@@ -17,7 +18,7 @@ from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
 from apps.customers.models import Customer
 from apps.customers.selectors import customer_search
 
-from . import consent, views
+from . import consent, services, views
 from .forms import SuppressionAddForm, TemplateForm
 from .models import Channel, ConsentRecord, Message, Suppression, Template
 
@@ -204,9 +205,53 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ("Origin", {"fields": ("journey", "node_id", "enrollment_id", "idempotency_key")}),
     )
     readonly_fields = ("as_seen", "text_part")
+    actions = ("resend",)
 
     def get_search_results(self, request, queryset, search_term):
         return message_search(queryset, search_term), False
+
+    def has_resend_permission(self, request) -> bool:
+        # Resending is sending: whoever may edit templates (and send their tests).
+        return request.user.has_perm("messaging.change_template")
+
+    @admin.action(
+        description="Resend the selected failed, bounced or unknown messages",
+        permissions=("resend",),
+    )
+    def resend(self, request, queryset):
+        """Each as a new message (services.message_resend): the policies run
+        again, so a suppressed address gives a suppressed message, not a send."""
+        now = timezone.now()
+        by = request.user.get_username()
+        resendable = queryset.filter(status__in=services.RESENDABLE).order_by("pk")
+        outcomes: dict[str, list[int]] = {}
+        refused: list[str] = []
+        for message in resendable:
+            try:
+                with transaction.atomic():
+                    resent = services.message_resend(message, now=now, by=by)
+            except services.NotResendable as exc:
+                refused.append(str(exc))
+                continue
+            outcomes.setdefault(resent.get_status_display().lower(), []).append(resent.pk)
+        skipped = queryset.count() - sum(len(ids) for ids in outcomes.values()) - len(refused)
+        if outcomes:
+            parts = [
+                f"{len(ids)} {status} (#{', #'.join(map(str, ids))})"
+                for status, ids in outcomes.items()
+            ]
+            self.message_user(
+                request, "Resent as new messages: " + "; ".join(parts) + ".", messages.SUCCESS
+            )
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} selected message(s) not resent: only failed, bounced or unknown "
+                "messages can be.",
+                messages.WARNING,
+            )
+        for problem in refused:
+            self.message_user(request, f"Not resent: {problem}.", messages.WARNING)
 
     @admin.display(description="subject / text")
     def summary(self, obj: Message) -> str:

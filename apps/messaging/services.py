@@ -210,3 +210,61 @@ def message_send_test(*, template: Template, customer: Customer, to: str, now: d
         time.sleep(0.2)
         message.refresh_from_db()
     return message
+
+
+# --- resending ----------------------------------------------------------------------
+
+# What a person may send again: the provider refused it (failed), bounced it,
+# or we never learned whether it went (unknown, after a lease expired — the
+# person resending has judged it did not go).
+RESENDABLE = (S.FAILED, S.UNKNOWN, S.BOUNCED)
+
+
+class NotResendable(ValueError):
+    """`message_resend` was asked to resend a message it must not."""
+
+
+def message_resend(message: Message, *, now: datetime, by: str = "") -> Message:
+    """Send `message` again as a NEW message (the old row stays the record of
+    what happened to it), through `message_send` with the same template,
+    customer, journey, node and enrollment, so every policy runs again: an
+    address suppressed since (a bounce usually is) gives a `suppressed`
+    message saying so rather than a send.
+
+    The key is `resend:<old id>:<n>`, n counting this message's resends, so
+    asking twice resends twice but a retried request for the same resend (the
+    same n, computed at the same moment) finds the first one. The address is
+    the customer's current one (fixing a bounced address and resending is the
+    usual repair), except for a test send, which goes to its own address.
+    Over a frequency cap the resend waits until it fits (over_cap="defer"):
+    a person asked for it to go. The event that triggered the original is
+    not stored, so a template reading `event` renders without it.
+
+    Raises NotResendable (naming the message and why) for a message in any
+    other status or whose template was deleted."""
+    if message.status not in RESENDABLE:
+        allowed = ", ".join(str(status) for status in RESENDABLE)
+        raise NotResendable(
+            f"message {message.pk}: status is {message.status!r}; only {allowed} messages "
+            "can be resent"
+        )
+    if message.template_id is None:
+        raise NotResendable(f"message {message.pk}: its template was deleted, nothing to resend")
+    prefix = f"resend:{message.pk}:"
+    n = Message.objects.filter(idempotency_key__startswith=prefix).count() + 1
+    resent = message_send(
+        customer=message.customer_id,
+        template=message.template,
+        idempotency_key=f"{prefix}{n}",
+        now=now,
+        journey=message.journey,
+        node_id=message.node_id,
+        enrollment_id=message.enrollment_id,
+        over_cap="defer",
+        to_address=message.to_address if message.is_test else None,
+        is_test=message.is_test,
+    )
+    logger.info(
+        "message %s resent as %s (%s) by %s", message.pk, resent.pk, resent.status, by or "?"
+    )
+    return resent
