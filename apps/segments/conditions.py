@@ -30,6 +30,7 @@ count of E in the last `days` is at most (100 - percent)% of the count in the
 `days` before, and that earlier count was not zero.
 """
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -498,6 +499,7 @@ class _Compiler:
         self.one_customer = one_customer
         self.lookup = _segment_lookup()
         self._later: dict[str, bool] = {}
+        self._time_index: dict[str, bool] = {}
 
     def has_later(self, name: str) -> bool:
         """Whether any customer has this event after `now`. Live, `now` is the
@@ -555,7 +557,27 @@ class _Compiler:
             "after_days_ago": (self.now - days, None),
         }[c.op]
         strict = c.op in ("before_days_ago", "after_days_ago")
+        if not self.one_customer and self.has_time_index(c.trait):
+            # Everyone: the index finds the times in range, no trait is parsed.
+            return Q(TraitTimeIndexed(c.trait, low, high, strict=strict))
         return Q(TraitTimeBetween(c.trait, low, high, strict=strict))
+
+    def has_time_index(self, trait: str) -> bool:
+        """Whether the trait's time expression index (built for incremental
+        refreshes, see incremental.ensure_trait_time_index) exists and is
+        usable. PostgreSQL only."""
+        if connection.vendor != "postgresql":
+            return False
+        if trait not in self._time_index:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT i.indisvalid FROM pg_class c "
+                    "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = %s",
+                    [trait_time_index_name(trait)],
+                )
+                row = cursor.fetchone()
+            self._time_index[trait] = bool(row and row[0])
+        return self._time_index[trait]
 
     def events(self, name: str, *, after: datetime | None, until: datetime):
         qs = Event.objects.filter(name=name, occurred_at__lte=until)
@@ -845,6 +867,41 @@ class TraitTimeBetween(_TraitSQL):
 
     def sqlite(self, column: str, path: str) -> tuple[str, list]:
         return self._between(_sqlite_time(column), path, "julianday(%s)", _sqlite_utc)
+
+
+class TraitTimeIndexed(TraitTimeBetween):
+    """TraitTimeBetween on PostgreSQL, written so that the trait's expression
+    index answers it: `tenure_iso_utc(traits ->> 'name')` (the key a literal,
+    as in the index) compared bare, not inside COALESCE. The same times as
+    `_pg_time` in a UTC session, which Django's always are. Still never NULL:
+    with no time, `IS NOT NULL` is false, and so is the conjunction. Per row
+    it costs more than `_pg_time` (the function is not inlined), so it is
+    only used where the index does the work: a segment of everyone."""
+
+    def as_sql(self, compiler, connection):
+        column, params = compiler.compile(self.column)
+        time_sql = pg_trait_time_sql(self.trait, column=column)
+        parts, bounds = [f"{time_sql} IS NOT NULL"], []
+        signs = (">", "<") if self.strict else (">=", "<=")
+        for bound, sign in zip((self.low, self.high), signs, strict=True):
+            if bound is not None:
+                parts.append(f"{time_sql} {sign} %s::timestamptz")
+                bounds.append(bound)
+        return f"({' AND '.join(parts)})", [*params, *bounds]
+
+
+def pg_trait_time_sql(trait: str, *, column: str = "traits") -> str:
+    """A trait as a time, as its expression index holds it. Trait names are
+    letters, digits, `_` and `-` (TRAIT_NAME), so the name is a safe literal;
+    it must be a literal for the planner to match the index. A trait that is
+    not a JSON string never matches the ISO pattern, so `->>` loses nothing."""
+    if not TRAIT_NAME.match(trait):
+        raise ValueError(f"not a trait name: {trait!r}")
+    return f"tenure_iso_utc({column} ->> '{trait}')"
+
+
+def trait_time_index_name(trait: str) -> str:
+    return f"customer_trait_time_{hashlib.sha1(trait.encode()).hexdigest()[:16]}"  # noqa: S324
 
 
 def _pg_time(column: str) -> str:

@@ -55,6 +55,8 @@ from .conditions import (
     TraitTimeBetween,
     _segment_refs,
     parse,
+    pg_trait_time_sql,
+    trait_time_index_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -237,7 +239,7 @@ def _trait_crossed(
     or not). PostgreSQL reads the trait's expression index (see
     `ensure_trait_time_index`); SQLite tests every customer's trait."""
     if connection.vendor == "postgresql":
-        expression = _pg_trait_time(trait)
+        expression = pg_trait_time_sql(trait)
         ranges = " OR ".join([f"{expression} BETWEEN %s AND %s"] * len(offsets))
         params = [bound for offset in offsets for bound in (since + offset, until + offset)]
         return f"SELECT id FROM {Customer._meta.db_table} WHERE {ranges}", params  # noqa: S608
@@ -248,18 +250,6 @@ def _trait_crossed(
 
 
 # --- PostgreSQL: an expression index per date trait ----------------------------------
-
-
-def _pg_trait_time(trait: str) -> str:
-    """The trait as a time, as the index holds it. Trait names are letters,
-    digits, `_` and `-` (conditions.TRAIT_NAME), so the name is a safe literal;
-    it must be a literal for the planner to match the index. A trait that is
-    not a string never matches the ISO pattern, so `->>` loses nothing."""
-    return f"tenure_iso_utc(traits ->> '{trait}')"
-
-
-def trait_time_index_name(trait: str) -> str:
-    return f"customer_trait_time_{hashlib.sha1(trait.encode()).hexdigest()[:16]}"  # noqa: S324
 
 
 def ensure_trait_time_index(trait: str) -> None:
@@ -288,7 +278,7 @@ def ensure_trait_time_index(trait: str) -> None:
             logger.info("creating the time index of trait %r (%s)", trait, name)
             cursor.execute(
                 f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} "
-                f"ON {table} (({_pg_trait_time(trait)}))"
+                f"ON {table} (({pg_trait_time_sql(trait)}))"
             )
     except DatabaseError:
         # Another process building it at the same moment, most likely: the

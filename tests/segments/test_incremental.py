@@ -545,3 +545,31 @@ def test_refresh_segments_full_evaluates_everyone_and_says_why(identify, make_se
     first, second = out.getvalue().splitlines()
     assert first.startswith("pro: 1 members") and first.endswith("(full: asked for)")
     assert second.endswith(" evaluated)") and "full" not in second
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("op", ["within_next", "within_last", "before_days_ago", "after_days_ago"])
+def test_a_segment_read_through_the_time_index_has_the_same_members(identify, op):
+    from apps.segments.conditions import customer_matches
+    from apps.segments.incremental import ensure_trait_time_index
+
+    values = [
+        (T0 + 2 * DAY).isoformat(), (T0 - 2 * DAY).isoformat(), (T0 + 9 * DAY).isoformat(),
+        (T0 - 9 * DAY).isoformat(), "2026-11-04", "2026-10-29T10:00", "2026-11-03T23:30-08:00",
+        (T0 + 5 * DAY).isoformat(), (T0 - 5 * DAY).isoformat(), "2026-02-30", "soon", 20261104,
+        True, None,
+    ]  # fmt: skip
+    ids = [identify(f"u-{n}", at=T0, due=value) for n, value in enumerate(values)]
+    identify("u-none", at=T0)
+    definition = {"trait": "due", "op": op, "days": 5}
+    ensure_trait_time_index("due")
+
+    through_index = segment_queryset(definition, now=T0)
+    one_by_one = [
+        pk for pk in [*ids] if customer_matches(definition, pk, now=T0, context="segment")
+    ]
+
+    assert "tenure_iso_utc" in str(through_index.query)
+    assert sorted(through_index.values_list("pk", flat=True)) == sorted(one_by_one)
+    assert one_by_one  # the values cover both sides
