@@ -62,8 +62,13 @@ class Layout:
     def label(self) -> str:
         return f"{self.producers} producers + worker --concurrency {self.worker_processes}"
 
+    @property
+    def short(self) -> str:
+        return f"{self.producers}p/{self.worker_processes}w"
 
-LAYOUT = Layout(producers=2, worker_processes=4)
+
+# Tried in turn, each on its own customers; the best is held to the target.
+LAYOUTS = (Layout(producers=2, worker_processes=4), Layout(producers=3, worker_processes=3))
 
 EMAIL_SLUG, SMS_SLUG = "bench-renewal", "bench-renewal-sms"
 EMAIL_HTML = (
@@ -266,34 +271,42 @@ def produce(customer_ids: list[int], *, key_prefix: str, commit: bool = True) ->
 
 @dataclass
 class EndToEnd:
+    layout: Layout
     messages: int
+    emails: int
     seconds: float  # from "go" to the last message sent
     produced_s: float  # from "go" to the last producer done
     statuses: dict[str, int]
     attempts_over_one: int
     latencies: list[float]  # sent_at - created_at, seconds
-    fake: dict
+    fake: dict  # what the fake API saw during this run
 
     @property
     def rate(self) -> float:
         return self.messages / self.seconds
 
 
-def end_to_end(bench: Bench, url: str, customer_ids: list[int]) -> EndToEnd:
+def fake_stats(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/_fake/stats", timeout=10) as answer:  # noqa: S310
+        return json.loads(answer.read())
+
+
+def end_to_end(bench: Bench, url: str, layout: Layout, customer_ids: list[int]) -> EndToEnd:
     from apps.messaging.models import Message
 
     env = bench.env | delivery_environment(url)
+    prefix = f"bench-{layout.producers}p{layout.worker_processes}w"
     purge_queues()
+    before = fake_stats(url)
     with ExitStack() as stack:
-        stack.enter_context(celery_worker(bench, env, LAYOUT.worker_processes))
-        shares = [customer_ids[i :: LAYOUT.producers] for i in range(LAYOUT.producers)]
+        stack.enter_context(celery_worker(bench, env, layout.worker_processes))
         producers = []
-        for n, share in enumerate(shares):
+        for n in range(layout.producers):
             path = bench.path(f"producer-{n}.ids")
-            path.write_text(",".join(map(str, sorted(share))))
+            path.write_text(",".join(map(str, sorted(customer_ids[n :: layout.producers]))))
             producers.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "bench.messaging", "produce", str(path)],
+                    [sys.executable, "-m", "bench.messaging", "produce", str(path), prefix],
                     cwd=ROOT,
                     env=env,
                     stdin=subprocess.PIPE,
@@ -304,7 +317,7 @@ def end_to_end(bench: Bench, url: str, customer_ids: list[int]) -> EndToEnd:
         for proc in producers:
             if proc.stdout.readline().strip() != "ready":
                 raise BenchError("a producer did not start")
-        with step(f"end to end: {len(customer_ids):,} messages ({LAYOUT.label})"):
+        with step(f"end to end: {len(customer_ids):,} messages ({layout.label})"):
             go = time.time()
             for proc in producers:
                 proc.stdin.write("go\n")
@@ -315,28 +328,66 @@ def end_to_end(bench: Bench, url: str, customer_ids: list[int]) -> EndToEnd:
                     raise BenchError("a producer failed")
             produced_s = max(done) - go
             deadline = time.monotonic() + max(120, len(customer_ids) / 50)
-            pending = Message.objects.filter(status__in=["queued", "deferred", "sending"])
+            mine = Message.objects.filter(idempotency_key__startswith=f"{prefix}:")
+            pending = mine.filter(status__in=["queued", "deferred", "sending"])
             while pending.exists():
                 if time.monotonic() > deadline:
                     raise BenchError(f"{pending.count()} messages still waiting; see worker.log")
                 time.sleep(0.1)
-    rows = list(Message.objects.values_list("status", "attempts", "created_at", "sent_at"))
+    rows = list(mine.values_list("status", "attempts", "created_at", "sent_at"))
     statuses: dict[str, int] = {}
     for status, *_ in rows:
         statuses[status] = statuses.get(status, 0) + 1
     sent_times = [sent for *_, sent in rows if sent is not None]
     last = max(sent_times).timestamp() if sent_times else time.time()
-    with urllib.request.urlopen(f"{url}/_fake/stats", timeout=10) as answer:  # noqa: S310
-        fake = json.loads(answer.read())
+    after = fake_stats(url)
     return EndToEnd(
+        layout=layout,
         messages=len(customer_ids),
+        emails=sum(1 for pk in customer_ids if template_for(pk) == EMAIL_SLUG),
         seconds=last - go,
         produced_s=produced_s,
         statuses=statuses,
         attempts_over_one=sum(1 for _, attempts, *_ in rows if attempts > 1),
         latencies=[(sent - created).total_seconds() for _, _, created, sent in rows if sent],
-        fake=fake,
+        fake={key: after[key] - before[key] for key in after},
     )
+
+
+def end_to_end_rows(e2e: EndToEnd) -> list:
+    """A run's figures, named with its layout (`2p/4w`: 2 producer
+    processes, a worker with 4 processes)."""
+    name = e2e.layout.short
+    sent = e2e.statuses.get("sent", 0)
+    latencies = sorted(e2e.latencies) or [0.0]
+    fake = e2e.fake
+    return [
+        measured(f"end to end, {name}", f"{number(e2e.rate)} messages/s"),
+        measured(f"{name}: written (message_send)", f"{number(e2e.messages / e2e.produced_s)}/s"),
+        measured(
+            f"{name}: written → sent",
+            f"p50 {statistics.median(latencies):.2f} s, "
+            f"p95 {latencies[int(0.95 * (len(latencies) - 1))]:.2f} s",
+        ),
+        check(
+            f"{name}: every message sent",
+            sent == e2e.messages,
+            found=f"{sent:,} of {e2e.messages:,} ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(e2e.statuses.items()))
+            + ")",
+            expected="all",
+        ),
+        check(
+            f"{name}: one provider call each",
+            fake["sendgrid"] + fake["twilio"] == e2e.messages
+            and fake["duplicates"] == 0
+            and fake["unique_message_ids"] == e2e.emails
+            and e2e.attempts_over_one == 0,
+            found=f"{fake['sendgrid']:,} email + {fake['twilio']:,} SMS requests, "
+            f"{fake['duplicates']} duplicate(s)",
+            expected=f"{e2e.emails:,} + {e2e.messages - e2e.emails:,}, none twice",
+        ),
+    ]
 
 
 # --- stages, one at a time, in this process --------------------------------------------
@@ -432,8 +483,10 @@ def run(bench: Bench) -> Result:
        (prefork) consumes every queue as the Procfile runs it. Producer
        processes call `message_send` for their share of the customers, 100
        sends per transaction (as a journey tick does); the clock starts when
-       they are told to go and stops at the last message's `sent_at`. Rate
-       limits are on (high), quiet hours off so the hour does not matter.
+       they are told to go and stops at the last message's `sent_at`. Two
+       ways of sharing the two cores are measured in turn (producer
+       processes, worker processes), each on its own customers. Rate limits
+       are on (high), quiet hours off so the hour does not matter.
     3. **Checks.** Every message ends `sent`, after one attempt; the fake
        received one request per message and no email twice (by our message
        id in `custom_args`).
@@ -445,56 +498,39 @@ def run(bench: Bench) -> Result:
     bench.fresh_database()
     os.environ.update(bench.env)
     bench.django()
-    with step(f"seed {sizes.messages + sizes.sample:,} customers"):
-        ids = seed(sizes.messages + sizes.sample)
-    e2e_ids, stage_ids = ids[: sizes.messages], ids[sizes.messages :]
-    bench.settle()
+    total = sizes.messages * len(LAYOUTS) + sizes.sample
+    with step(f"seed {total:,} customers"):
+        ids = seed(total)
+    shares = [ids[n * sizes.messages : (n + 1) * sizes.messages] for n in range(len(LAYOUTS))]
+    stage_ids = ids[sizes.messages * len(LAYOUTS) :]
 
+    runs = []
     with fake_provider(bench) as url:
-        e2e = end_to_end(bench, url, e2e_ids)
+        for layout, share in zip(LAYOUTS, shares, strict=True):
+            bench.settle()
+            runs.append(end_to_end(bench, url, layout, share))
         with step("stages, one at a time"):
             costs = stages(url, stage_ids)
 
-    sent = e2e.statuses.get("sent", 0)
-    emails = sum(1 for pk in e2e_ids if template_for(pk) == EMAIL_SLUG)
-    latencies = sorted(e2e.latencies) or [0.0]
-    rows = [
-        at_least("end to end (send → provider)", e2e.rate, "messages/s", TARGET),
-        measured(
-            "written (message_send, producers)",
-            f"{number(e2e.messages / e2e.produced_s)} messages/s",
-        ),
-        measured(
-            "time from write to sent",
-            f"p50 {statistics.median(latencies):.2f} s, p95 "
-            f"{latencies[int(0.95 * (len(latencies) - 1))]:.2f} s",
-        ),
-        check(
-            "every message sent",
-            sent == e2e.messages,
-            found=f"{sent:,} of {e2e.messages:,} "
-            f"({', '.join(f'{k} {v}' for k, v in sorted(e2e.statuses.items()))})",
-            expected="all",
-        ),
-        check(
-            "one provider call per message",
-            e2e.fake["sendgrid"] + e2e.fake["twilio"] == e2e.messages
-            and e2e.fake["duplicates"] == 0
-            and e2e.fake["unique_message_ids"] == emails
-            and e2e.attempts_over_one == 0,
-            found=f"{e2e.fake['sendgrid']:,} email + {e2e.fake['twilio']:,} SMS requests, "
-            f"{e2e.fake['duplicates']} duplicate(s)",
-            expected=f"{emails:,} + {e2e.messages - emails:,}, none twice",
-        ),
-    ]
+    best = max(runs, key=lambda r: r.rate)
+    rows = [at_least("end to end (best layout)", best.rate, "messages/s", TARGET)]
+    for e2e in runs:
+        rows += end_to_end_rows(e2e)
     rows += [measured(f"stage: {name}", f"{value:.2f} ms/message") for name, value in costs.items()]
+    emails = best.emails
     notes = [
-        f"{e2e.messages:,} messages end to end ({emails:,} email, {e2e.messages - emails:,} SMS); "
-        f"{len(stage_ids):,} per stage measurement. Layout: {LAYOUT.label}, and the fake API "
-        "in its own process, all on this machine's cores with PostgreSQL and Redis.",
+        f"{sizes.messages:,} messages per layout ({emails:,} email, "
+        f"{sizes.messages - emails:,} SMS), {len(stage_ids):,} per stage measurement. The "
+        "fake API runs in its own process; everything shares this machine's cores with "
+        "PostgreSQL and Redis.",
         "Stages are single-process wall times without contention; end to end they run at "
         "once on the same cores, so the end-to-end rate is bounded by their sum divided by "
-        "the cores, not by the slowest stage.",
+        "the cores, not by the slowest stage. `write` is what message_send adds to render "
+        "and policies: the insert, the rendered snapshot, post-render hooks (click "
+        "tracking) and the publication on commit.",
+        "Layouts: `2p/4w` is 2 producer processes and a worker with 4 prefork processes. "
+        "Written → sent: from the `now` of the transaction that wrote the message (100 sends "
+        "each) to its `sent_at`, so it includes the rest of that transaction.",
     ]
     return Result(rows=rows, notes=notes)
 
@@ -502,7 +538,7 @@ def run(bench: Bench) -> Result:
 # --- producer process ------------------------------------------------------------------
 
 
-def _producer_main(ids_path: str) -> None:
+def _producer_main(ids_path: str, key_prefix: str) -> None:
     import django
 
     sys.path.insert(0, str(ROOT))
@@ -510,13 +546,15 @@ def _producer_main(ids_path: str) -> None:
     ids = [int(pk) for pk in Path(ids_path).read_text().split(",") if pk]
     print("ready", flush=True)
     sys.stdin.readline()
-    produce(ids, key_prefix="bench")
+    produce(ids, key_prefix=key_prefix)
     print(f"done {time.time()}", flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.messaging")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("produce").add_argument("ids_path")
+    producer = sub.add_parser("produce")
+    producer.add_argument("ids_path")
+    producer.add_argument("key_prefix")
     args = parser.parse_args()
-    _producer_main(args.ids_path)
+    _producer_main(args.ids_path, args.key_prefix)
