@@ -134,3 +134,17 @@ def test_the_sweeper_publishes_in_chunks(make_message, published, settings):
     messages_sweep(now=T0)
 
     assert published == [ids[0:3], ids[3:6], ids[6:7]]
+
+
+def test_beat_runs_the_sweeper_every_few_seconds_on_the_default_queue(settings):
+    from apps.messaging.tasks import deliver_messages, sweep_deliveries
+    from config.celery import app, system_schedule
+
+    entry = system_schedule()["sweep-deliveries"]
+
+    assert entry["task"] == sweep_deliveries.name
+    assert entry["schedule"] == settings.DELIVERY_SWEEP_INTERVAL_S == 5
+    # Not behind a delivery backlog; a tick not run in time is dropped.
+    assert entry["options"]["queue"] == "default"
+    assert entry["options"]["expires"] <= 2 * settings.DELIVERY_SWEEP_INTERVAL_S
+    assert app.amqp.router.route({}, deliver_messages.name)["queue"].name == "delivery"
