@@ -7,7 +7,7 @@ what the event means for the message, the customer and the address.
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from apps.messaging.models import Message, Suppression
+from apps.messaging.models import Suppression
 
 from .models import Engagement
 
@@ -30,23 +30,6 @@ SMS_EVENTS = {
 SMS_OPTED_OUT = "sms_opted_out"
 SMS_OPTED_IN = "sms_opted_in"
 SMS_REPLIED = "sms_replied"
-
-# A message's status only ever moves to a higher rank: a late "delivered"
-# never undoes "clicked", a repeated "sent" never undoes "delivered".
-STATUS_RANK = {
-    Message.Status.QUEUED: 0,
-    Message.Status.DEFERRED: 0,
-    Message.Status.SUPPRESSED: 0,
-    Message.Status.SENDING: 1,
-    Message.Status.SENT: 2,
-    Message.Status.UNKNOWN: 2,
-    Message.Status.DELIVERED: 3,
-    Message.Status.OPENED: 4,
-    Message.Status.CLICKED: 5,
-    Message.Status.FAILED: 6,
-    Message.Status.BOUNCED: 6,
-    Message.Status.COMPLAINED: 7,
-}
 
 
 @dataclass(frozen=True)
