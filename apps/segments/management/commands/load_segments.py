@@ -1,40 +1,14 @@
-import json
-from pathlib import Path
-
-from django.core.management.base import BaseCommand, CommandError
-
+from apps.core.fixture_command import LoadFixtureCommand
 from apps.segments.services import segments_load
 
 
-class Command(BaseCommand):
+class Command(LoadFixtureCommand):
     help = (
         "Create or update segments by slug from a JSON file: a list of {slug, name, "
         "description, definition, kind}. Every definition is validated; one invalid "
         "segment and nothing is written."
     )
+    noun = "segment"
 
-    def add_arguments(self, parser):
-        parser.add_argument("file", type=Path)
-        parser.add_argument(
-            "--only-new", action="store_true", help="leave segments that exist as they are"
-        )
-
-    def handle(self, *args, file: Path, only_new: bool, **options):
-        if not file.is_file():
-            raise CommandError(f"{file}: no such file")
-        try:
-            items = json.loads(file.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise CommandError(f"{file.name}: not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
-            raise CommandError(
-                f"{file.name}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            ) from None
-        try:
-            report = segments_load(items, only_new=only_new)
-        except ValueError as exc:
-            raise CommandError(f"{file.name}: nothing loaded:\n{exc}") from None
-        self.stdout.write(
-            f"{file.name}: {len(report.created)} segment(s) created, {len(report.updated)} "
-            f"updated, {len(report.kept)} kept as they were"
-        )
+    def load(self, items, *, only_new: bool):
+        return segments_load(items, only_new=only_new)
