@@ -255,7 +255,10 @@ def advance(bench: Bench, count: int) -> Advanced:
         Enrollment.objects.filter(journey=sends).update(next_run_at=timezone.now())
         send_round = drive("an email node, then an exit", sends, count)
         pending = Message.objects.filter(status__in=["queued", "sending", "deferred"])
+        deadline = time.monotonic() + max(600.0, count / 10)
         while pending.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{pending.count():,} messages still waiting; see worker.log")
             time.sleep(POLL_S)
         delivered_seconds = time.monotonic() - send_round.started
         with urllib.request.urlopen(f"{url}/_fake/stats", timeout=10) as answer:  # noqa: S310
