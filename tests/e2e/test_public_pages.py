@@ -19,19 +19,6 @@ from tests.surveys.conftest import SURVEYS, TEMPLATES, quietly
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
-# A real bug these tests found (not fixed here: the page belongs to messaging's UI):
-# templates/messaging/base.html's <meta name="referrer" content="no-referrer"> makes
-# Chromium send `Origin: null` with the page's form POST, which Django's CSRF check
-# refuses (403 "Origin checking failed - null does not match any trusted origins").
-# `content="same-origin"` keeps the token-bearing URL from other sites and fixes it
-# (checked by rewriting the meta in the browser). Strict: the fix makes these fail
-# until the marker is removed.
-CSRF_ORIGIN_NULL = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="no-referrer meta on the public pages: Chromium posts Origin: null, CSRF 403",
-)
-
 
 @pytest.fixture(autouse=True)
 def public_links(settings, live_server):
@@ -53,7 +40,6 @@ def hrefs(html: str, pattern: str) -> list[str]:
     return re.findall(rf'href="({re.escape(pattern)}[^"]*)"', html)
 
 
-@CSRF_ORIGIN_NULL
 def test_a_customer_answers_the_nps_survey_from_the_email_link(page, live_server, ada):
     quietly("load_templates", str(TEMPLATES), "--only-new")
     quietly("load_surveys", str(SURVEYS), "--only-new")
@@ -105,7 +91,6 @@ def test_one_click_unsubscribe_from_the_email_link(page, live_server, ada):
     assert suppression.lifted_at is None
 
 
-@CSRF_ORIGIN_NULL
 def test_the_preference_centre_turns_a_topic_off(page, live_server, ada):
     message = marketing_email(ada)
     (preferences,) = hrefs(message.html, f"{live_server.url}/preferences/")
