@@ -298,16 +298,18 @@ def _lease_claim(segment_id: int, *, now: datetime) -> str | None:
 # member set is computed once): a FULL JOIN of the new set with the open
 # memberships yields joiners (no open membership) and leavers (open, no longer
 # a member) in one pass; the leavers are closed by primary key and the joiners
-# inserted, in customer order (the indexes are then filled in order). Every
-# step has one possible plan shape: PostgreSQL runs a FULL JOIN only as a hash
-# or merge join, `id = ANY(ARRAY(...))` is index probes, and the insert reads
-# no table. NOT EXISTS and IN (… EXCEPT …) were tried first: planned on a
-# misestimate (the membership table before its first ANALYZE, a condition
-# estimated at a handful of customers) they became nested loops that rescan one
-# side per row of the other. At 1,000,000 customers the first refresh of a
-# 250,000-member segment took 216 s that way (1.4 s now), a 10,000-customer
-# change 72 s (0.4 s now). The ids come back as two sorted arrays, not a row
-# each.
+# inserted. Every step has one possible plan shape: PostgreSQL runs a FULL JOIN
+# only as a hash or merge join, the leavers are found by primary key probes,
+# and the insert reads no table. NOT EXISTS and IN (… EXCEPT …) were tried
+# first: planned on a misestimate (the membership table before its first
+# ANALYZE, a condition estimated at a handful of customers) they became nested
+# loops that rescan one side per row of the other. At 1,000,000 customers the
+# first refresh of a 250,000-member segment took 216 s that way, a
+# 10,000-customer change 72 s. The ids come back as two arrays, not a row each.
+#
+# A full refresh first computes the member set into a temporary table: CREATE
+# TABLE AS may run in parallel, which a statement that writes may not, and the
+# member query of everyone is most of a full refresh's reading.
 #
 # SQLite, two statements: it evaluates a NOT IN (subquery) once, into a
 # temporary index, and has no plan that rescans it.
@@ -317,7 +319,7 @@ def _lease_claim(segment_id: int, *, now: datetime) -> str | None:
 # segment's lease, an upload locks its row). Were anyone to, the one-open index
 # refuses the duplicate, and the refresh fails, is logged, and runs again.
 _PG_DIFF = """
-WITH {scope}members (id) AS MATERIALIZED ({members}),
+WITH {scope}members (id) AS {members},
 diff AS MATERIALIZED (
     SELECT m.id AS joiner, o.id AS leaving
     FROM members AS m
@@ -332,13 +334,14 @@ exited AS (
 ),
 entered AS (
     INSERT INTO {table} (segment_id, customer_id, entered_at)
-    SELECT %s, joiner, %s FROM diff WHERE joiner IS NOT NULL ORDER BY joiner
+    SELECT %s, joiner, %s FROM diff WHERE joiner IS NOT NULL
     RETURNING customer_id
 )
-SELECT (SELECT array_agg(customer_id ORDER BY customer_id) FROM entered),
-       (SELECT array_agg(customer_id ORDER BY customer_id) FROM exited),
+SELECT (SELECT array_agg(customer_id) FROM entered),
+       (SELECT array_agg(customer_id) FROM exited),
        {count}
 """
+_PG_MEMBERS_TABLE = "tenure_members"
 # The segment's open memberships; with a scope, those of the candidates, each
 # found by its own probe of the one-open index (OFFSET 0 keeps the subquery from
 # being flattened into a join, which a stale estimate of the table could turn
@@ -405,13 +408,26 @@ def _apply_member_set(
         if connection.vendor == "postgresql":
             tail = _PG_COUNT_SCOPED.format(scope_name=SCOPE) if scope else _PG_COUNT_FULL
             open_sql = (_PG_OPEN_SCOPED if scope else _PG_OPEN).format(**parts, scope_name=SCOPE)
+            if scope:
+                parts["members"] = f"MATERIALIZED ({members_sql})"
+            else:
+                temporary = _PG_MEMBERS_TABLE
+                cursor.execute(f"DROP TABLE IF EXISTS {temporary}")
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE {temporary} ON COMMIT DROP AS {members_sql}",
+                    members_params,
+                )
+                parts["members"] = f"(SELECT id FROM {temporary})"  # noqa: S608
+                members_params = []
             cursor.execute(
                 _PG_DIFF.format(**parts, open=open_sql, count=tail),
                 # Appending closes nothing: the exit condition is then false.
                 [*scope_params, *members_params, segment_id, at, close_others, segment_id, at],
             )
             entered_ids, exited_ids, count, candidates = cursor.fetchone()
-            entered, exited = entered_ids or [], exited_ids or []
+            entered, exited = sorted(entered_ids or []), sorted(exited_ids or [])
+            if not scope:
+                cursor.execute(f"DROP TABLE {temporary}")
         else:
             parts["scope"] = parts["scope"].replace(" MATERIALIZED", "")
             if close_others:
