@@ -517,8 +517,21 @@ def run(bench: Bench) -> Result:
     for e2e in runs:
         rows += end_to_end_rows(e2e)
     rows += [measured(f"stage: {name}", f"{value:.2f} ms/message") for name, value in costs.items()]
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    # Other work on the machine during the run shows here (the page's header
+    # has the load at the start only).
+    rows.append(measured("load average at the end (1, 5, 15 min)", load))
     emails = best.emails
+    written = best.messages / best.produced_s
+    bound = (
+        "message_send (the producers) bounds the end-to-end rate: delivery kept up with "
+        f"what was written ({number(written)}/s written, {number(best.rate)}/s delivered)."
+        if best.rate >= 0.9 * written
+        else f"Delivery is behind what was written ({number(written)}/s written, "
+        f"{number(best.rate)}/s delivered)."
+    )
     notes = [
+        bound,
         f"{sizes.messages:,} messages per layout ({emails:,} email, "
         f"{sizes.messages - emails:,} SMS), {len(stage_ids):,} per stage measurement. The "
         "fake API runs in its own process; everything shares this machine's cores with "
