@@ -193,8 +193,12 @@ ENGINE_CLAIM_BATCH = env.int("ENGINE_CLAIM_BATCH", default=2_000)
 ENGINE_MAX_PER_TICK = env.int("ENGINE_MAX_PER_TICK", default=20_000)
 # Enrollment ids per worker task.
 ENGINE_CHUNK_SIZE = env.int("ENGINE_CHUNK_SIZE", default=100)
-# A claim not processed within this long (a lost task, a dead worker) is claimed again.
-ENGINE_LEASE_S = env.int("ENGINE_LEASE_S", default=300)
+# Claimed and not yet advanced, at most: a backlog waits in the table, not in
+# the broker (the tick claims no more until workers catch up).
+ENGINE_MAX_CLAIMED = env.int("ENGINE_MAX_CLAIMED", default=20_000)
+# A claim not processed within this long (a lost task, a dead worker) is claimed
+# again. Keep it longer than workers take to get through ENGINE_MAX_CLAIMED.
+ENGINE_LEASE_S = env.int("ENGINE_LEASE_S", default=600)
 # PostgreSQL work_mem for enrolling many customers in one statement (sorting their ids).
 JOURNEY_ENROLL_WORK_MEM = env.str("JOURNEY_ENROLL_WORK_MEM", default="256MB")
 # How often beat checks date-trait and schedule triggers, and how late a fire

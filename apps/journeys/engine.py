@@ -78,23 +78,29 @@ class TickResult:
     claimed: int = 0
     tasks: int = 0
     woken: int = 0
+    outstanding: int = 0  # claimed by earlier ticks and not advanced yet
 
 
 def engine_tick(*, now: datetime, publish: Callable[[list[int]], None] | None = None) -> TickResult:
     """Wake enrollments whose awaited event has arrived, claim what is due and,
     after commit, hand it to workers in chunks of ENGINE_CHUNK_SIZE ids
-    (`publish`, by default the `advance_enrollments` task)."""
+    (`publish`, by default the `advance_enrollments` task). At most
+    ENGINE_MAX_PER_TICK per tick, and only while fewer than ENGINE_MAX_CLAIMED
+    are claimed and waiting for a worker."""
     if publish is None:
         from .tasks import advance_enrollments  # the task module imports this one
 
         def publish(ids: list[int]) -> None:
             advance_enrollments.delay(ids)
 
-    result = TickResult(woken=wake_waiting(now=now))
+    result = TickResult(woken=wake_waiting(now=now), outstanding=_outstanding(now=now))
+    # Backpressure: a backlog waits in the table, not in the broker, where its
+    # claims would expire before a worker got to them and be taken again.
+    budget = min(settings.ENGINE_MAX_PER_TICK, settings.ENGINE_MAX_CLAIMED - result.outstanding)
     token = secrets.token_hex(16)
     chunk = settings.ENGINE_CHUNK_SIZE
-    while result.claimed < settings.ENGINE_MAX_PER_TICK:
-        limit = min(settings.ENGINE_CLAIM_BATCH, settings.ENGINE_MAX_PER_TICK - result.claimed)
+    while result.claimed < budget:
+        limit = min(settings.ENGINE_CLAIM_BATCH, budget - result.claimed)
         with transaction.atomic():
             ids = _claim(now=now, limit=limit, token=token)
             for start in range(0, len(ids), chunk):
@@ -137,6 +143,14 @@ WHERE id IN (
 ) AND state = 'active' AND (lease_until IS NULL OR lease_until <= %s)
 RETURNING id
 """
+
+
+def _outstanding(*, now: datetime) -> int:
+    """Due enrollments whose claim is still live: handed to workers, not yet
+    advanced (the due index, then a look at each row's lease)."""
+    return Enrollment.objects.filter(
+        state=Enrollment.State.ACTIVE, next_run_at__lte=now, lease_until__gt=now
+    ).count()
 
 
 def _claim(*, now: datetime, limit: int, token: str) -> list[int]:

@@ -262,6 +262,24 @@ def test_the_tick_claims_in_batches_up_to_its_limit(journey, make_customers, set
     assert (first.claimed, second.claimed) == (5, 2)
 
 
+def test_the_tick_stops_claiming_while_enough_claims_wait_for_workers(
+    journey, make_customers, settings
+):
+    settings.ENGINE_MAX_CLAIMED = 4
+    for c in make_customers(10):
+        enroll(journey, c)
+
+    first = engine_tick(now=T0, publish=lambda ids: None)
+    held = engine_tick(now=T0, publish=lambda ids: None)
+    claimed = Enrollment.objects.filter(lease_until__isnull=False).order_by("pk")
+    enrollments_advance(list(claimed.values_list("pk", flat=True)[:3]), now=T0)
+    after = engine_tick(now=T0, publish=lambda ids: None)
+
+    assert (first.claimed, first.outstanding) == (4, 0)
+    assert (held.claimed, held.outstanding) == (0, 4)
+    assert (after.claimed, after.outstanding) == (3, 1)
+
+
 def test_a_claim_nobody_processed_is_claimed_again_when_its_lease_expires(
     journey, customer, settings
 ):
