@@ -342,6 +342,16 @@ SELECT (SELECT array_agg(customer_id) FROM entered),
        {count}
 """
 _PG_MEMBERS_TABLE = "tenure_members"
+# A segment with no open memberships (its first refresh): every member enters,
+# and nothing needs joining.
+_PG_INSERT_ALL = """
+WITH entered AS (
+    INSERT INTO {table} (segment_id, customer_id, entered_at)
+    SELECT %s, id, %s FROM {members_table}
+    RETURNING customer_id
+)
+SELECT (SELECT array_agg(customer_id) FROM entered), NULL, (SELECT count(*) FROM entered), NULL
+"""
 # The segment's open memberships; with a scope, those of the candidates, each
 # found by its own probe of the one-open index (OFFSET 0 keeps the subquery from
 # being flattened into a join, which a stale estimate of the table could turn
@@ -419,11 +429,23 @@ def _apply_member_set(
                 )
                 parts["members"] = f"(SELECT id FROM {temporary})"  # noqa: S608
                 members_params = []
-            cursor.execute(
-                _PG_DIFF.format(**parts, open=open_sql, count=tail),
-                # Appending closes nothing: the exit condition is then false.
-                [*scope_params, *members_params, segment_id, at, close_others, segment_id, at],
-            )
+                cursor.execute(
+                    f"SELECT EXISTS (SELECT 1 FROM {parts['table']} "  # noqa: S608
+                    "WHERE segment_id = %s AND exited_at IS NULL)",
+                    [segment_id],
+                )
+                (anyone_open,) = cursor.fetchone()
+            if not scope and not anyone_open:
+                cursor.execute(
+                    _PG_INSERT_ALL.format(table=parts["table"], members_table=temporary),
+                    [segment_id, at],
+                )
+            else:
+                cursor.execute(
+                    _PG_DIFF.format(**parts, open=open_sql, count=tail),
+                    # Appending closes nothing: the exit condition is then false.
+                    [*scope_params, *members_params, segment_id, at, close_others, segment_id, at],
+                )
             entered_ids, exited_ids, count, candidates = cursor.fetchone()
             entered, exited = sorted(entered_ids or []), sorted(exited_ids or [])
             if not scope:
