@@ -75,11 +75,6 @@ class Edges:
     last_times: set[tuple[str, timedelta]] = field(default_factory=set)
     trait_times: set[tuple[str, timedelta]] = field(default_factory=set)
 
-    def add(self, other: "Edges") -> None:
-        self.event_times |= other.event_times
-        self.last_times |= other.last_times
-        self.trait_times |= other.trait_times
-
     @property
     def traits(self) -> set[str]:
         return {trait for trait, _ in self.trait_times}
