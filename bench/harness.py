@@ -33,11 +33,11 @@ from psycopg import sql
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK_DIR = ROOT / "bench" / ".work"
+# BENCH_WORK_DIR (with BENCH_DB_NAME and BENCH_REDIS_URL): so that two benches can run side by side.
+WORK_DIR = Path(os.environ.get("BENCH_WORK_DIR") or ROOT / "bench" / ".work")
 DOC_PATH = ROOT / "docs" / "benchmarks.md"
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
-# BENCH_DB_NAME: another name, so that two benches can run side by side.
 DB_NAME = os.environ.get("BENCH_DB_NAME", "tenure_bench")
 # Inherited from the caller's environment; everything else is set explicitly.
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
