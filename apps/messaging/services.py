@@ -32,7 +32,8 @@ its unsubscribe and preferences links and the click-tracking hooks
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -161,6 +162,42 @@ def message_send(
 
         delivery_enqueue([message.pk], now=now)
     return message
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """One send for `message_send_many`: `message_send`'s arguments less `now`."""
+
+    customer: Customer | int
+    template: Template | str
+    idempotency_key: str
+    context: Mapping[str, Any] | None = None
+    journey: str = ""
+    node_id: str = ""
+    enrollment_id: int | None = None
+    over_cap: str = "skip"
+
+
+def message_send_many(requests: Sequence[SendRequest], *, now: datetime) -> list[Message]:
+    """`message_send` for each request, in order, in the caller's transaction:
+    the same contract per request (idempotent per key, policies, render, one
+    Message each, deliveries published on commit), one Message per request
+    in the same order. A request's frequency cap counts the sends before it
+    in the same batch."""
+    return [
+        message_send(
+            customer=request.customer,
+            template=request.template,
+            idempotency_key=request.idempotency_key,
+            now=now,
+            context=request.context,
+            journey=request.journey,
+            node_id=request.node_id,
+            enrollment_id=request.enrollment_id,
+            over_cap=request.over_cap,
+        )
+        for request in requests
+    ]
 
 
 def _from_address(template: Template) -> str:
