@@ -3,6 +3,7 @@ not scan them, and history that is shown but never edited by hand."""
 
 from django.core.paginator import Paginator
 from django.db import connection
+from django.forms.models import BaseInlineFormSet
 from django.utils.functional import cached_property
 
 EXACT_COUNT_UP_TO = 10_000
@@ -40,3 +41,35 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ShownOnlyFormSet(BaseInlineFormSet):
+    """An inline of history, shown and never posted: the parent form's POST
+    carries nothing for it, so it is never bound, always valid and saves
+    nothing. At most `shown` rows (the inline's ordering); `has_more` says
+    whether there are others, `total` how many there are in all."""
+
+    shown = 100
+
+    def __init__(self, data=None, files=None, *args, **kwargs):
+        super().__init__(None, None, *args, **kwargs)
+
+    def get_queryset(self):
+        if not hasattr(self, "_shown_rows"):
+            self._shown_rows = super().get_queryset()[: self.shown]
+        return self._shown_rows
+
+    @cached_property
+    def has_more(self) -> bool:
+        return self.queryset[self.shown : self.shown + 1].exists()
+
+    @cached_property
+    def total(self) -> int:
+        return self.queryset.count() if self.has_more else len(self.get_queryset())
+
+    def is_valid(self) -> bool:
+        return True
+
+    def save(self, commit=True):
+        self.new_objects, self.changed_objects, self.deleted_objects = [], [], []
+        return []

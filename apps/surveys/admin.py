@@ -2,7 +2,10 @@
 invitations sent (a big table, read only) and the responses with their
 comments, filterable by category, survey, channel and whether there is a
 comment to read. Invitations and responses are written by the journey step,
-the survey page and SMS replies, never by hand."""
+the survey page and SMS replies, never by hand.
+
+A survey message's page (messaging's outbox) shows its invitation and the
+answer, added from here: messaging never imports surveys."""
 
 from datetime import timedelta
 
@@ -15,7 +18,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
+from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyFormSet
+from apps.messaging.models import Message
 
 from . import selectors
 from .models import Survey, SurveyInvitation, SurveyResponse
@@ -229,3 +233,42 @@ class SurveyResponseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="journey", ordering="invitation__journey")
     def journey(self, obj: SurveyResponse) -> str:
         return obj.invitation.journey or "—"
+
+
+# --- the message page: the survey it carried ------------------------------------------
+
+
+class MessageSurveyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The NPS invitation a message carried and its answer, if any."""
+
+    model = SurveyInvitation
+    fk_name = "message"
+    formset = ShownOnlyFormSet
+    template = "admin/surveys/message_survey_inline.html"
+    fields = readonly_fields = ("survey", "channel", "sent_at", "expires_at", "responded_at")
+    ordering = ("id",)
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "NPS survey"
+
+    def has_view_permission(self, request, obj=None):
+        # Shown only on the page of a message that carried a survey (most did
+        # not). Asked without a message (for the inline's queryset), the answer
+        # is the permission alone.
+        allowed = super().has_view_permission(request, obj)
+        if obj is None or not allowed:
+            return allowed
+        return SurveyInvitation.objects.filter(message=obj).exists()
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("survey", "response")
+
+
+# Extend whatever admin the apps below registered for messages, keeping all of it.
+_MessageAdmin = type(admin.site.get_model_admin(Message))
+admin.site.unregister(Message)
+
+
+@admin.register(Message)
+class MessageAdmin(_MessageAdmin):
+    inlines = (*_MessageAdmin.inlines, MessageSurveyInline)

@@ -1,7 +1,12 @@
 """Tracking in the admin: provider events (unmatched ones included),
 engagements with their machine flags, and inbound SMS with the free-text
 requests to stop waiting for someone to read them. Everything here is
-history written by the webhooks and the processor: shown, never edited."""
+history written by the webhooks and the processor: shown, never edited.
+
+The message page (messaging's outbox) gets what came back for that message,
+its engagements and provider events, from here: messaging never imports
+tracking, so tracking extends the message admin the way journeys and
+segments extend the customer's."""
 
 import json
 
@@ -11,7 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
+from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyFormSet
+from apps.messaging.models import Message
 
 from . import services
 from .models import Engagement, InboundSms, ProviderEvent, TrackedLink
@@ -249,3 +255,44 @@ class InboundSmsAdmin(admin.ModelAdmin):
             by=request.user.get_username(),
         )
         self.message_user(request, f"{count} message(s) marked reviewed.", messages.SUCCESS)
+
+
+# --- the message page: what came back -------------------------------------------------
+
+
+class MessageEngagementInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The message's opens, clicks and delivery reports, oldest first, machine
+    hits with their reason (they moved nothing)."""
+
+    model = Engagement
+    formset = ShownOnlyFormSet
+    template = "admin/tracking/message_engagements_inline.html"
+    fields = readonly_fields = ("occurred_at", "kind", "source", "machine", "url")
+    ordering = ("occurred_at", "id")
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Engagement"
+
+
+class MessageProviderEventInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The provider's own reports of the message, as received (raw webhook
+    events), with whether and how they were processed."""
+
+    model = ProviderEvent
+    formset = ShownOnlyFormSet
+    template = "admin/tracking/message_provider_events_inline.html"
+    fields = readonly_fields = ("occurred_at", "provider", "kind", "processed_at", "error")
+    ordering = ("occurred_at", "id")
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Provider events"
+
+
+# Extend whatever admin messaging registered for messages, keeping all of it.
+_MessageAdmin = type(admin.site.get_model_admin(Message))
+admin.site.unregister(Message)
+
+
+@admin.register(Message)
+class MessageAdmin(_MessageAdmin):
+    inlines = (*_MessageAdmin.inlines, MessageEngagementInline, MessageProviderEventInline)

@@ -1,12 +1,15 @@
 """NPS in the admin: surveys with their report, invitations and responses as
-read-only big tables, the response filters and the detractors' comments."""
+read-only big tables, the response filters and the detractors' comments; a
+survey message's page with its invitation and answer."""
 
+import re
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
+from apps.messaging.models import Category, Channel, Message
 from apps.surveys.services import survey_respond
 
 from .conftest import T0
@@ -82,3 +85,56 @@ def test_invitations_are_listed_read_only_and_filterable(staff, answers, invite,
     assert unanswered.content.decode().count("field-customer_link") == 1
     add = staff.get(reverse("admin:surveys_surveyinvitation_add"))
     assert add.status_code == 403
+
+
+# --- the message page: the survey it carried -----------------------------------------
+
+
+def survey_section(staff, message_id: int) -> str | None:
+    page = staff.get(reverse("admin:messaging_message_change", args=[message_id]))
+    assert page.status_code == 200
+    found = re.search(
+        r'<div class="inline-group" id="message-survey-group">(.*?)</fieldset>',
+        page.content.decode(),
+        re.S,
+    )
+    if found is None:
+        return None
+    return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
+
+
+def test_a_survey_messages_page_shows_the_invitation_and_the_answer(
+    staff, survey, customer, invite
+):
+    invitation = invite(customer, at=T0)
+    survey_respond(
+        invitation=invitation, score=3, comment="Exports <break>", now=T0 + timedelta(hours=2)
+    )
+
+    shown = survey_section(staff, invitation.message_id)
+
+    assert shown is not None
+    assert f"{survey.name} #{invitation.pk} (Email) 2026-03-02 15:00" in shown
+    assert "3 (detractor) , 2026-03-02 17:00 by Email" in shown
+    assert "Exports &lt;break&gt;" in shown
+
+
+def test_an_unanswered_survey_message_says_so(staff, survey, customer, invite):
+    invitation = invite(customer, at=T0)
+
+    assert "no answer yet" in survey_section(staff, invitation.message_id)
+
+
+def test_a_message_that_carried_no_survey_has_no_survey_section(staff, customer):
+    message = Message.objects.create(
+        customer=customer,
+        channel=Channel.EMAIL,
+        category=Category.MARKETING,
+        to_address=customer.email,
+        idempotency_key="no-survey",
+        created_at=T0,
+        subject="Hello",
+        html="<p>Hello</p>",
+    )
+
+    assert survey_section(staff, message.pk) is None
