@@ -4,20 +4,21 @@ pick from, and the condition examples the segment editor shows.
 
 The kinds come from the journey file's own models (`graph.NODE_TYPES`), so a
 kind added there shows up here or fails the test that compares the two. A
-kind the validator refuses outright (`nps_survey`, until surveys exist) is
-listed as disabled with the validator's own words, found by asking the
-validator rather than by a flag kept here that could drift from it.
+kind the validator refuses outright is listed as disabled with the
+validator's own words, found by asking the validator rather than by a flag
+kept here that could drift from it (none is refused today).
 """
 
 from typing import Any
 
-from django.apps import apps
 from django.core.cache import cache
+from django.urls import reverse
 
 from apps.journeys.graph import NODE_TYPES, TRIGGER_TYPES, WEEKDAYS, JourneyError, parse_journey
 from apps.messaging.models import Template
 from apps.segments.conditions import EXAMPLES
 from apps.segments.models import Segment
+from apps.surveys.models import Survey
 
 EVENT_NAMES_TTL_S = 300
 EVENT_NAMES_LIMIT = 300
@@ -191,18 +192,25 @@ def event_names() -> list[str]:
     return names
 
 
-def surveys() -> list[dict[str, str]]:
-    """Surveys to pick for an nps_survey node, once the surveys app has them."""
-    try:
-        model = apps.get_model("surveys", "Survey")
-    except LookupError:
-        return []
-    fields = {f.name for f in model._meta.get_fields()}
-    if not {"slug", "name"} <= fields:
-        return []
+def surveys() -> list[dict[str, Any]]:
+    """Surveys to pick for an nps_survey node: each with the template it sends
+    by channel (a channel without one is refused by the validator, so the
+    picker offers only those it has) and its admin page."""
+    rows = Survey.objects.order_by("name").values_list(
+        "pk", "slug", "name", "email_template__slug", "sms_template__slug"
+    )
     return [
-        {"slug": slug, "name": name}
-        for slug, name in model.objects.order_by("name").values_list("slug", "name")
+        {
+            "slug": slug,
+            "name": name,
+            "templates": {
+                channel: template
+                for channel, template in (("email", email), ("sms", sms))
+                if template is not None
+            },
+            "admin_url": reverse("admin:surveys_survey_change", args=[pk]),
+        }
+        for pk, slug, name, email, sms in rows
     ]
 
 

@@ -611,7 +611,7 @@ def test_the_catalog_offers_every_node_kind_templates_segments_and_examples(api,
         refusal = kind_refusal(kind)
         assert kinds[kind]["enabled"] is (refusal is None)
         assert kinds[kind]["disabled_reason"] == (refusal or "")
-    assert all(kinds[k]["enabled"] for k in NODE_TYPES if k != "nps_survey")
+    assert all(kinds[k]["enabled"] for k in NODE_TYPES)
     assert {(t["slug"], t["channel"]) for t in body["templates"]} == {
         ("welcome", "email"),
         ("activation-nudge", "sms"),
@@ -631,10 +631,83 @@ def test_every_blank_node_of_the_palette_is_a_valid_node_once_its_picks_are_made
     from apps.builder.catalog import _probe_fields, kind_refusal
 
     for kind in NODE_TYPES:
-        if kind == "nps_survey":
-            continue  # refused or checked against real surveys: kind_refusal says which
         assert kind_refusal(kind) is None, kind
         assert _probe_fields(kind) is not None
+
+
+# --- the survey picker -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def surveys(db):
+    """The demo's survey (email and SMS templates, from the fixture files) and
+    one with an email template only."""
+    from apps.surveys.models import Survey
+    from tests.surveys.conftest import SURVEYS, TEMPLATES, quietly
+
+    quietly("load_templates", str(TEMPLATES), "--only-new")
+    quietly("load_surveys", str(SURVEYS), "--only-new")
+    demo = Survey.objects.get(slug="nps")
+    Survey.objects.create(
+        slug="email-only",
+        name="Account managers' NPS",
+        question="How likely are you to recommend us?",
+        email_template=demo.email_template,
+    )
+    return Survey.objects.order_by("name")
+
+
+def test_the_catalog_lists_surveys_with_the_template_of_each_channel(api, surveys):
+    listed = api.get("catalog").json()["surveys"]
+
+    assert listed == [
+        {
+            "slug": s.slug,
+            "name": s.name,
+            "templates": {
+                c: t.slug
+                for c, t in (("email", s.email_template), ("sms", s.sms_template))
+                if t is not None
+            },
+            "admin_url": f"/admin/surveys/survey/{s.pk}/change/",
+        }
+        for s in surveys
+    ]
+    by_slug = {s["slug"]: s["templates"] for s in listed}
+    assert by_slug == {
+        "email-only": {"email": "nps-survey"},
+        "nps": {"email": "nps-survey", "sms": "nps-survey-sms"},
+    }
+
+
+def test_a_surveys_email_previews_with_its_score_links_for_the_picker(api, surveys, customer):
+    body = api.get("templates/nps-survey/preview", customer="u-1").json()
+
+    assert body["error"] == ""
+    assert body["template"]["slug"] == "nps-survey"
+    html = body["email"]["html"]
+    assert all(f"score={n}" in html for n in range(11))
+
+
+def test_an_nps_node_on_a_channel_its_survey_has_no_template_for_is_refused_on_the_channel(
+    api, live, surveys
+):
+    data = copy.deepcopy(BASE_FILE)
+    data["nodes"][0] = {"id": "welcome", "type": "nps_survey", "survey": "email-only",
+                        "channel": "sms", "next": "wait1"}  # fmt: skip
+    unknown = copy.deepcopy(data)
+    unknown["nodes"][0].update(survey="ghost", channel="email")
+
+    refused = api.post("journeys/onboarding/validate", data).json()
+    missing = api.post("journeys/onboarding/validate", unknown).json()
+    data["nodes"][0]["channel"] = "email"
+    accepted = api.post("journeys/onboarding/validate", data).json()
+
+    (error,) = refused["errors"]
+    assert (error["node"], error["field"]) == ("welcome", "channel")
+    assert "has no sms template" in error["message"]
+    assert [(e["node"], e["field"]) for e in missing["errors"]] == [("welcome", "survey")]
+    assert accepted == {"valid": True, "errors": []}
 
 
 # --- who may do what ---------------------------------------------------------------------------

@@ -115,6 +115,90 @@ function TemplatePreview({ api, template }) {
   );
 }
 
+// --- the survey picker ---------------------------------------------------------------------
+
+const CHANNELS = [
+  ["email", "email"],
+  ["sms", "SMS"],
+];
+
+// An nps_survey node's survey and channel. The catalog lists each survey with
+// the template it sends by channel: a channel it has no template for is not
+// offered (the validator would refuse it), picking a survey moves the node to
+// a channel the survey has, and the preview shows the template the customer
+// would get (with the survey's score links).
+function SurveyFields({ api, node, catalog, errors, disabled, onChange }) {
+  const surveys = catalog.surveys || [];
+  const survey = surveys.find((s) => s.slug === node.survey);
+  const channel = node.channel || "email";
+  const has = (s, c) => Boolean(s?.templates?.[c]);
+  const pick = (slug) => {
+    const chosen = surveys.find((s) => s.slug === slug);
+    const keep = !chosen || has(chosen, channel);
+    const next = keep ? channel : CHANNELS.map(([c]) => c).find((c) => has(chosen, c)) || channel;
+    onChange({ ...node, survey: slug, channel: next });
+  };
+  const channelsOf = (s) =>
+    CHANNELS.filter(([c]) => has(s, c))
+      .map(([, label]) => label)
+      .join(", ") || "no templates";
+  let surveyHelp = null;
+  if (survey) {
+    surveyHelp = (
+      <a href={survey.admin_url} target="_blank" rel="noreferrer" data-testid="survey-admin-link">
+        edit the survey
+      </a>
+    );
+  } else if (!surveys.length) {
+    surveyHelp = "No surveys yet: add one in the admin (NPS surveys).";
+  }
+  return (
+    <>
+      <Field label="Survey" help={surveyHelp} error={errorFor(errors, "survey")}>
+        <select
+          value={node.survey || ""}
+          disabled={disabled}
+          data-testid="field-survey"
+          onChange={(event) => pick(event.target.value)}
+        >
+          <option value="">— choose a survey —</option>
+          {surveys.map((s) => (
+            <option key={s.slug} value={s.slug}>
+              {s.name} ({s.slug}; {channelsOf(s)})
+            </option>
+          ))}
+          {node.survey && !survey && <option value={node.survey}>{node.survey} (not found)</option>}
+        </select>
+      </Field>
+      <Field
+        label="Channel"
+        help="Email carries the eleven score links; SMS asks for a reply from 0 to 10."
+        error={
+          errorFor(errors, "channel") ||
+          (survey && !has(survey, channel)
+            ? `this survey has no ${channel === "sms" ? "SMS" : "email"} template`
+            : "")
+        }
+      >
+        <select
+          value={channel}
+          disabled={disabled}
+          data-testid="field-channel"
+          onChange={(event) => onChange({ ...node, channel: event.target.value })}
+        >
+          {CHANNELS.map(([c, label]) => (
+            <option key={c} value={c} disabled={Boolean(survey) && !has(survey, c) && c !== channel}>
+              {label}
+              {survey && !has(survey, c) ? " (no template in this survey)" : ""}
+            </option>
+          ))}
+        </select>
+      </Field>
+      <TemplatePreview api={api} template={survey?.templates?.[channel] || ""} />
+    </>
+  );
+}
+
 // --- the selected node ------------------------------------------------------------------------
 
 // Where each output leads: the same edit as drawing the edge on the canvas,
@@ -237,43 +321,7 @@ export function NodePanel({ api, catalog, node, nodeIds, errors, readOnly, onCha
       )}
 
       {node.type === "nps_survey" && (
-        <>
-          <Field label="Survey" error={errorFor(errors, "survey")}>
-            {catalog.surveys.length > 0 ? (
-              <select
-                value={node.survey || ""}
-                disabled={dis}
-                data-testid="field-survey"
-                onChange={(event) => set("survey", event.target.value)}
-              >
-                <option value="">— choose a survey —</option>
-                {catalog.surveys.map((s) => (
-                  <option key={s.slug} value={s.slug}>
-                    {s.name} ({s.slug})
-                  </option>
-                ))}
-              </select>
-            ) : (
-              <input
-                value={node.survey || ""}
-                disabled={dis}
-                data-testid="field-survey"
-                onChange={(event) => set("survey", event.target.value)}
-              />
-            )}
-          </Field>
-          <Field label="Channel" error={errorFor(errors, "channel")}>
-            <select
-              value={node.channel || "email"}
-              disabled={dis}
-              data-testid="field-channel"
-              onChange={(event) => set("channel", event.target.value)}
-            >
-              <option value="email">email</option>
-              <option value="sms">sms</option>
-            </select>
-          </Field>
-        </>
+        <SurveyFields api={api} node={node} catalog={catalog} errors={errors} disabled={dis} onChange={onChange} />
       )}
 
       {node.type === "wait" && (
