@@ -193,6 +193,31 @@ def test_a_detractor_alerts_the_team_and_gets_an_apology(demo, customer, invite)
     assert not Enrollment.objects.filter(journey__slug="nps-promoter-referral").exists()
 
 
+def test_without_a_signing_secret_the_alert_fails_once_quietly_and_the_journey_goes_on(
+    demo, customer, invite, caplog
+):
+    """`make run`'s default (no JOURNEY_WEBHOOK_SECRET): the alert is never
+    made, nothing is retried and nothing is logged as a problem; the step says
+    what to set, once per detractor."""
+    survey_respond(invitation=invite(customer), score=0, now=T0 + timedelta(hours=1))
+    events_received(event_ids=[e.pk for e in nps_events()], now=T0 + timedelta(hours=1))
+    enrollment = Enrollment.objects.get(journey__slug="nps-detractor-follow-up")
+
+    with caplog.at_level("INFO"):
+        enrollments_advance([enrollment.pk], now=T0 + timedelta(hours=1))
+        enrollments_advance([enrollment.pk], now=T0 + timedelta(hours=1, minutes=30))
+
+    (alert,) = EnrollmentStep.objects.filter(enrollment=enrollment, node_id="alert-team")
+    assert alert.outcome == "failed"
+    assert alert.detail == (
+        "POST https://hooks.example.com/tenure/nps-detractor failed: "
+        "no signing secret: set JOURNEY_WEBHOOK_SECRET"
+    )
+    assert [r for r in caplog.records if r.levelname in ("WARNING", "ERROR", "CRITICAL")] == []
+    enrollment.refresh_from_db()
+    assert (enrollment.state, enrollment.current_node) == ("active", "give-them-an-hour")
+
+
 def test_promoters_are_thanked_the_next_day_with_a_referral_offer(
     demo, make_customer, invite, settings
 ):
