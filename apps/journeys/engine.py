@@ -9,15 +9,24 @@ their ids in chunks to worker tasks. A claim nobody processes (a lost task,
 a killed worker) expires and is claimed again.
 
 A worker (`enrollments_advance`) takes a chunk in one transaction, its rows
-locked: each node visit records an `EnrollmentStep` (unique per enrollment,
-node and visit) before its side effect, in the same transaction as the side
-effect and the enrollment's move, so a crash rolls all of it back and a re-run
-finds either nothing or everything. Writes that need not precede a side effect
-(steps of nodes without one, the enrollments' new state) are made in bulk at
-the end of the chunk. A node that raises rolls the chunk back whole; the chunk
-is then done again one enrollment per savepoint, so the failing one fails
-with the error recorded and the others go on. Waits are `next_run_at` in the
-future, never Celery countdowns.
+locked and loaded at once with their journey, version and customer (and the
+open steps of the visits they are at, in one more query): each node visit
+records an `EnrollmentStep` (unique per enrollment, node and visit) in the
+same transaction as its side effect and the enrollment's move, so a crash
+rolls all of it back and a re-run finds either nothing or everything; a
+side effect that must be found by a re-run carries the visit's key
+(`enr:<enrollment>:<node>:<visit>`: a message's idempotency key). The
+enrollments walk their graphs side by side: every send node the chunk
+reaches is collected and sent in ONE `message_send_many` call (policies,
+render and the Messages in bulk, deliveries published on commit), then each
+enrollment goes on from its Message (again, for a second send without a wait
+between). Steps and the enrollments' new state are written in bulk at the end
+of the chunk. A node that raises rolls the chunk back whole; the chunk is
+then done again one enrollment per savepoint, each send on its own, so the
+failing one fails with the error recorded and the others go on. A template
+that does not render is not an exception: its Message is failed, and so is
+that enrollment alone. Waits are `next_run_at` in the future, never Celery
+countdowns.
 
 Webhook calls are the one side effect outside the database: the step is
 committed first ("calling"), the POST is made after the chunk's transaction,
@@ -27,7 +36,7 @@ and its outcome is recorded in a second transaction (see `webhooks.py`).
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -42,6 +51,7 @@ from apps.customers.models import CONTACT_FIELDS, Customer, Event, EventStat
 from apps.customers.schemas import IdentifyIn
 from apps.customers.services import customer_save
 from apps.messaging.models import Message, Template
+from apps.messaging.services import SendRequest, UnknownTemplate
 from apps.segments.conditions import customer_matches
 
 from . import webhooks
@@ -272,23 +282,28 @@ def _advance_locked(ids: list[int], *, now: datetime, result: AdvanceResult, car
             # Another worker on the same rows (a re-published chunk) keeps
             # them; this one moves on.
             due = due.select_for_update(skip_locked=True, of=("self",))
-        seen = 0
-        for enrollment in due:
-            seen += 1
+        enrollments = list(due)
+        result.skipped += len(ids) - len(enrollments)
+        live = []
+        for enrollment in enrollments:
             if enrollment.journey.status != Journey.Status.LIVE:
                 # Paused since the claim: let go, so a resume finds it at once.
                 enrollment.lease_until, enrollment.lease_token = None, ""
                 unit.enrollments.append(enrollment)
                 result.skipped += 1
-                continue
-            if not careful:
-                result.steps += _advance_one(enrollment, unit, now=now)
-                result.advanced += 1
-                continue
+            else:
+                live.append(enrollment)
+        unit.steps_open = _open_steps(live)
+        if not careful:
+            walks = [_advance_one(enrollment, unit, now=now) for enrollment in live]
+            result.steps += _walk_together(walks, now=now)
+            result.advanced += len(walks)
+            live = []
+        for enrollment in live:  # careful: each alone, in a savepoint
             mark = unit.mark()
             try:
                 with transaction.atomic():
-                    steps = _advance_one(enrollment, unit, now=now)
+                    steps = _walk_together([_advance_one(enrollment, unit, now=now)], now=now)
             except Exception as exc:
                 logger.exception("enrollment %s failed", enrollment.pk)
                 unit.undo(mark)
@@ -299,8 +314,60 @@ def _advance_locked(ids: list[int], *, now: datetime, result: AdvanceResult, car
                 result.advanced += 1
                 unit.flush()  # outside the next one's savepoint
         unit.flush()
-        result.skipped += len(ids) - seen
     return unit
+
+
+# An enrollment's way through its graph in one advance (`_advance_one`): a
+# generator that yields each send it needs, is sent back its Message, and
+# returns the steps it recorded.
+Walk = Generator[SendRequest, Message, int]
+
+
+def _walk_together(walks: list[Walk], *, now: datetime) -> int:
+    """Drive these walks to their ends together: each goes until it waits,
+    ends or needs a send; the sends they need are made in ONE
+    `message_send_many` call, in the walks' order; each walk is handed its
+    Message and goes on. Again while any needs another send (two send nodes
+    without a wait between them). Returns the steps recorded."""
+    from apps.messaging.services import message_send_many
+
+    steps = 0
+    going: list[tuple[Walk, Message | None]] = [(walk, None) for walk in walks]
+    while going:
+        asking: list[tuple[Walk, SendRequest]] = []
+        for walk, message in going:
+            try:
+                asking.append((walk, walk.send(message)))  # send(None) starts it
+            except StopIteration as done:
+                steps += done.value
+        if not asking:
+            break
+        messages = message_send_many([request for _, request in asking], now=now)
+        going = [(walk, message) for (walk, _), message in zip(asking, messages, strict=True)]
+    return steps
+
+
+def _open_steps(enrollments: Sequence[Enrollment]) -> dict[tuple[int, str, int], EnrollmentStep]:
+    """The steps of the visits these enrollments are at (a wait in progress, a
+    webhook's recorded call), in one query: (enrollment, node, visit) → step."""
+    wanted = {}
+    for enrollment in enrollments:
+        context = enrollment.context if isinstance(enrollment.context, dict) else {}
+        node_id = enrollment.current_node
+        visit = (context.get("visits") or {}).get(node_id) if node_id else None
+        if visit is not None:
+            wanted[(enrollment.pk, node_id, visit)] = None
+    if not wanted:
+        return {}
+    found = EnrollmentStep.objects.filter(
+        enrollment_id__in=sorted({key[0] for key in wanted}),
+        node_id__in=sorted({key[1] for key in wanted}),
+    )
+    return {
+        key: step
+        for step in found
+        if (key := (step.enrollment_id, step.node_id, step.visit)) in wanted
+    }
 
 
 ENROLLMENT_FIELDS = [
@@ -330,14 +397,17 @@ class Unit:
     steps_new: list[EnrollmentStep] = field(default_factory=list)
     steps_changed: list[EnrollmentStep] = field(default_factory=list)
     enrollments: list[Enrollment] = field(default_factory=list)
+    # The steps of the visits the chunk's enrollments are at, loaded at once.
+    steps_open: dict[tuple[int, str, int], EnrollmentStep] = field(default_factory=dict)
 
-    def template(self, slug: str) -> Template | str:
-        """The template (one query per slug and chunk); the slug itself when
-        there is none, for `message_send` to refuse by name."""
+    def template(self, slug: str) -> Template:
+        """The template (one query per slug and chunk); UnknownTemplate, as
+        `message_send` would raise, when there is none (deleted after the
+        version was published): that enrollment fails, naming it."""
         if slug not in self.templates:
             found = Template.objects.filter(slug=slug).first()
             if found is None:
-                return slug
+                raise UnknownTemplate(f"template {slug!r} does not exist")
             self.templates[slug] = found
         return self.templates[slug]
 
@@ -412,7 +482,9 @@ class Move:
     - "next": record the step finished and go on to `target` (None: the end);
     - "wait": keep the step open, come back at `until`;
     - "end": record the step finished and end the enrollment as `state`;
-    - "hold": a webhook call is pending (made after commit)."""
+    - "hold": a webhook call is pending (made after commit);
+    - "send": `request` is to be sent (with the chunk's other sends); the
+      Message decides the move (`_sent`), `detail` naming the send."""
 
     kind: str
     outcome: str = ""
@@ -421,6 +493,7 @@ class Move:
     until: datetime | None = None
     state: str = ""
     message: Message | None = None
+    request: SendRequest | None = None
 
 
 def go(target: str | None, outcome: str, detail: str, message: Message | None = None) -> Move:
@@ -472,9 +545,11 @@ class Run:
         return self.step
 
 
-def _advance_one(enrollment: Enrollment, unit: Unit, *, now: datetime) -> int:
+def _advance_one(enrollment: Enrollment, unit: Unit, *, now: datetime) -> Walk:
     """Move one (locked, active, due) enrollment until it waits or ends;
-    returns the steps recorded. Its writes are gathered in `unit`."""
+    returns the steps recorded. Its writes are gathered in `unit`. A
+    generator (a `Walk`): at a send node it yields the SendRequest and goes
+    on with the Message it is sent back (`_walk_together`)."""
     definition = unit.definitions.get(enrollment.journey_version)
     if goal_reached(definition, enrollment, now=now):
         reason = goal_reason(definition)
@@ -508,11 +583,12 @@ def _advance_one(enrollment: Enrollment, unit: Unit, *, now: datetime) -> int:
         visit = visits[node_id]
         step = None
         if not fresh:
-            step = EnrollmentStep.objects.filter(
-                enrollment_id=enrollment.pk, node_id=node_id, visit=visit
-            ).first()
+            step = unit.steps_open.get((enrollment.pk, node_id, visit))
         run = Run(enrollment, definition, node, visit, step, now, unit)
         move = HANDLERS[node.type](run)
+        if move.kind == "send":
+            message = yield move.request
+            move = _sent(node, message, f"{move.detail} (message #{message.pk})")
         steps += 1
         enrollment.current_node = node_id
         if move.kind == "hold":
@@ -640,8 +716,6 @@ SENT_STATUSES = {
 
 
 def _send(run: Run) -> Move:
-    from apps.messaging.services import message_send
-
     node, enrollment = run.node, run.enrollment
     if is_stale(enrollment, now=run.now):
         late = run.now - enrollment.next_run_at
@@ -653,19 +727,20 @@ def _send(run: Run) -> Move:
         )
     if enrollment.is_holdout:
         return go(node.next, "holdout", "holdout: not sent")
-    run.open_step("sending")
-    message = message_send(
+    # Sent with the chunk's other sends; the step is written with the move,
+    # in the transaction that writes the Message (a rerun of this visit finds
+    # the Message by its key and sends nothing again).
+    request = SendRequest(
         customer=enrollment.customer,
         template=run.unit.template(node.template),
         idempotency_key=run.key,
-        now=run.now,
         context=_send_context(enrollment),
         journey=enrollment.journey.slug,
         node_id=node.id,
         enrollment_id=enrollment.pk,
         over_cap=node.over_cap or "skip",
     )
-    return _sent(node, message, f"{node.type} {node.template!r} (message #{message.pk})")
+    return Move("send", detail=f"{node.type} {node.template!r}", request=request)
 
 
 def _send_context(enrollment: Enrollment) -> dict[str, Any]:
