@@ -1,0 +1,179 @@
+"""A chunk advances its enrollments side by side: the sends it reaches go
+through one `message_send_many` call, and what it reads it reads at once."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from apps.journeys.engine import enrollments_advance
+from apps.journeys.enrollment import enrollments_start
+from apps.journeys.models import Enrollment, EnrollmentStep
+from apps.messaging import services
+from apps.messaging.models import Message
+
+from .conftest import EMAIL_FOOTER_HTML, EMAIL_FOOTER_TEXT, T0
+
+pytestmark = pytest.mark.django_db
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def batches(monkeypatch) -> list[list[services.SendRequest]]:
+    """The requests of every `message_send_many` call, in order (the real
+    function still does the sending)."""
+    calls: list[list[services.SendRequest]] = []
+    real = services.message_send_many
+
+    def recording(requests, *, now):
+        calls.append(list(requests))
+        return real(requests, now=now)
+
+    monkeypatch.setattr(services, "message_send_many", recording)
+    return calls
+
+
+@pytest.fixture
+def live(make_journey, journey_file, sendable):
+    """live(nodes, slug="j") -> a live journey of these nodes, no goal."""
+
+    def make(nodes: list[dict], slug: str = "j"):
+        data = journey_file(slug=slug, name=slug, start=nodes[0]["id"], nodes=nodes, goal=None)
+        return make_journey(data)
+
+    return make
+
+
+def enroll_all(journey, customers) -> list[Enrollment]:
+    enrollments_start(journey=journey, customer_ids=[c.pk for c in customers], now=T0)
+    return list(Enrollment.objects.filter(journey=journey).order_by("pk"))
+
+
+def test_the_sends_of_a_chunk_go_through_one_call_in_enrollment_order(
+    live, make_customers, batches, steps_of
+):
+    journey = live(
+        [
+            {"id": "welcome", "type": "email", "template": "welcome", "next": "pause"},
+            {"id": "pause", "type": "wait", "duration": {"days": 2}},
+        ]
+    )
+    enrollments = enroll_all(journey, make_customers(5))
+
+    result = enrollments_advance([e.pk for e in enrollments], now=T0)
+
+    assert (result.advanced, result.steps, result.failed) == (5, 10, 0)
+    assert len(batches) == 1
+    assert [r.idempotency_key for r in batches[0]] == [f"enr:{e.pk}:welcome:1" for e in enrollments]
+    for enrollment in enrollments:
+        message = Message.objects.get(enrollment_id=enrollment.pk)
+        sent = EnrollmentStep.objects.get(enrollment=enrollment, node_id="welcome")
+        assert (sent.outcome, sent.message) == ("sent", message)
+        assert sent.detail == f"sent: email 'welcome' (message #{message.pk})"
+        assert steps_of(enrollment) == [("welcome", 1, "sent"), ("pause", 1, "waiting")]
+        enrollment.refresh_from_db()
+        assert (enrollment.current_node, enrollment.next_run_at) == ("pause", T0 + 2 * DAY)
+
+
+def test_two_sends_without_a_wait_between_go_in_two_calls(
+    live, make_template, make_customers, batches, steps_of
+):
+    make_template("second", html=f"<p>Again</p>{EMAIL_FOOTER_HTML}", text=EMAIL_FOOTER_TEXT)
+    journey = live(
+        [
+            {"id": "first", "type": "email", "template": "welcome", "next": "second"},
+            {"id": "second", "type": "email", "template": "second", "next": "done"},
+            {"id": "done", "type": "exit"},
+        ]
+    )
+    enrollments = enroll_all(journey, make_customers(3))
+
+    enrollments_advance([e.pk for e in enrollments], now=T0)
+
+    assert [[r.node_id for r in batch] for batch in batches] == [["first"] * 3, ["second"] * 3]
+    for enrollment in enrollments:
+        assert steps_of(enrollment) == [
+            ("first", 1, "sent"),
+            ("second", 1, "sent"),
+            ("done", 1, "completed"),
+        ]
+        # The steps' ids follow the visits, as the timeline shows them.
+        ids = EnrollmentStep.objects.filter(enrollment=enrollment).order_by("pk")
+        assert list(ids.values_list("node_id", flat=True)) == ["first", "second", "done"]
+    assert Message.objects.filter(status=Message.Status.QUEUED).count() == 6
+
+
+def test_a_template_that_does_not_render_fails_only_its_enrollment_in_the_batch(
+    live, make_template, make_customers, batches, steps_of
+):
+    # Marketing email without the unsubscribe link: the renderer refuses it.
+    make_template("broken", html="<p>No footer</p>", text="No footer")
+    fine = live([{"id": "hello", "type": "email", "template": "welcome"}], slug="fine")
+    broken = live([{"id": "hello", "type": "email", "template": "broken"}], slug="broken")
+    customers = make_customers(3)
+    enroll_all(fine, customers[:1])
+    enroll_all(broken, customers[1:2])
+    enroll_all(fine, customers[2:])
+    enrollments = list(Enrollment.objects.order_by("pk"))
+
+    result = enrollments_advance([e.pk for e in enrollments], now=T0)
+
+    assert (result.advanced, result.failed) == (3, 0)
+    assert len(batches) == 1 and len(batches[0]) == 3  # no exception: no second attempt
+    states = {e.pk: e.state for e in Enrollment.objects.all()}
+    assert [states[e.pk] for e in enrollments] == ["completed", "failed", "completed"]
+    assert steps_of(enrollments[1]) == [("hello", 1, "failed")]
+    assert Message.objects.get(enrollment_id=enrollments[1].pk).status == Message.Status.FAILED
+
+
+def test_a_chunk_that_raises_is_done_again_each_send_on_its_own(
+    live, make_customers, batches, monkeypatch
+):
+    journey = live([{"id": "hello", "type": "email", "template": "welcome"}])
+    enrollments = enroll_all(journey, make_customers(3))
+    recording = services.message_send_many
+    refused = []
+
+    def refusing_batches(requests, *, now):
+        if len(requests) > 1:
+            refused.append(len(requests))
+            raise RuntimeError("the batch went wrong")
+        return recording(requests, now=now)
+
+    monkeypatch.setattr(services, "message_send_many", refusing_batches)
+
+    result = enrollments_advance([e.pk for e in enrollments], now=T0)
+
+    assert (result.advanced, result.failed) == (3, 0)
+    assert refused == [3]
+    assert [len(batch) for batch in batches] == [1, 1, 1]
+    assert Message.objects.count() == 3
+    assert set(Enrollment.objects.values_list("state", flat=True)) == {"completed"}
+
+
+def test_resuming_waits_reads_the_same_queries_for_two_enrollments_or_twenty(live, make_customers):
+    journey = live(
+        [
+            {"id": "pause", "type": "wait", "duration": {"days": 1}, "next": "done"},
+            {"id": "done", "type": "exit"},
+        ]
+    )
+    few = enroll_all(journey, make_customers(2, "few"))
+    enrollments_advance([e.pk for e in few], now=T0)
+    many = [e for e in enroll_all(journey, make_customers(20, "many")) if e not in few]
+    enrollments_advance([e.pk for e in many], now=T0)
+
+    counted = []
+    for group in (few, many):
+        with CaptureQueriesContext(connection) as queries:
+            result = enrollments_advance([e.pk for e in group], now=T0 + DAY)
+        assert result.advanced == len(group)
+        counted.append(len(queries))
+
+    assert counted[0] == counted[1]
+    assert set(Enrollment.objects.values_list("state", flat=True)) == {"completed"}
+    waited = EnrollmentStep.objects.filter(node_id="pause")
+    assert set(waited.values_list("outcome", flat=True)) == {"waited"}
+    assert waited.count() == 22  # the open steps were finished, not written again
