@@ -12,7 +12,10 @@ what it returns as the message's HTML.
 
 A hook is `fn(*, message, html) -> html`. Hooks run in the caller's
 transaction and in registration order; an exception propagates (the send
-fails rather than going out with links that lead nowhere).
+fails rather than going out with links that lead nowhere). A hook may carry a
+batch form as its `many` attribute, `fn.many(*, messages, htmls) -> htmls`,
+which `post_render_many` (a batch of sends) calls once instead of the hook
+once per message.
 
 Context hooks add to the render context the same way (`messaging ← surveys`):
 surveys adds `links.nps`, the eleven score links of an NPS survey. A context
@@ -23,7 +26,7 @@ values a hook only has placeholders for (a survey step passes its
 invitation's links; a preview gets the hook's preview links).
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 PostRenderHook = Callable[..., str]
@@ -48,6 +51,20 @@ def post_render(*, message, html: str) -> str:
     for hook in list(_hooks):
         html = hook(message=message, html=html)
     return html
+
+
+def post_render_many(items: Sequence[tuple[Any, str]]) -> list[str]:
+    """`post_render` for many (message, html) pairs: each hook's batch form
+    once if it has one, else the hook for each message."""
+    messages = [message for message, _ in items]
+    htmls = [html for _, html in items]
+    for hook in list(_hooks):
+        many = getattr(hook, "many", None)
+        if many is not None:
+            htmls = list(many(messages=messages, htmls=htmls))
+        else:
+            htmls = [hook(message=m, html=h) for m, h in zip(messages, htmls, strict=True)]
+    return htmls
 
 
 # --- context hooks ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Reads for messaging: the suppression list, the consent ledger's current
 state, and a customer's messages."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
@@ -52,6 +52,20 @@ def active_suppression(channel: str, address: str) -> Suppression | None:
     ).first()
 
 
+def active_suppressions(
+    pairs: Iterable[tuple[str, str]],
+) -> dict[tuple[str, str], Suppression]:
+    """The suppressions in force for many (channel, normalised address) pairs,
+    in one query: {(channel, address): suppression}."""
+    pairs = set(pairs)
+    if not pairs:
+        return {}
+    found = Suppression.objects.filter(
+        lifted_at__isnull=True, address__in={address for _, address in pairs}
+    )
+    return {(s.channel, s.address): s for s in found if (s.channel, s.address) in pairs}
+
+
 def suppression_history(channel: str, address: str) -> QuerySet[Suppression]:
     return Suppression.objects.filter(
         channel=channel, address=normalize_address(channel, address)
@@ -87,14 +101,33 @@ def consent_state(customer: Customer | int, channel: str, topic: str = "") -> bo
     of its own follows the channel."""
     customer_id = customer if isinstance(customer, int) else customer.pk
     latest = _latest(_ledger(customer_id, channel, {"", topic}))
-    channel_record = latest.get("")
-    if channel_record is not None and channel_record.status == ConsentRecord.Status.REVOKED:
+    return consent_from_latest({t: record.status for t, record in latest.items()}, topic)
+
+
+def consent_from_latest(latest: Mapping[str, str], topic: str = "") -> bool | None:
+    """`consent_state`'s rule applied to the latest status per topic of one
+    customer's channel ("" is the channel itself)."""
+    channel_status = latest.get("")
+    if channel_status == ConsentRecord.Status.REVOKED:
         return False
-    record = latest.get(topic) if topic else None
-    record = record or channel_record
-    if record is None:
+    status = (latest.get(topic) if topic else None) or channel_status
+    if status is None:
         return None
-    return record.status == ConsentRecord.Status.GRANTED
+    return status == ConsentRecord.Status.GRANTED
+
+
+def consent_latest_many(customer_ids: Iterable[int]) -> dict[tuple[int, str], dict[str, str]]:
+    """{(customer id, channel): {topic: latest status}} for many customers in
+    one query: what `consent_from_latest` decides from, for a batch of sends."""
+    latest: dict[tuple[int, str], dict[str, str]] = {}
+    rows = (
+        ConsentRecord.objects.filter(customer_id__in=list(customer_ids))
+        .order_by("-recorded_at", "-id")
+        .values_list("customer_id", "channel", "topic", "status")
+    )
+    for customer_id, channel, topic, status in rows:
+        latest.setdefault((customer_id, channel), {}).setdefault(topic, status)
+    return latest
 
 
 def consent_summary(customer: Customer | int) -> dict[tuple[str, str], bool | None]:
@@ -143,34 +176,59 @@ def pending_messages(
     return qs
 
 
+# The statuses a frequency cap counts: gone, going, or maybe gone.
+CAP_COUNTED = (
+    Message.Status.QUEUED,
+    Message.Status.DEFERRED,
+    Message.Status.SENDING,
+    Message.Status.SENT,
+    Message.Status.DELIVERED,
+    Message.Status.OPENED,
+    Message.Status.CLICKED,
+    Message.Status.BOUNCED,
+    Message.Status.COMPLAINED,
+    Message.Status.UNKNOWN,
+)
+
+
+def _send_time_rows(since: datetime, **filters):
+    # The (customer, channel, created_at) index narrows to the customers'
+    # recent messages; deferred ones created earlier may go later, hence the
+    # generous lower bound on created_at.
+    return Message.objects.filter(
+        category="marketing",
+        is_test=False,
+        status__in=CAP_COUNTED,
+        created_at__gte=since - DEFERRAL_LOOKBACK,
+        **filters,
+    )
+
+
 def marketing_send_times(customer_id: int, channel: str, *, since: datetime) -> list[datetime]:
     """When the customer's marketing messages on `channel` went or will go,
     from `since` on, for frequency caps. Every journey counts (the cap is per
     customer, not per journey); test sends, refused and failed messages do
     not. A message's time is when it was sent, else when it may go (deferred
     or waiting for a retry), else when it was created."""
-    counted = (
-        Message.Status.QUEUED,
-        Message.Status.DEFERRED,
-        Message.Status.SENDING,
-        Message.Status.SENT,
-        Message.Status.DELIVERED,
-        Message.Status.OPENED,
-        Message.Status.CLICKED,
-        Message.Status.BOUNCED,
-        Message.Status.COMPLAINED,
-        Message.Status.UNKNOWN,
+    rows = _send_time_rows(since, customer_id=customer_id, channel=channel).values_list(
+        "sent_at", "send_after", "created_at"
     )
-    rows = Message.objects.filter(
-        customer_id=customer_id,
-        channel=channel,
-        category="marketing",
-        is_test=False,
-        status__in=counted,
-        created_at__gte=since - DEFERRAL_LOOKBACK,
-    ).values_list("sent_at", "send_after", "created_at")
-    # The (customer, channel, created_at) index narrows to this customer's
-    # recent messages; deferred ones created earlier may go later, hence the
-    # generous lower bound on created_at.
-    times = [sent_at or send_after or created_at for sent_at, send_after, created_at in rows]
-    return sorted(t for t in times if t >= since)
+    return sorted(t for t in (a or b or c for a, b, c in rows) if t >= since)
+
+
+def marketing_send_times_many(
+    customer_ids: Iterable[int], *, since: datetime
+) -> dict[tuple[int, str], list[datetime]]:
+    """`marketing_send_times` for many customers and every channel in one
+    query: {(customer id, channel): sorted times from `since` on}."""
+    times: dict[tuple[int, str], list[datetime]] = {}
+    rows = _send_time_rows(since, customer_id__in=list(customer_ids)).values_list(
+        "customer_id", "channel", "sent_at", "send_after", "created_at"
+    )
+    for customer_id, channel, sent_at, send_after, created_at in rows:
+        at = sent_at or send_after or created_at
+        if at >= since:
+            times.setdefault((customer_id, channel), []).append(at)
+    for found in times.values():
+        found.sort()
+    return times

@@ -22,11 +22,17 @@ CONTRACT (journeys and tracking rely on it; keep it):
     failed      → the render failed; `error` holds the template error.
 - `context` adds to the documented render context (`event`, `journey`, ...).
 
-How: the row is inserted first (in a savepoint: a concurrent send with the
+    message_send_many(requests: Sequence[SendRequest], *, now) -> list[Message]
+
+is the same for a batch (a journey tick's sends), in a fixed number of
+statements whatever its size; `message_send` is a batch of one.
+
+How: the rows are inserted first (in a savepoint: a concurrent send with the
 same key loses the race and returns the winner's row), then rendered, since
-its unsubscribe and preferences links and the click-tracking hooks
-(`render_hooks`) need its id, then updated with the snapshot of what goes out
-(subject, HTML, text; the SMS body in `text`). A refused send is not rendered.
+their unsubscribe and preferences links and the click-tracking hooks
+(`render_hooks`) need their ids, then updated with the snapshot of what goes
+out (subject, HTML, text; the SMS body in `text`). A refused send is not
+rendered.
 """
 
 import logging
@@ -55,17 +61,20 @@ class UnknownTemplate(LookupError):
     """`message_send` was given a template slug that does not exist."""
 
 
-def _template(template: Template | str) -> Template:
-    if isinstance(template, Template):
-        return template
-    found = Template.objects.filter(slug=template).first()
-    if found is None:
-        raise UnknownTemplate(f"template {template!r} does not exist")
-    return found
+@dataclass(frozen=True)
+class SendRequest:
+    """One send for `message_send_many`: `message_send`'s arguments less `now`."""
 
-
-def _customer(customer: Customer | int) -> Customer:
-    return customer if isinstance(customer, Customer) else Customer.objects.get(pk=customer)
+    customer: Customer | int
+    template: Template | str
+    idempotency_key: str
+    context: Mapping[str, Any] | None = None
+    journey: str = ""
+    node_id: str = ""
+    enrollment_id: int | None = None
+    over_cap: str = "skip"
+    to_address: str | None = None
+    is_test: bool = False
 
 
 def message_send(
@@ -87,117 +96,251 @@ def message_send(
     that does not exist and ValueError for a bad argument; a template that
     does not render is a failed Message, never an exception, so one bad
     template cannot fail the batch it is sent in."""
-    if not idempotency_key or len(idempotency_key) > 200:
-        raise ValueError("idempotency_key: must be 1 to 200 characters")
-    if over_cap not in policies.OVER_CAP_CHOICES:
-        raise ValueError(f"over_cap: must be 'skip' or 'defer', got {over_cap!r}")
-    existing = Message.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
-    template = _template(template)
-    customer = _customer(customer)
-
-    decision = policies.evaluate(
+    request = SendRequest(
         customer=customer,
         template=template,
-        now=now,
-        to_address=to_address,
+        idempotency_key=idempotency_key,
+        context=context,
+        journey=journey,
+        node_id=node_id,
+        enrollment_id=enrollment_id,
         over_cap=over_cap,
+        to_address=to_address,
         is_test=is_test,
     )
-    status = {policies.SEND: S.QUEUED, policies.DEFER: S.DEFERRED}.get(
-        decision.outcome, S.SUPPRESSED
-    )
-    message = Message(
-        customer=customer,
+    return message_send_many([request], now=now)[0]
+
+
+def message_send_many(requests: Sequence[SendRequest], *, now: datetime) -> list[Message]:
+    """`message_send` for each request, in the caller's transaction, with the
+    same contract per request (idempotent per key, policies, render, one
+    Message each, deliveries published on commit); one Message per request,
+    in order. A request's frequency cap counts the sends before it in the
+    batch; a key given twice is sent once.
+
+    The batch costs a fixed number of statements, not a number per send:
+    one read of the keys already sent, the policies' three reads, one
+    insert, one update of the rendered snapshots (and the tracking hooks'
+    one insert). Raises UnknownTemplate (naming it) or ValueError before
+    writing anything if any request has an unknown template or a bad
+    argument."""
+    for request in requests:
+        _check_request(request)
+    if not requests:
+        return []
+    templates = _templates([request.template for request in requests])
+    sent = _sent_before([request.idempotency_key for request in requests])
+    fresh: dict[str, SendRequest] = {}
+    for request in requests:
+        if request.idempotency_key not in sent:
+            fresh.setdefault(request.idempotency_key, request)
+    if fresh:
+        customers = _customers([request.customer for request in fresh.values()])
+        sent |= _send_new(list(fresh.values()), templates, customers, now=now)
+    return [sent[request.idempotency_key] for request in requests]
+
+
+def _check_request(request: SendRequest) -> None:
+    if not request.idempotency_key or len(request.idempotency_key) > 200:
+        raise ValueError("idempotency_key: must be 1 to 200 characters")
+    if request.over_cap not in policies.OVER_CAP_CHOICES:
+        raise ValueError(f"over_cap: must be 'skip' or 'defer', got {request.over_cap!r}")
+
+
+def _slug(template: Template | str) -> str:
+    return template.slug if isinstance(template, Template) else template
+
+
+def _templates(given: Sequence[Template | str]) -> dict[str, Template]:
+    """{slug: Template} for the templates given, reading only the slugs."""
+    found = {t.slug: t for t in given if isinstance(t, Template)}
+    wanted = {t for t in given if isinstance(t, str) and t not in found}
+    if wanted:
+        found |= {t.slug: t for t in Template.objects.filter(slug__in=wanted)}
+        if missing := sorted(wanted - found.keys()):
+            raise UnknownTemplate(f"template {missing[0]!r} does not exist")
+    return found
+
+
+def _customers(given: Sequence[Customer | int]) -> dict[int, Customer]:
+    found = {c.pk: c for c in given if isinstance(c, Customer)}
+    wanted = {c for c in given if not isinstance(c, Customer)} - found.keys()
+    if wanted:
+        found |= Customer.objects.in_bulk(wanted)
+        if missing := sorted(wanted - found.keys()):
+            raise Customer.DoesNotExist(f"customer {missing[0]} does not exist")
+    return found
+
+
+def _customer_id(customer: Customer | int) -> int:
+    return customer.pk if isinstance(customer, Customer) else int(customer)
+
+
+def _sent_before(keys: Sequence[str]) -> dict[str, Message]:
+    return {m.idempotency_key: m for m in Message.objects.filter(idempotency_key__in=set(keys))}
+
+
+def _send_new(
+    requests: list[SendRequest],
+    templates: dict[str, Template],
+    customers: dict[int, Customer],
+    *,
+    now: datetime,
+) -> dict[str, Message]:
+    """Policies, insert, render and publish for requests whose keys were not
+    sent before; {key: Message}."""
+    asks = [
+        policies.Ask(
+            customer=customers[_customer_id(r.customer)],
+            template=templates[_slug(r.template)],
+            to_address=r.to_address,
+            over_cap=r.over_cap,
+            is_test=r.is_test,
+        )
+        for r in requests
+    ]
+    decisions = policies.evaluate_many(asks, now=now)
+    messages = {
+        r.idempotency_key: _new_message(r, ask, decision, now=now)
+        for r, ask, decision in zip(requests, asks, decisions, strict=True)
+    }
+    stored = _insert(messages)
+    rendering = [
+        (message, ask, r)
+        for r, ask in zip(requests, asks, strict=True)
+        if (message := messages[r.idempotency_key]) is stored[r.idempotency_key]
+        and message.status != S.SUPPRESSED  # refused before rendering: the reason is the record
+    ]
+    _render(rendering, now=now)
+    queued = [message.pk for message, _, _ in rendering if message.status == S.QUEUED]
+    if queued:
+        from .delivery import delivery_enqueue  # loads the providers' SDKs: only when sending
+
+        delivery_enqueue(queued, now=now)
+    return stored
+
+
+def _insert(messages: dict[str, Message]) -> dict[str, Message]:
+    """Insert the new messages in one statement, in a savepoint. A key that
+    a concurrent send stored meanwhile is theirs: their row stands, ours is
+    dropped, and the rest is inserted again. {key: the stored Message}."""
+    stored: dict[str, Message] = {}
+    pending = dict(messages)
+    while pending:
+        try:
+            with transaction.atomic():
+                Message.objects.bulk_create(list(pending.values()))
+        except IntegrityError:
+            taken = _sent_before(list(pending))
+            if not taken:
+                raise
+            stored |= taken
+            pending = {key: m for key, m in pending.items() if key not in taken}
+            continue
+        return stored | pending
+    return stored
+
+
+def _render(items: list[tuple[Message, policies.Ask, SendRequest]], *, now: datetime) -> None:
+    """Render each new message (its id is in its links), run the post-render
+    hooks over the emails (click tracking) and store every snapshot in one
+    statement. A render error fails that message only, and so does a hook's
+    error (the batch's hooks run again one message at a time to find it)."""
+    htmls: list[tuple[Message, str]] = []
+    for message, ask, request in items:
+        try:
+            rendered = render(
+                ask.template, customer=ask.customer, now=now, message=message,
+                context=request.context,
+            )  # fmt: skip
+        except TemplateRenderError as exc:
+            _fail(message, str(exc), now=now)
+            continue
+        if message.channel == Channel.SMS:
+            message.text = rendered.body
+        else:
+            message.subject, message.html, message.text = (
+                rendered.subject,
+                rendered.html,
+                rendered.text,
+            )
+            if rendered.html:
+                htmls.append((message, rendered.html))
+    _post_render(htmls, now=now)
+    _store_snapshots([message for message, _, _ in items], now=now)
+
+
+def _post_render(htmls: list[tuple[Message, str]], *, now: datetime) -> None:
+    if not htmls:
+        return
+    try:
+        # Hooks may write rows: a savepoint keeps their failure from
+        # spoiling the caller's transaction.
+        with transaction.atomic():
+            done = render_hooks.post_render_many(htmls)
+    except Exception:
+        done = None
+    if done is not None:
+        for (message, _), html in zip(htmls, done, strict=True):
+            message.html = html
+        return
+    for message, html in htmls:  # one at a time, to fail only the culprit
+        try:
+            with transaction.atomic():
+                message.html = render_hooks.post_render(message=message, html=html)
+        except Exception as exc:
+            logger.exception("message %s: post-render hook failed", message.pk)
+            _fail(message, f"after rendering: {type(exc).__name__}: {exc}", now=now)
+
+
+_SNAPSHOT_FIELDS = ("subject", "html", "text", "status", "error", "failed_at", "send_after")
+
+
+def _store_snapshots(messages: list[Message], *, now: datetime) -> None:
+    """One UPDATE statement run for every message (psycopg pipelines them):
+    what goes out, or the failure."""
+    if not messages:
+        return
+    connection = transaction.get_connection()
+    at = connection.ops.adapt_datetimefield_value
+    columns = ", ".join(f'"{Message._meta.get_field(f).column}" = %s' for f in _SNAPSHOT_FIELDS)
+    sql = f'UPDATE "{Message._meta.db_table}" SET {columns}, "updated_at" = %s WHERE "id" = %s'  # noqa: S608
+    rows = [
+        [
+            message.subject, message.html, message.text, message.status, message.error,
+            at(message.failed_at), at(message.send_after), at(now), message.pk,
+        ]
+        for message in messages
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def _new_message(
+    request: SendRequest, ask: policies.Ask, decision: policies.Decision, *, now: datetime
+) -> Message:
+    template = ask.template
+    return Message(
+        customer=ask.customer,
         channel=template.channel,
         category=template.category,
         topic=template.topic,
         template=template,
-        journey=journey,
-        node_id=node_id,
-        enrollment_id=enrollment_id,
-        idempotency_key=idempotency_key,
-        is_test=is_test,
-        to_address=decision.address or (to_address or "")[:254],
+        journey=request.journey,
+        node_id=request.node_id,
+        enrollment_id=request.enrollment_id,
+        idempotency_key=request.idempotency_key,
+        is_test=request.is_test,
+        to_address=decision.address or (request.to_address or "")[:254],
         from_address=_from_address(template),
         reply_to=template.reply_to if template.channel == Channel.EMAIL else "",
-        status=status,
+        status={policies.SEND: S.QUEUED, policies.DEFER: S.DEFERRED}.get(
+            decision.outcome, S.SUPPRESSED
+        ),
         reason=decision.reason[:300],
         send_after=decision.send_after,
         created_at=now,
     )
-    try:
-        with transaction.atomic():
-            message.save(force_insert=True)
-    except IntegrityError:
-        # The same send, made at the same moment by someone else: theirs stands.
-        return Message.objects.get(idempotency_key=idempotency_key)
-    if status == S.SUPPRESSED:
-        return message  # refused before rendering: the reason is the record
-
-    try:
-        rendered = render(template, customer=customer, now=now, message=message, context=context)
-        html = rendered.html
-        if html:
-            # Hooks (click tracking) may write rows: a savepoint keeps their
-            # failure from spoiling the caller's transaction.
-            with transaction.atomic():
-                html = render_hooks.post_render(message=message, html=html)
-    except TemplateRenderError as exc:
-        _fail(message, str(exc), now=now)
-        return message
-    except Exception as exc:  # a post-render hook failed: this send fails, not the batch
-        logger.exception("message %s: post-render hook failed", message.pk)
-        _fail(message, f"after rendering: {type(exc).__name__}: {exc}", now=now)
-        return message
-
-    if template.channel == Channel.SMS:
-        message.text = rendered.body
-    else:
-        message.subject, message.html, message.text = rendered.subject, html, rendered.text
-    message.save(update_fields=["subject", "html", "text", "updated_at"])
-    if status == S.QUEUED:
-        from .delivery import delivery_enqueue  # loads the providers' SDKs: only when sending
-
-        delivery_enqueue([message.pk], now=now)
-    return message
-
-
-@dataclass(frozen=True)
-class SendRequest:
-    """One send for `message_send_many`: `message_send`'s arguments less `now`."""
-
-    customer: Customer | int
-    template: Template | str
-    idempotency_key: str
-    context: Mapping[str, Any] | None = None
-    journey: str = ""
-    node_id: str = ""
-    enrollment_id: int | None = None
-    over_cap: str = "skip"
-
-
-def message_send_many(requests: Sequence[SendRequest], *, now: datetime) -> list[Message]:
-    """`message_send` for each request, in order, in the caller's transaction:
-    the same contract per request (idempotent per key, policies, render, one
-    Message each, deliveries published on commit), one Message per request
-    in the same order. A request's frequency cap counts the sends before it
-    in the same batch."""
-    return [
-        message_send(
-            customer=request.customer,
-            template=request.template,
-            idempotency_key=request.idempotency_key,
-            now=now,
-            context=request.context,
-            journey=request.journey,
-            node_id=request.node_id,
-            enrollment_id=request.enrollment_id,
-            over_cap=request.over_cap,
-        )
-        for request in requests
-    ]
 
 
 def _from_address(template: Template) -> str:
@@ -207,9 +350,10 @@ def _from_address(template: Template) -> str:
 
 
 def _fail(message: Message, error: str, *, now: datetime) -> None:
+    """Mark a message being rendered failed (stored with the snapshots)."""
     message.status, message.error, message.failed_at = S.FAILED, error, now
     message.send_after = None
-    message.save(update_fields=["status", "error", "failed_at", "send_after", "updated_at"])
+    message.subject = message.html = message.text = ""
 
 
 def message_send_test(*, template: Template, customer: Customer, to: str, now: datetime) -> Message:

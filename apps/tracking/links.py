@@ -95,13 +95,27 @@ def insert_open_pixel(html: str, *, message_id: int) -> str:
 def track_email(*, message, html: str) -> str:
     """The post-render hook: for a stored email message, rewrite its links
     (storing them) and add the open pixel. Anything else passes unchanged."""
-    from .services import tracked_links_store
+    return track_emails(messages=[message], htmls=[html])[0]
 
-    if not settings.TRACKING_ENABLED or message.channel != "email" or not html or not message.pk:
-        return html
-    html, links = rewrite_links(html, message_id=message.pk)
-    tracked_links_store(message_id=message.pk, urls=links)
-    return insert_open_pixel(html, message_id=message.pk)
+
+def track_emails(*, messages, htmls: list[str]) -> list[str]:
+    """`track_email` for a batch of sends: every link stored in one insert."""
+    from .services import tracked_links_store_many
+
+    if not settings.TRACKING_ENABLED:
+        return htmls
+    tracked, links = [], {}
+    for message, html in zip(messages, htmls, strict=True):
+        if message.channel != "email" or not html or not message.pk:
+            tracked.append(html)
+            continue
+        html, links[message.pk] = rewrite_links(html, message_id=message.pk)
+        tracked.append(insert_open_pixel(html, message_id=message.pk))
+    tracked_links_store_many(links)
+    return tracked
+
+
+track_email.many = track_emails
 
 
 def register() -> None:
