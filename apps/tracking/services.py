@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -75,14 +75,23 @@ OUTCOMES = {
 def tracked_links_store(*, message_id: int, urls: Sequence[str]) -> None:
     """Store the links of a rendered email (position = index). Rendering the
     same message again stores the same positions again (upsert)."""
-    if not urls:
-        return
-    TrackedLink.objects.bulk_create(
-        [TrackedLink(message_id=message_id, position=i, url=url) for i, url in enumerate(urls)],
-        update_conflicts=True,
-        unique_fields=["message", "position"],
-        update_fields=["url"],
-    )
+    tracked_links_store_many({message_id: urls})
+
+
+def tracked_links_store_many(links: Mapping[int, Sequence[str]]) -> None:
+    """`tracked_links_store` for many messages, {message id: urls}, in one insert."""
+    rows = [
+        TrackedLink(message_id=message_id, position=i, url=url)
+        for message_id, urls in links.items()
+        for i, url in enumerate(urls)
+    ]
+    if rows:
+        TrackedLink.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["message", "position"],
+            update_fields=["url"],
+        )
 
 
 _ENGAGEMENT_COLUMNS = (
