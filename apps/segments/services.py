@@ -18,7 +18,7 @@ import io
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -94,15 +94,47 @@ class LeaseLost(RuntimeError):
 
 
 def segments_refresh_all(*, now: datetime, full: bool = False) -> list[RefreshResult]:
-    """Refresh every active dynamic segment (all in full with `full`); one
-    failing does not stop the others. Also records today's size of the active
-    static segments, so every segment's growth chart has a point per day (see
-    `_snapshot`)."""
-    segments = Segment.objects.filter(is_active=True, kind=Segment.Kind.DYNAMIC).order_by("slug")
-    results = [segment_refresh(segment, now=now, full=full) for segment in segments]
+    """Refresh every active dynamic segment (all in full with `full`), one
+    after the other in this process; one failing does not stop the others.
+    Also records today's size of the active static segments, so every
+    segment's growth chart has a point per day (see `_snapshot`)."""
+    results = [segment_refresh(segment, now=now, full=full) for segment in _refreshable()]
+    _snapshot_static(now=now)
+    return results
+
+
+def segments_refresh_publish(*, now: datetime, publish: Callable[[int], Any]) -> list[int]:
+    """What beat's task does every minute: `publish` one refresh per active
+    dynamic segment (its id), for the worker's processes to run side by side,
+    and record today's size of the active static segments. The slowest
+    segments (by their last refresh) go first, so that the last to finish
+    starts early. Returns the ids, in the order published."""
+    ids = list(
+        _refreshable()
+        .order_by(F("refresh_ms").desc(nulls_last=True), "slug")
+        .values_list("pk", flat=True)
+    )
+    for pk in ids:
+        publish(pk)
+    _snapshot_static(now=now)
+    return ids
+
+
+def segment_refresh_by_id(segment_id: int, *, now: datetime) -> RefreshResult | None:
+    """Refresh one segment published by `segments_refresh_publish`, if it is
+    still an active dynamic segment (None when it was deleted, paused or made
+    static since)."""
+    segment = _refreshable().filter(pk=segment_id).first()
+    return segment_refresh(segment, now=now) if segment is not None else None
+
+
+def _refreshable():
+    return Segment.objects.filter(is_active=True, kind=Segment.Kind.DYNAMIC).order_by("slug")
+
+
+def _snapshot_static(*, now: datetime) -> None:
     static = Segment.objects.filter(is_active=True, kind=Segment.Kind.STATIC)
     _snapshot({s.pk: s.member_count for s in static.only("pk", "member_count")}, now=now)
-    return results
 
 
 def segment_refresh(segment: Segment, *, now: datetime, full: bool = False) -> RefreshResult:

@@ -137,12 +137,66 @@ def test_the_beat_task_refreshes_as_of_the_clock(track, make_segment):
     dormant = make_segment("dormant", DORMANT)
 
     with time_machine.travel(T0 + 13 * DAY, tick=False):
-        tasks.refresh_segments()
+        tasks.refresh_segment(dormant.pk)
     assert stays(dormant) == []
     with time_machine.travel(T0 + 15 * DAY, tick=False):
-        tasks.refresh_segments()
+        tasks.refresh_segment(dormant.pk)
 
     assert stays(dormant) == [("u-a", T0 + 15 * DAY, None)]
+
+
+def test_the_segment_task_refreshes_as_of_a_given_time(track, make_segment):
+    track("u-a", "login", at=T0)
+    dormant = make_segment("dormant", DORMANT)
+
+    tasks.refresh_segment(dormant.pk, (T0 + 15 * DAY).isoformat())
+
+    assert stays(dormant) == [("u-a", T0 + 15 * DAY, None)]
+
+
+def test_the_segment_task_refuses_a_time_without_an_offset(make_segment):
+    dormant = make_segment("dormant", DORMANT)
+
+    with pytest.raises(ValueError, match="with an offset, got '2026-11-17T09:00:00'"):
+        tasks.refresh_segment(dormant.pk, "2026-11-17T09:00:00")
+    assert Segment.objects.get(pk=dormant.pk).refreshed_at is None
+
+
+def test_beat_publishes_one_refresh_per_active_dynamic_segment_slowest_first(
+    identify, make_segment
+):
+    identify("u-a", at=T0, plan="pro")
+    quick = make_segment("quick", PRO, refresh_ms=20)
+    slow = make_segment("slow", PRO, refresh_ms=900)
+    never = make_segment("never", PRO)
+    make_segment("paused", PRO, is_active=False)
+    vip = make_segment("vip", kind=Segment.Kind.STATIC)
+    published: list[int] = []
+
+    ids = services.segments_refresh_publish(now=T0, publish=published.append)
+
+    assert published == ids == [slow.pk, quick.pk, never.pk]
+    # Publishing refreshes nothing itself; it records the static segments' size.
+    assert Segment.objects.filter(refreshed_at__isnull=False).count() == 0
+    assert snapshots(vip) == [(T0.date(), 0)]
+
+
+def test_a_published_refresh_of_a_segment_since_paused_static_or_deleted_does_nothing(
+    identify, make_segment
+):
+    identify("u-a", at=T0, plan="pro")
+    paused = make_segment("paused", PRO)
+    made_static = make_segment("made-static", PRO)
+    deleted = make_segment("deleted", PRO)
+    ids = services.segments_refresh_publish(now=T0, publish=lambda pk: None)
+    Segment.objects.filter(pk=paused.pk).update(is_active=False)
+    Segment.objects.filter(pk=made_static.pk).update(kind=Segment.Kind.STATIC, definition=None)
+    deleted.delete()
+
+    results = [services.segment_refresh_by_id(pk, now=T0) for pk in ids]
+
+    assert results == [None, None, None]
+    assert stays(paused) == stays(made_static) == []
 
 
 def test_only_active_dynamic_segments_are_refreshed(identify, make_segment):
