@@ -9,8 +9,9 @@ their ids in chunks to worker tasks. A claim nobody processes (a lost task,
 a killed worker) expires and is claimed again.
 
 A worker (`enrollments_advance`) takes a chunk in one transaction, its rows
-locked and loaded at once with their journey, version and customer (and the
-open steps of the visits they are at, in one more query): each node visit
+locked and loaded at once with their customers (their journeys and versions
+read once per chunk, and the open steps of the visits they are at, in one
+query): each node visit
 records an `EnrollmentStep` (unique per enrollment, node and visit) in the
 same transaction as its side effect and the enrollment's move, so a crash
 rolls all of it back and a re-run finds either nothing or everything; a
@@ -275,7 +276,7 @@ def _advance_locked(ids: list[int], *, now: datetime, result: AdvanceResult, car
             Enrollment.objects.filter(
                 pk__in=ids, state=Enrollment.State.ACTIVE, next_run_at__lte=now
             )
-            .select_related("journey", "journey_version", "customer")
+            .select_related("customer")
             .order_by("pk")
         )
         if connection.vendor == "postgresql":
@@ -283,6 +284,7 @@ def _advance_locked(ids: list[int], *, now: datetime, result: AdvanceResult, car
             # them; this one moves on.
             due = due.select_for_update(skip_locked=True, of=("self",))
         enrollments = list(due)
+        _journeys_attach(enrollments)
         result.skipped += len(ids) - len(enrollments)
         live = []
         for enrollment in enrollments:
@@ -345,6 +347,16 @@ def _walk_together(walks: list[Walk], *, now: datetime) -> int:
         messages = message_send_many([request for _, request in asking], now=now)
         going = [(walk, message) for (walk, _), message in zip(asking, messages, strict=True)]
     return steps
+
+
+def _journeys_attach(enrollments: Sequence[Enrollment]) -> None:
+    """Give the enrollments their journey and version, each read once for
+    the chunk (a join would decode a version's definition once per row)."""
+    journeys = Journey.objects.defer("draft").in_bulk({e.journey_id for e in enrollments})
+    versions = JourneyVersion.objects.in_bulk({e.journey_version_id for e in enrollments})
+    for enrollment in enrollments:
+        enrollment.journey = journeys[enrollment.journey_id]
+        enrollment.journey_version = versions[enrollment.journey_version_id]
 
 
 def _open_steps(enrollments: Sequence[Enrollment]) -> dict[tuple[int, str, int], EnrollmentStep]:
