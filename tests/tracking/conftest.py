@@ -12,6 +12,9 @@ from urllib.parse import urlencode
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import RequestFactory
 from twilio.request_validator import RequestValidator
 
 from apps.customers.models import Customer, Event
@@ -93,6 +96,53 @@ def process():
         return tracking_process(now=now or T0 + timedelta(hours=1))
 
     return run
+
+
+# --- the WSGI application as gunicorn calls it --------------------------------
+
+
+class WsgiResponse:
+    """What a WSGI application answered, read like a test client's response."""
+
+    def __init__(self, status: str, headers: list[tuple[str, str]], content: bytes) -> None:
+        self.status_code = int(status.split(" ", 1)[0])
+        self.header_list = headers
+        self.headers = {name.lower(): value for name, value in headers}
+        self.content = content
+
+    def __getitem__(self, name: str) -> str:
+        return self.headers[name.lower()]
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self.headers
+
+
+def wsgi_call(application, method: str, path: str, **environ) -> WsgiResponse:
+    """Call `application` (config.wsgi's, by default) with the environ a WSGI
+    server would pass for `method path` (plus `environ`: HTTP_* headers...)."""
+    if application is None:
+        from config.wsgi import application
+    request_environ = RequestFactory().generic(method.upper(), path, **environ).environ
+    answered = {}
+
+    def start_response(status, headers, exc_info=None):
+        answered.update(status=status, headers=headers)
+
+    # As Django's test client does: the request signals must not close the
+    # test's connection (its transaction holds the test's rows).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        body = application(request_environ, start_response)
+        try:
+            content = b"".join(body)
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    return WsgiResponse(answered["status"], answered["headers"], content)
 
 
 def events_named(name: str) -> list[Event]:

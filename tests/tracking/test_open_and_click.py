@@ -9,28 +9,41 @@ from apps.tracking.services import tracked_links_store
 from apps.tracking.tokens import click_token, open_token
 from apps.tracking.views import PIXEL_GIF
 
-from .conftest import T0, events_named
+from .conftest import T0, events_named, wsgi_call
 
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 LATER = T0 + timedelta(minutes=5)
 
 
-@pytest.fixture
-def pixel(client):
-    def get(token: str, *, method: str = "get", agent: str = BROWSER, at=LATER):
+@pytest.fixture(params=["django", "fast path"])
+def get(request, client):
+    """GET (or HEAD) a path through Django's test client, or through the WSGI
+    application gunicorn serves, whose fast path answers the pixel and the
+    redirect (apps/tracking/wsgi.py): every test of this module runs both."""
+
+    def send(path: str, *, method: str, agent: str, at):
         with time_machine.travel(at, tick=False):
-            return getattr(client, method)(f"/t/o/{token}", HTTP_USER_AGENT=agent)
+            if request.param == "django":
+                return getattr(client, method)(path, HTTP_USER_AGENT=agent)
+            return wsgi_call(None, method, path, HTTP_USER_AGENT=agent)
 
-    return get
+    return send
 
 
 @pytest.fixture
-def click(client):
-    def get(token: str, *, method: str = "get", agent: str = BROWSER, at=LATER):
-        with time_machine.travel(at, tick=False):
-            return getattr(client, method)(f"/t/c/{token}", HTTP_USER_AGENT=agent)
+def pixel(get):
+    def hit(token: str, *, method: str = "get", agent: str = BROWSER, at=LATER):
+        return get(f"/t/o/{token}", method=method, agent=agent, at=at)
 
-    return get
+    return hit
+
+
+@pytest.fixture
+def click(get):
+    def hit(token: str, *, method: str = "get", agent: str = BROWSER, at=LATER):
+        return get(f"/t/c/{token}", method=method, agent=agent, at=at)
+
+    return hit
 
 
 @pytest.fixture
