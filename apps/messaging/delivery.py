@@ -8,9 +8,14 @@ The row is the source of truth; the broker only carries ids.
 - `messages_deliver(ids, now=...)`, what the task runs, takes each due message
   by a compare-and-set (`queued`/`deferred` → `sending` with a lease, the
   attempt counted before the call), calls its provider once, and records the
-  answer: `sent` with the provider's id; a transient error puts it back to
-  `queued` with `send_after` (exponential backoff with jitter, or the wait the
-  provider asked for) until DELIVERY_MAX_ATTEMPTS, then `failed`; a permanent
+  answer. Calls go DELIVERY_CONCURRENCY at a time: a group is claimed in one
+  commit, called at once from a thread pool (the calls wait on the network,
+  not on the CPU), and its answers are written in the commit that claims
+  the next group, so a message costs a fraction of a commit and no call is
+  ever made on an uncommitted claim. The answers: `sent` with the provider's
+  id; a transient error puts it back to `queued` with `send_after`
+  (exponential backoff with jitter, or the wait the provider asked for)
+  until DELIVERY_MAX_ATTEMPTS, then `failed`; a permanent
   error fails it at once, with what the error says about the address
   (suppression, consent) written in the same transaction. A second run of the
   same task finds nothing to claim, so it calls no provider.
@@ -24,10 +29,12 @@ Waits are rows with `send_after`, never Celery countdowns.
 """
 
 import logging
+import os
 import random
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -220,21 +227,26 @@ def _deliver_all(
     clock: Callable[[], datetime],
     out_of_time: Callable[[], bool],
 ) -> None:
-    """One provider's messages of a batch, as fast as its rate limit allows.
+    """One provider's messages of a batch, as fast as its rate limit allows,
+    DELIVERY_CONCURRENCY calls at a time.
 
-    Each claim is committed before its call, and each result before the next
-    call; but a result and the next claim share one transaction, so a message
-    costs one commit (one WAL flush on PostgreSQL), not two, without a call
-    ever happening on an uncommitted claim."""
+    Each group's claims are committed before its calls, and its results
+    before the next group's calls; but a group's results and the next
+    group's claims share one transaction, so a group costs one commit (one
+    WAL flush on PostgreSQL). A worker killed mid-group leaves only that
+    group's messages `sending`, each with its call in flight: the sweeper
+    marks them `unknown`, never re-sent."""
     queue = deque(messages)
-    unwritten: Callable[[], object] | None = None  # the last call's result
+    width = max(1, settings.DELIVERY_CONCURRENCY)
+    unwritten: list[Callable[[], object]] = []  # the last group's results
 
     def write_pending() -> None:
-        nonlocal unwritten
-        if unwritten is not None:
-            write, unwritten = unwritten, None
+        if unwritten:
+            writes = unwritten.copy()
+            unwritten.clear()
             with transaction.atomic():
-                write()
+                for write in writes:
+                    write()
 
     try:
         while queue:
@@ -243,7 +255,8 @@ def _deliver_all(
                 _hand_back([m.pk for m in queue], until=None)
                 report.handed_back += len(queue)
                 return
-            grant = ratelimit.take(provider.name, rate=provider.rate_per_second, want=len(queue))
+            want = min(width, len(queue))
+            grant = ratelimit.take(provider.name, rate=provider.rate_per_second, want=want)
             if not grant.granted:
                 write_pending()
                 if grant.wait <= MAX_RATE_WAIT_S:
@@ -252,20 +265,17 @@ def _deliver_all(
                 _hand_back([m.pk for m in queue], until=clock() + timedelta(seconds=grant.wait))
                 report.handed_back += len(queue)
                 return
-            for _ in range(grant.granted):
-                if out_of_time():
-                    break  # the tokens left are lost: the limit errs on the slow side
-                message = queue.popleft()
-                with transaction.atomic():
-                    if unwritten is not None:
-                        write, unwritten = unwritten, None
-                        write()
-                    claimed = _claim(message, provider, now=clock())
-                if not claimed:
-                    report.skipped += 1
-                    continue
-                outcome, unwritten = _call(message, provider, clock=clock)
+            group = [queue.popleft() for _ in range(min(grant.granted, want))]
+            with transaction.atomic():
+                writes = unwritten.copy()
+                unwritten.clear()
+                for write in writes:
+                    write()
+                claimed = [m for m in group if _claim(m, provider, now=clock())]
+            report.skipped += len(group) - len(claimed)
+            for outcome, write in _call_all(claimed, provider, clock=clock):
                 setattr(report, outcome, getattr(report, outcome) + 1)
+                unwritten.append(write)
     except BaseException:
         # Keep what is known; the original error is the one to raise.
         try:
@@ -274,6 +284,25 @@ def _deliver_all(
             logger.exception("delivery: recording a result failed while stopping")
         raise
     write_pending()
+
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _call_all(
+    messages: list[Message], provider: Provider, *, clock: Callable[[], datetime]
+) -> list[tuple[str, Callable[[], object]]]:
+    """`_call` for each claimed message, at once: one thread per call from a
+    pool kept per process (made after a prefork worker forks)."""
+    if len(messages) <= 1:
+        return [_call(m, provider, clock=clock) for m in messages]
+    key = (os.getpid(), settings.DELIVERY_CONCURRENCY)
+    pool = _pools.get(key)
+    if pool is None:
+        pool = _pools[key] = ThreadPoolExecutor(
+            max_workers=max(1, settings.DELIVERY_CONCURRENCY), thread_name_prefix="delivery"
+        )
+    return list(pool.map(partial(_call, provider=provider, clock=clock), messages))
 
 
 def message_deliver(message: Message, provider: Provider, *, now: datetime) -> str:

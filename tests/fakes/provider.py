@@ -278,6 +278,9 @@ class FakeProviderServer:
 def _handler_for(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs
+        # The headers and the body go out in two writes: with Nagle's algorithm
+        # the second waits for the client's delayed ACK (40 ms on Linux).
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

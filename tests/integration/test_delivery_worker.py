@@ -44,6 +44,7 @@ def fake_api(transactional_db, monkeypatch, settings):
             "DELIVERY_TIMEOUT_S": "2",
             # Short, so a test can wait for a lost worker's lease to run out.
             "DELIVERY_LEASE_S": "5",
+            "DELIVERY_CONCURRENCY": "3",
         }
         for name, value in values.items():
             monkeypatch.setenv(name, value)
@@ -125,6 +126,7 @@ def test_a_worker_killed_mid_batch_sends_nothing_twice_and_loses_nothing(
     fake_api, worker, settings
 ):
     settings.DELIVERY_REPUBLISH_AFTER_S = 2
+    in_flight = 3  # the worker's DELIVERY_CONCURRENCY (see the worker fixture)
     fake_api.delay = 0.3  # a slow provider: the kill lands mid-batch
     template = make_template()
     customers = [make_customer(email=f"batch{i}@example.com") for i in range(10)]
@@ -149,11 +151,12 @@ def test_a_worker_killed_mid_batch_sends_nothing_twice_and_loses_nothing(
     final = dict(Message.objects.filter(pk__in=ids).values_list("pk", "status"))
     unknown = [pk for pk, status in final.items() if status == S.UNKNOWN]
     assert set(final.values()) <= {S.SENT, S.UNKNOWN}
-    assert len(unknown) == 1  # the one whose call was in flight: maybe sent, never re-sent
+    # Those whose calls were in flight (one group): maybe sent, never re-sent.
+    assert 1 <= len(unknown) <= in_flight
     for message in Message.objects.filter(pk__in=unknown):
         assert message.error == LEASE_EXPIRED
     stats = fake_api.stats()
     assert stats["duplicates"] == 0  # no message reached the provider twice
     assert stats["unique_message_ids"] == len(fake_api.sendgrid)
-    # Each sent message reached the provider once; the unknown one at most once.
-    assert len(fake_api.sendgrid) - list(final.values()).count(S.SENT) in (0, 1)
+    # Each sent message reached the provider once; an unknown one at most once.
+    assert 0 <= len(fake_api.sendgrid) - list(final.values()).count(S.SENT) <= len(unknown)

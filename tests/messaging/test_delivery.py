@@ -374,6 +374,7 @@ def test_a_misconfigured_provider_leaves_the_messages_waiting(
 
 def test_a_batch_past_its_time_budget_hands_the_rest_back(fake_provider, make_message, settings):
     settings.CELERY_TASK_SOFT_TIME_LIMIT = 1  # a budget of half a second
+    settings.DELIVERY_CONCURRENCY = 1  # the budget is checked between groups
     fake_provider.script("sendgrid", Reply(202, delay=0.7))
     messages = [make_message(published_at=T0) for _ in range(3)]
 
@@ -453,8 +454,9 @@ def test_a_message_send_is_published_on_commit_and_delivered_with_its_unsubscrib
 
 @pytest.mark.django_db(transaction=True)
 def test_each_call_happens_on_a_committed_claim_after_the_previous_result_is_committed(
-    fake_provider, make_message
+    fake_provider, make_message, settings
 ):
+    settings.DELIVERY_CONCURRENCY = 1  # one call in flight at a time
     fake_provider.script("sendgrid", Reply(202, delay=0.5), Reply(202, delay=0.5))
     first, second = make_message(), make_message()
     worker = threading.Thread(
@@ -476,3 +478,34 @@ def test_each_call_happens_on_a_committed_claim_after_the_previous_result_is_com
     assert during_first == [S.SENDING, S.QUEUED]
     assert during_second == [S.SENT, S.SENDING]
     assert [reload(first).status, reload(second).status] == [S.SENT, S.SENT]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_group_is_claimed_in_one_commit_called_at_once_and_recorded_before_the_next(
+    fake_provider, make_message, settings
+):
+    settings.DELIVERY_CONCURRENCY = 3
+    fake_provider.script("sendgrid", *[Reply(202, delay=0.6) for _ in range(5)])
+    messages = [make_message() for _ in range(5)]
+    ids = [m.pk for m in messages]
+    worker = threading.Thread(target=lambda: (messages_deliver(ids, now=T0), connection.close()))
+
+    def statuses_once_calls_reach(calls: int) -> list[str]:
+        deadline = time.monotonic() + 10
+        while len(fake_provider.sendgrid) < calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return [reload(m).status for m in messages]
+
+    started = time.monotonic()
+    worker.start()
+    first_group = statuses_once_calls_reach(3)
+    second_group = statuses_once_calls_reach(5)
+    worker.join()
+
+    # Three calls in flight together, each on a committed claim; the rest waits.
+    assert first_group == [S.SENDING] * 3 + [S.QUEUED] * 2
+    # The first group's answers were committed with the second group's claims.
+    assert second_group == [S.SENT] * 3 + [S.SENDING] * 2
+    assert [reload(m).status for m in messages] == [S.SENT] * 5
+    # Two rounds of concurrent calls, not five calls one after the other.
+    assert time.monotonic() - started < 5 * 0.6
