@@ -14,8 +14,8 @@ survives and nothing is sent:
   date-trait fire and schedule slot. At each moment the triggers enroll as
   they would have (`enrollments_start`, the engine's own insert with re-entry
   and holdout), goals convert, waits for an event wake, and the due
-  enrollments advance through the engine's node handlers, which call
-  `message_send` and its policies with the virtual `now`.
+  enrollments advance through the engine's own chunks, whose sends go
+  through `message_send_many` and its policies with the virtual `now`.
 - Conditions (branches, goals, segments) are evaluated "as of" the virtual
   time, so they see events up to then only; traits are as they are today.
 - Messages are written (the policies need them: frequency caps count them)
