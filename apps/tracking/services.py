@@ -33,15 +33,16 @@ from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils.dateparse import parse_datetime
 
-from apps.core.bulk import datetime_adapter, staged_write
+from apps.core.bulk import datetime_adapter, staged_write, values_subquery
 from apps.customers.models import Customer
 from apps.customers.schemas import TrackIn
 from apps.customers.services import ingest
 from apps.messaging import consent
 from apps.messaging.models import Category, Channel, ConsentRecord, Message, Suppression
-from apps.messaging.selectors import normalize_address
+from apps.messaging.selectors import consent_from_latest, consent_latest_many, normalize_address
 from apps.messaging.transitions import can_move
 
 from . import hooks, sendgrid_events, twilio_events
@@ -289,6 +290,10 @@ class _Msg:
     status: str
     sent_at: datetime | None
     delivered_at: datetime | None
+    opened_at: datetime | None
+    clicked_at: datetime | None
+    failed_at: datetime | None
+    error: str
     is_test: bool
     to_address: str
 
@@ -304,6 +309,10 @@ _MSG_FIELDS = (
     "status",
     "sent_at",
     "delivered_at",
+    "opened_at",
+    "clicked_at",
+    "failed_at",
+    "error",
     "is_test",
     "to_address",
 )
@@ -316,12 +325,21 @@ def _messages_locked(ids: Iterable[int]) -> dict[int, _Msg]:
     if not ids:
         return {}
     rows = (
-        Message.objects.filter(id__in=ids)
+        Message.objects.filter(id__in=_ids_subquery(ids))
         .order_by("id")
         .select_for_update(of=("self",))
         .values_list(*_MSG_FIELDS)
     )
     return {row[0]: _Msg(*row) for row in rows}
+
+
+def _ids_subquery(ids: Iterable[int]) -> RawSQL:
+    """`SELECT` of the given ids, for `id__in=`: one parameter however many
+    (an array on PostgreSQL, a JSON list on SQLite), not a placeholder each."""
+    ids = list(ids)
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s::bigint[])", [ids])
+    return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(ids)])
 
 
 @dataclass
@@ -383,11 +401,12 @@ def _claim_and_process(
     model, fields: Sequence[str], process, now: datetime, batch_size: int
 ) -> ProcessResult:
     """Claim a batch of pending rows of `model` and process it in one
-    transaction. Should the batch fail, each row is retried on its own, and a
-    row that fails alone keeps its error (visible in the admin) rather than
-    blocking the queue for ever."""
+    transaction; processing marks the rows processed (with whatever else it
+    sets on them, in the same statement). Should the batch fail, each row is
+    retried on its own, and a row that fails alone is marked processed with
+    its error (visible in the admin) rather than blocking the queue for ever."""
     with transaction.atomic():
-        rows = _claim(model, fields, now=now, batch_size=batch_size)
+        rows = _claim(model, fields, batch_size=batch_size)
         if not rows:
             return ProcessResult()
         try:
@@ -403,25 +422,26 @@ def _claim_and_process(
             except Exception as exc:
                 logger.exception("tracking: %s %s failed", model.__name__, row.id)
                 model.objects.filter(pk=row.id).update(
-                    error=f"processing failed: {type(exc).__name__}: {exc}"
+                    processed_at=now, error=f"processing failed: {type(exc).__name__}: {exc}"
                 )
                 result.failed += 1
         return result
 
 
-def _claim(model, fields: Sequence[str], *, now: datetime, batch_size: int) -> list:
-    """Claim up to `batch_size` pending rows, oldest first, by marking them
-    processed in one statement that returns them (the caller's transaction
-    undoes the mark if it fails). Concurrent claims skip each other's rows
-    (SKIP LOCKED) on PostgreSQL; SQLite has one writer at a time."""
+def _claim(model, fields: Sequence[str], *, batch_size: int) -> list:
+    """Claim up to `batch_size` pending rows, oldest first: row-locked until
+    the caller's transaction ends, in which processing marks them processed.
+    Concurrent claims skip each other's rows (SKIP LOCKED) on PostgreSQL;
+    SQLite has one writer at a time. (Locking rather than marking here spares
+    each row a second write: one UPDATE per row, at the end, sets the mark and
+    what processing found.)"""
     table = model._meta.db_table
     lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET processed_at = %s WHERE id IN "  # noqa: S608
-            f"(SELECT id FROM {table} WHERE processed_at IS NULL ORDER BY id LIMIT %s{lock}) "
-            f"RETURNING {', '.join(fields)}",
-            [datetime_adapter()(now), batch_size],
+            f"SELECT {', '.join(fields)} FROM {table} "  # noqa: S608
+            f"WHERE processed_at IS NULL ORDER BY id LIMIT %s{lock}",
+            [batch_size],
         )
         returned = cursor.fetchall()
     rows = [SimpleNamespace(**dict(zip(fields, values, strict=True))) for values in returned]
@@ -467,9 +487,9 @@ def _process_provider_events(rows: list[SimpleNamespace], *, now: datetime) -> P
     )
     _staged_update(
         ProviderEvent,
-        "providerevent_match",
-        (("message_id", "bigint"),),
-        [(row.id, matched[row.id]) for row in rows if matched.get(row.id) != row.message_id],
+        "providerevent_done",
+        (("processed_at", "timestamptz"), ("message_id", "bigint")),
+        [(row.id, now, matched.get(row.id)) for row in rows],
     )
     result.provider_events = len(rows)
     result.unmatched = sum(1 for o in occurrences if o.message is None)
@@ -522,15 +542,19 @@ def _match(rows: Sequence[SimpleNamespace]) -> dict[int, int]:
             hint = sendgrid_events.message_hint(row.payload)
             if hint is not None:
                 hints[row.id] = hint
-    existing = set(Message.objects.filter(id__in=set(hints.values())).values_list("id", flat=True))
+    existing = set(
+        Message.objects.filter(id__in=_ids_subquery(set(hints.values()))).values_list(
+            "id", flat=True
+        )
+    )
     matched = {pk: mid for pk, mid in hints.items() if mid in existing}
     wanted = {row.id: _send_id(row) for row in rows if row.id not in matched}
     wanted = {pk: sid for pk, sid in wanted.items() if sid}
     if wanted:
         by_send_id = dict(
-            Message.objects.filter(provider_message_id__in=set(wanted.values())).values_list(
-                "provider_message_id", "id"
-            )
+            Message.objects.filter(
+                provider_message_id__in=values_subquery(sorted(set(wanted.values())))
+            ).values_list("provider_message_id", "id")
         )
         matched |= {pk: by_send_id[sid] for pk, sid in wanted.items() if sid in by_send_id}
     return matched
@@ -564,18 +588,19 @@ def _process_hits(rows: list[SimpleNamespace], *, now: datetime) -> ProcessResul
         occurrences.append(occurrence)
         kept.append((row, occurrence))
     result = _apply(occurrences, now=now)
-    # Flags found now (clicks too soon after delivery); the rest were set
-    # when the request came in.
+    # Marked processed, with the flags found now (clicks too soon after
+    # delivery; the rest were set when the request came in).
+    flags = {row.id: o.machine_reason[:200] for row, o in kept}
     _staged_update(
         Engagement,
-        "engagement_flags",
-        (("machine", "boolean"), ("machine_reason", "text")),
-        [(row.id, True, o.machine_reason[:200]) for row, o in kept
-         if o.machine_reason != row.machine_reason],
+        "engagement_done",
+        (("processed_at", "timestamptz"), ("machine", "boolean"), ("machine_reason", "text"),
+         ("error", "text")),
+        [(row.id, now, bool(flags.get(row.id, row.machine_reason)),
+          flags.get(row.id, row.machine_reason),
+          "" if row.id in flags else "message deleted")
+         for row in rows],
     )  # fmt: skip
-    gone = [row.id for row in rows if row.message_id not in messages]
-    if gone:
-        Engagement.objects.filter(pk__in=gone).update(error="message deleted")
     result.hits = len(rows)
     return result
 
@@ -638,6 +663,10 @@ def _advance_messages(occurrences: Sequence[_Occurrence], *, now: datetime) -> i
         elif outcome.status in (S.BOUNCED, S.FAILED):
             change.setdefault("failed_at", at)
             change.setdefault("error", outcome.detail)
+    by_id = {o.message.id: o.message for o in occurrences if o.message is not None}
+    changes = {
+        mid: change for mid, change in changes.items() if _changes_something(by_id[mid], change)
+    }
     if not changes:
         return 0
     db_datetime = datetime_adapter()
@@ -670,6 +699,20 @@ def _advance_messages(occurrences: Sequence[_Occurrence], *, now: datetime) -> i
     return sum(1 for c in changes.values() if c["new"] != c["old"])
 
 
+def _changes_something(message: _Msg, change: dict) -> bool:
+    """Whether the UPDATE below would change the message (read under its row
+    lock): a status move, or a timestamp or error filled for the first time.
+    Most engagement of a message after its first changes nothing."""
+    if change["new"] != change["old"]:
+        return True
+    if any(name in change and getattr(message, name) is None for name in _STAMPS):
+        return True
+    return "error" in change and message.error == ""
+
+
+_STAMPS = ("delivered_at", "opened_at", "clicked_at", "failed_at")
+
+
 def _suppress(occurrences: Sequence[_Occurrence], *, now: datetime) -> int:
     """Suppress the addresses that bounced, were dropped, complained or
     unsubscribed (matched to a message or not: the address is in the event);
@@ -697,25 +740,18 @@ def _suppress(occurrences: Sequence[_Occurrence], *, now: datetime) -> int:
             if not (o.outcome.revokes_consent or o.outcome.lift_unsubscribe)
         ]
     )
-    suppressed = 0
     plain = []
+    unsubscribes = []
     for (channel, address), o in sorted(wanted.items()):
         if (channel, address) in active:
             continue
         if o.outcome.lift_unsubscribe:
             _lift_unsubscribe(channel, address, o, now=now)
         elif o.outcome.revokes_consent and o.message is not None:
-            consent.unsubscribe(
-                now=now,
-                source=ConsentRecord.Source.PROVIDER,
-                customer=Customer(pk=o.message.customer_id),
-                channel=channel,
-                address=address,
-                wording=f"Unsubscribed through {o.source} ({o.outcome.detail or 'unsubscribe'}).",
-            )
-            suppressed += 1
+            unsubscribes.append((channel, address, o))
         else:
             plain.append((channel, address, o))
+    _unsubscribe_many(unsubscribes, now=now)
     if len(plain) == 1:
         channel, address, o = plain[0]
         consent.suppression_add(
@@ -727,34 +763,43 @@ def _suppress(occurrences: Sequence[_Occurrence], *, now: datetime) -> int:
             detail=o.outcome.detail,
         )
     elif plain:
-        _suppression_add_many(plain, now=now)
-    return suppressed + len(plain)
+        _suppression_add_many(
+            [
+                (channel, address, o.outcome.suppress,
+                 f"{o.source} {o.outcome.engagement or 'event'}", o.outcome.detail)
+                for channel, address, o in plain
+            ],
+            now=now,
+        )  # fmt: skip
+    return len(unsubscribes) + len(plain)
 
 
-def _suppression_add_many(items: Sequence[tuple[str, str, _Occurrence]], *, now: datetime) -> None:
+def _suppression_add_many(
+    items: Sequence[tuple[str, str, str, str, str]], *, now: datetime
+) -> None:
     """What `consent.suppression_add` does for each address, for a batch's
     worth at once: one insert (the one-active-row-per-address constraint
     keeps a concurrent suppression's row and skips ours) and one cancellation
     of waiting messages per reason, with messaging's own wording and rules
-    (an unsubscribe would stop marketing only; every reason here blocks
-    everything)."""
+    (an unsubscribe stops marketing only; the other reasons block
+    everything). Items: (channel, address, reason, source, detail)."""
     Suppression.objects.bulk_create(
         [
             Suppression(
                 channel=channel,
                 address=address,
-                reason=o.outcome.suppress,
-                source=f"{o.source} {o.outcome.engagement or 'event'}"[:100],
-                detail=o.outcome.detail,
+                reason=reason,
+                source=source[:100],
+                detail=detail,
                 created_at=now,
             )
-            for channel, address, o in items
+            for channel, address, reason, source, detail in items
         ],
         ignore_conflicts=True,
     )
     groups: dict[tuple[str, str], list[str]] = {}
-    for channel, address, o in items:
-        groups.setdefault((channel, o.outcome.suppress), []).append(address)
+    for channel, address, reason, _, _ in items:
+        groups.setdefault((channel, reason), []).append(address)
     for (channel, reason), addresses in sorted(groups.items()):
         waiting = Message.objects.filter(
             channel=channel,
@@ -766,6 +811,58 @@ def _suppression_add_many(items: Sequence[tuple[str, str, _Occurrence]], *, now:
         consent.messages_cancel(
             waiting, reason=f"cancelled: {consent.SUPPRESSION_WORDS[reason]}", now=now
         )
+
+
+def _unsubscribe_many(items: Sequence[tuple[str, str, _Occurrence]], *, now: datetime) -> None:
+    """What `consent.unsubscribe` does for each address a provider reported
+    unsubscribed (source "provider"), for a batch's worth at once: the
+    address suppressed with reason unsubscribe and its waiting marketing
+    messages cancelled (`_suppression_add_many`), and each customer's consent
+    for the channel revoked in the ledger unless it already is, which
+    cancels their waiting messages the revocation covers (marketing email;
+    any SMS), as `consent.consent_record` does."""
+    if not items:
+        return
+    unsubscribed = Suppression.Reason.UNSUBSCRIBE
+    _suppression_add_many(
+        [(channel, address, unsubscribed, "provider", "") for channel, address, _ in items],
+        now=now,
+    )
+    revoking: dict[tuple[int, str], _Occurrence] = {}
+    for channel, _, o in items:
+        revoking.setdefault((o.message.customer_id, channel), o)
+    latest = consent_latest_many({customer_id for customer_id, _ in revoking})
+    revoking = {
+        key: o
+        for key, o in revoking.items()
+        if consent_from_latest(latest.get(key, {})) is not False
+    }
+    ConsentRecord.objects.bulk_create(
+        [
+            ConsentRecord(
+                customer_id=customer_id,
+                channel=channel,
+                topic="",
+                status=ConsentRecord.Status.REVOKED,
+                source=ConsentRecord.Source.PROVIDER,
+                wording=f"Unsubscribed through {o.source} ({o.outcome.detail or 'unsubscribe'}).",
+                recorded_at=now,
+            )
+            for (customer_id, channel), o in sorted(revoking.items())
+        ]
+    )
+    by_channel: dict[str, list[int]] = {}
+    for customer_id, channel in sorted(revoking):
+        by_channel.setdefault(channel, []).append(customer_id)
+    for channel, customer_ids in by_channel.items():
+        waiting = Message.objects.filter(
+            channel=channel,
+            status__in=(Message.Status.QUEUED, Message.Status.DEFERRED),
+            customer_id__in=customer_ids,
+        )
+        if channel == Channel.EMAIL:
+            waiting = waiting.filter(category=Category.MARKETING)
+        consent.messages_cancel(waiting, reason=f"cancelled: consent revoked ({channel})", now=now)
 
 
 def _actively_suppressed(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -3,6 +3,7 @@ from datetime import timedelta
 
 import pytest
 
+from apps.messaging.consent import consent_record
 from apps.messaging.models import ConsentRecord, Message, Suppression
 from apps.messaging.selectors import consent_state
 from apps.tracking.models import Engagement, ProviderEvent
@@ -449,3 +450,60 @@ def test_many_bounces_in_a_batch_suppress_each_address_and_cancel_its_waiting_me
     assert [m.reason for m in waiting] == ["cancelled: bounced"] * 3 + ["cancelled: spam complaint"]
     untouched.refresh_from_db()
     assert untouched.status == Message.Status.QUEUED
+
+
+def test_many_unsubscribes_in_a_batch_revoke_each_customer_once_and_cancel_only_marketing(
+    post_sendgrid, make_message, make_customer, process
+):
+    twice = make_message()  # unsubscribed from two addresses in the same batch
+    other_address = make_message(customer=twice.customer, to_address="old@example.com")
+    already = make_message()
+    consent_record(
+        customer=already.customer_id, channel="email", status=ConsentRecord.Status.REVOKED,
+        source=ConsentRecord.Source.PREFERENCES, recorded_at=T0,
+    )  # fmt: skip
+    marketing = make_message(customer=twice.customer, status=Message.Status.QUEUED, sent_at=None)
+    transactional = make_message(
+        customer=twice.customer, status=Message.Status.QUEUED, sent_at=None,
+        category="transactional",
+    )  # fmt: skip
+
+    post_sendgrid(
+        [sg_event("unsubscribe", m) for m in (twice, other_address, already)]
+        + [sg_event("group_unsubscribe", twice, asm_group_id=4)]
+    )
+    result = process()
+
+    assert sorted(Suppression.objects.values_list("address", "reason", "source")) == sorted(
+        (m.to_address, "unsubscribe", "provider") for m in (twice, other_address, already)
+    )
+    revoked = ConsentRecord.objects.filter(status=ConsentRecord.Status.REVOKED)
+    assert sorted(revoked.values_list("customer_id", "source")) == sorted(
+        [(twice.customer_id, "provider"), (already.customer_id, "preferences")]
+    )
+    assert consent_state(twice.customer_id, "email") is False
+    marketing.refresh_from_db()
+    transactional.refresh_from_db()
+    assert marketing.status == Message.Status.SUPPRESSED
+    assert transactional.status == Message.Status.QUEUED
+    assert result.suppressed == 3
+    assert len(events_named("unsubscribed")) == 3  # one per message
+
+
+def test_engagement_that_changes_nothing_leaves_the_message_row_alone(
+    post_sendgrid, make_message, process
+):
+    message = make_message()
+    post_sendgrid([sg_event("delivered", message), sg_event("open", message)])
+    process()
+    message.refresh_from_db()
+    before = (message.status, message.opened_at, message.updated_at)
+
+    later = int((T0 + timedelta(hours=2)).timestamp())
+    post_sendgrid([sg_event("open", message, timestamp=later), sg_event("deferred", message)])
+    result = process(T0 + timedelta(hours=3))
+
+    message.refresh_from_db()
+    assert (message.status, message.opened_at, message.updated_at) == before
+    assert result.messages_moved == 0
+    assert Engagement.objects.filter(message=message).count() == 4
