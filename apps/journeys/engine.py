@@ -63,6 +63,7 @@ from .enrollment import (
     enrollment_finish,
     goal_reached,
     goal_reason,
+    goals_reached,
     properties_match,
 )
 from .graph import WEEKDAYS, JourneyDefinition
@@ -297,6 +298,7 @@ def _advance_locked(ids: list[int], *, now: datetime, result: AdvanceResult, car
                 live.append(enrollment)
         unit.steps_open = _open_steps(live)
         if not careful:
+            unit.goals = goals_reached(live, unit.definitions, now=now)
             walks = [_advance_one(enrollment, unit, now=now) for enrollment in live]
             result.steps += _walk_together(walks, now=now)
             result.advanced += len(walks)
@@ -411,6 +413,8 @@ class Unit:
     enrollments: list[Enrollment] = field(default_factory=list)
     # The steps of the visits the chunk's enrollments are at, loaded at once.
     steps_open: dict[tuple[int, str, int], EnrollmentStep] = field(default_factory=dict)
+    # The enrollments whose goal is met, checked at once (None: one by one).
+    goals: set[int] | None = None
 
     def template(self, slug: str) -> Template:
         """The template (one query per slug and chunk); UnknownTemplate, as
@@ -563,7 +567,11 @@ def _advance_one(enrollment: Enrollment, unit: Unit, *, now: datetime) -> Walk:
     generator (a `Walk`): at a send node it yields the SendRequest and goes
     on with the Message it is sent back (`_walk_together`)."""
     definition = unit.definitions.get(enrollment.journey_version)
-    if goal_reached(definition, enrollment, now=now):
+    if unit.goals is not None:
+        met = enrollment.pk in unit.goals
+    else:
+        met = goal_reached(definition, enrollment, now=now)
+    if met:
         reason = goal_reason(definition)
         unit.steps_new.append(
             EnrollmentStep(

@@ -27,12 +27,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
 
 from apps.core.bulk import chunks
 from apps.customers.models import Customer
-from apps.segments.conditions import customer_matches
+from apps.segments.conditions import compile_condition, customer_matches, validate_definition
 
 from .graph import JourneyDefinition, JourneyError, parse_journey
 from .models import Enrollment, EnrollmentStep, Journey, JourneyVersion
@@ -346,6 +346,37 @@ def goal_reached(definition: JourneyDefinition, enrollment: Enrollment, *, now: 
     return customer_matches(
         definition.goal, enrollment.customer_id, now=now, enrolled_at=enrollment.entered_at
     )
+
+
+def goals_reached(
+    enrollments: Sequence[Enrollment], definitions: Definitions, *, now: datetime
+) -> set[int]:
+    """The ids of these (active) enrollments whose customer meets their
+    journey's goal: `goal_reached` for many, one query per version with a
+    goal, each enrollment's own start time standing for "since enrolled"."""
+    groups: dict[int, tuple[JourneyDefinition, list[Enrollment]]] = {}
+    for enrollment in enrollments:
+        definition = definitions.get(enrollment.journey_version)
+        if definition.goal:
+            groups.setdefault(enrollment.journey_version_id, (definition, []))[1].append(enrollment)
+    met: set[int] = set()
+    for definition, group in groups.values():
+        condition = validate_definition(definition.goal, context="journey")
+        by_customer = {e.customer_id: e.pk for e in group}
+        entered = Enrollment.objects.filter(
+            customer_id=OuterRef("pk"), pk__in=ids_subquery([e.pk for e in group])
+        ).values("entered_at")[:1]
+        matching = (
+            Customer.objects.filter(pk__in=ids_subquery(list(by_customer)))
+            .annotate(enrolled_at=Subquery(entered))
+            .filter(
+                compile_condition(
+                    condition, now=now, enrolled_at=OuterRef("enrolled_at"), one_customer=True
+                )
+            )
+        )
+        met.update(by_customer[pk] for pk in matching.values_list("pk", flat=True))
+    return met
 
 
 def goal_reason(definition: JourneyDefinition) -> str:

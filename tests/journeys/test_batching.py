@@ -177,3 +177,55 @@ def test_resuming_waits_reads_the_same_queries_for_two_enrollments_or_twenty(liv
     waited = EnrollmentStep.objects.filter(node_id="pause")
     assert set(waited.values_list("outcome", flat=True)) == {"waited"}
     assert waited.count() == 22  # the open steps were finished, not written again
+
+
+@pytest.fixture
+def with_goal(make_journey, journey_file, sendable):
+    """A live journey: wait a day, then exit; goal: `activated` since enrolling."""
+    nodes = [
+        {"id": "pause", "type": "wait", "duration": {"days": 1}, "next": "done"},
+        {"id": "done", "type": "exit"},
+    ]
+    return make_journey(
+        journey_file(
+            slug="goal",
+            start="pause",
+            nodes=nodes,
+            goal={"event": "activated", "op": "since_enrolled"},
+        )
+    )
+
+
+def test_goals_are_checked_for_the_chunk_at_once_each_since_its_own_enrollment(
+    with_goal, make_customers, track, steps_of
+):
+    early, late, idle = make_customers(3)
+    for customer, at in ((early, T0), (late, T0 + DAY), (idle, T0)):
+        enrollments_start(journey=with_goal, customer_ids=[customer.pk], now=at)
+    track(early.external_id, "activated", at=T0 + DAY / 2)  # after early's start, before late's
+    track(late.external_id, "activated", at=T0 + DAY / 2)
+    enrollments = {e.customer_id: e for e in Enrollment.objects.all()}
+    Enrollment.objects.update(next_run_at=T0 + 2 * DAY)
+
+    result = enrollments_advance([e.pk for e in enrollments.values()], now=T0 + 2 * DAY)
+
+    assert result.advanced == 3
+    states = dict(Enrollment.objects.values_list("customer_id", "state"))
+    assert states == {early.pk: "converted", late.pk: "active", idle.pk: "active"}
+    assert steps_of(enrollments[early.pk]) == [("(goal)", 1, "converted")]
+    assert steps_of(enrollments[late.pk]) == [("pause", 1, "waiting")]
+
+
+def test_checking_goals_reads_the_same_queries_for_two_enrollments_or_twenty(
+    with_goal, make_customers
+):
+    counted = []
+    for n, prefix in ((2, "few"), (20, "many")):
+        customers = make_customers(n, prefix)
+        enrollments_start(journey=with_goal, customer_ids=[c.pk for c in customers], now=T0)
+        due = Enrollment.objects.filter(customer__in=customers).values_list("pk", flat=True)
+        with CaptureQueriesContext(connection) as queries:
+            assert enrollments_advance(list(due), now=T0).advanced == n
+        counted.append(len(queries))
+
+    assert counted[0] == counted[1]
