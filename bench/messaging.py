@@ -5,7 +5,8 @@ cost of each stage on its own.
 
 Run as a program (`python -m bench.messaging produce …`) this module is also
 the producer: one process sending its share of the messages with
-`message_send`, in transactions of TRANSACTION sends, as a journey tick does.
+`message_send_many`, one batch of TRANSACTION sends per transaction, as a
+journey tick does.
 """
 
 import argparse
@@ -53,7 +54,7 @@ QUICK = Sizes(messages=1_000, sample=200)
 @dataclass(frozen=True)
 class Layout:
     """How the two cores are shared: producer processes calling
-    message_send, and the Celery worker's prefork processes delivering."""
+    message_send_many, and the Celery worker's prefork processes delivering."""
 
     producers: int
     worker_processes: int
@@ -239,29 +240,32 @@ def template_for(index: int) -> str:
 
 
 def produce(customer_ids: list[int], *, key_prefix: str, commit: bool = True) -> None:
-    """message_send for each customer, TRANSACTION sends per transaction
-    (rolled back instead of committed with `commit=False`: a timing that
-    leaves nothing behind)."""
+    """message_send_many for TRANSACTION customers at a time, one batch per
+    transaction, as a journey tick sends (rolled back instead of committed
+    with `commit=False`: a timing that leaves nothing behind)."""
     from django.db import transaction
     from django.utils import timezone
 
     from apps.customers.models import Customer
     from apps.messaging.models import Template
-    from apps.messaging.services import message_send
+    from apps.messaging.services import SendRequest, message_send_many
 
     templates = {t.slug: t for t in Template.objects.filter(slug__in=[EMAIL_SLUG, SMS_SLUG])}
     for start in range(0, len(customer_ids), TRANSACTION):
         chunk = customer_ids[start : start + TRANSACTION]
         customers = Customer.objects.in_bulk(chunk)
         with transaction.atomic():
-            now = timezone.now()
-            for pk in chunk:
-                message_send(
-                    customer=customers[pk],
-                    template=templates[template_for(pk)],
-                    idempotency_key=f"{key_prefix}:{pk}",
-                    now=now,
-                )
+            message_send_many(
+                [
+                    SendRequest(
+                        customer=customers[pk],
+                        template=templates[template_for(pk)],
+                        idempotency_key=f"{key_prefix}:{pk}",
+                    )
+                    for pk in chunk
+                ],
+                now=timezone.now(),
+            )
             if not commit:
                 transaction.set_rollback(True)
 
@@ -363,7 +367,9 @@ def end_to_end_rows(e2e: EndToEnd) -> list:
     fake = e2e.fake
     return [
         measured(f"end to end, {name}", f"{number(e2e.rate)} messages/s"),
-        measured(f"{name}: written (message_send)", f"{number(e2e.messages / e2e.produced_s)}/s"),
+        measured(
+            f"{name}: written (message_send_many)", f"{number(e2e.messages / e2e.produced_s)}/s"
+        ),
         measured(
             f"{name}: written → sent",
             f"p50 {statistics.median(latencies):.2f} s, "
@@ -401,7 +407,7 @@ def per_message_ms(function, items) -> float:
 
 def stages(url: str, customer_ids: list[int]) -> dict[str, float]:
     """Milliseconds per message of each stage alone, one process, no
-    contention: render, the policies, message_send as a whole (the write is
+    contention: render, the policies, message_send_many as a whole (the write is
     what it adds to the two), the provider call (SDK to the fake), and the
     delivery of a committed message (claim, call, record)."""
     from django.conf import settings
@@ -426,24 +432,24 @@ def stages(url: str, customer_ids: list[int]) -> dict[str, float]:
             render(templates[template_for(c.pk)], customer=c, now=now)
 
     def evaluate_all(items):
-        for c in items:
-            policies.evaluate(
-                customer=c,
-                template=templates[template_for(c.pk)],
+        for start in range(0, len(items), TRANSACTION):
+            policies.evaluate_many(
+                [
+                    policies.Ask(customer=c, template=templates[template_for(c.pk)])
+                    for c in items[start : start + TRANSACTION]
+                ],
                 now=now,
-                to_address=None,
-                over_cap="skip",
-                is_test=False,
             )
 
     result = {
         "render": per_message_ms(render_all, customers),
         "policy": per_message_ms(evaluate_all, customers),
-        "message_send": per_message_ms(
+        "send (message_send_many)": per_message_ms(
             lambda ids: produce(ids, key_prefix="stage-rolled-back", commit=False), customer_ids
         ),
     }
-    result["write"] = max(0.0, result["message_send"] - result["render"] - result["policy"])
+    whole = result["send (message_send_many)"]
+    result["write"] = max(0.0, whole - result["render"] - result["policy"])
 
     # Committed sends (their publications are purged: this process delivers them).
     produce(customer_ids, key_prefix="stage")
@@ -471,8 +477,8 @@ def stages(url: str, customer_ids: list[int]) -> dict[str, float]:
 
 @workload("messaging", "messages rendered and delivered end to end")
 def run(bench: Bench) -> Result:
-    """Messages sent with `message_send` (policies, render, write, delivery
-    published on commit) and delivered through a real Celery worker, Redis
+    """Messages sent with `message_send_many` (policies, render, write,
+    delivery published on commit) and delivered through a real Celery worker, Redis
     and PostgreSQL, to the fake SendGrid + Twilio API on loopback.
 
     1. **Seed.** Customers with an email, a phone, SMS consent and the traits
@@ -481,8 +487,8 @@ def run(bench: Bench) -> Result:
        SMS, the others the email.
     2. **End to end.** The fake API runs in its own process; a Celery worker
        (prefork) consumes every queue as the Procfile runs it. Producer
-       processes call `message_send` for their share of the customers, 100
-       sends per transaction (as a journey tick does); the clock starts when
+       processes call `message_send_many` for their share of the customers,
+       a batch of 100 sends per transaction (as a journey tick does); the clock starts when
        they are told to go and stops at the last message's `sent_at`. Two
        ways of sharing the two cores are measured in turn (producer
        processes, worker processes), each on its own customers. Rate limits
@@ -491,7 +497,7 @@ def run(bench: Bench) -> Result:
        received one request per message and no email twice (by our message
        id in `custom_args`).
     4. **Stages.** Each stage alone in this process, on other customers:
-       render, the policies, `message_send` as a whole (rolled back; the
+       render, the policies (in batches of 100), `message_send_many` as a whole (rolled back; the
        write is what it adds to render and policies), one provider call (the
        SDK to the fake) and one delivery (claim, call, record)."""
     sizes = QUICK if bench.quick else FULL
@@ -524,7 +530,7 @@ def run(bench: Bench) -> Result:
     emails = best.emails
     written = best.messages / best.produced_s
     bound = (
-        "message_send (the producers) bounds the end-to-end rate: delivery kept up with "
+        "message_send_many (the producers) bounds the end-to-end rate: delivery kept up with "
         f"what was written ({number(written)}/s written, {number(best.rate)}/s delivered)."
         if best.rate >= 0.9 * written
         else f"Delivery is behind what was written ({number(written)}/s written, "
@@ -538,7 +544,7 @@ def run(bench: Bench) -> Result:
         "PostgreSQL and Redis.",
         "Stages are single-process wall times without contention; end to end they run at "
         "once on the same cores, so the end-to-end rate is bounded by their sum divided by "
-        "the cores, not by the slowest stage. `write` is what message_send adds to render "
+        "the cores, not by the slowest stage. `write` is what message_send_many adds to render "
         "and policies: the insert, the rendered snapshot, post-render hooks (click "
         "tracking) and the publication on commit.",
         "Layouts: `2p/4w` is 2 producer processes and a worker with 4 prefork processes. "

@@ -123,8 +123,7 @@ class FakeProviderServer:
         self._scripts: dict[str, list[Reply]] = {"sendgrid": [], "twilio": []}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     @property
@@ -273,6 +272,13 @@ class FakeProviderServer:
                 "uri": f"{TWILIO_PREFIX}{self.twilio_sid}/Messages/{sid}.json",
             },
         )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # A provider's API takes every connection; the default backlog of 5 would
+    # reset some when workers call it many at a time.
+    request_queue_size = 1024
 
 
 def _handler_for(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
