@@ -398,15 +398,16 @@ def enrollments_check_goals(*, customer_ids: Sequence[int], now: datetime) -> in
             .select_related("journey_version")
             .order_by("pk")
         )
-        for enrollment in active:
-            definition = definitions.find(enrollment.journey_version)
-            if definition is None or not goal_reached(definition, enrollment, now=now):
+        usable = [e for e in active if definitions.find(e.journey_version) is not None]
+        met = goals_reached(usable, definitions, now=now)
+        for enrollment in usable:
+            if enrollment.pk not in met:
                 continue
             with transaction.atomic():
                 converted += enrollment_finish(
                     enrollment,
                     state=Enrollment.State.CONVERTED,
-                    reason=goal_reason(definition),
+                    reason=goal_reason(definitions.get(enrollment.journey_version)),
                     now=now,
                     step=GOAL_STEP,
                 )
