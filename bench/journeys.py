@@ -292,6 +292,7 @@ class Advanced:
     wait: Round  # the engine alone: a wait node
     send: Round  # an email node then an exit
     delivered_seconds: float  # first tick → every message sent
+    delivery_cpu: float  # CPU seconds of the delivery worker over the send round and after
     completed: int
     steps: int
     messages: int
@@ -334,9 +335,12 @@ def advance(bench: Bench, count: int) -> Advanced:
                 setattr(settings, name, type(getattr(settings, name))(value))
         purge_queues()
         engine = stack.enter_context(worker(bench, env, "engine", "default", ENGINE_PROCESSES))
-        stack.enter_context(worker(bench, env, "delivery", "delivery,tracking", DELIVERY_PROCESSES))
+        delivery = stack.enter_context(
+            worker(bench, env, "delivery", "delivery,tracking", DELIVERY_PROCESSES)
+        )
         wait_round = drive("a wait node (the engine alone)", waits, count, engine.pid)
         Enrollment.objects.filter(journey=sends).update(next_run_at=timezone.now())
+        delivery_cpu = tree_cpu(delivery.pid)
         send_round = drive("an email node, then an exit", sends, count, engine.pid)
         pending = Message.objects.filter(status__in=["queued", "sending", "deferred"])
         deadline = time.monotonic() + max(600.0, count / 10)
@@ -345,6 +349,7 @@ def advance(bench: Bench, count: int) -> Advanced:
                 raise RuntimeError(f"{pending.count():,} messages still waiting; see the logs")
             time.sleep(POLL_S)
         delivered_seconds = time.monotonic() - send_round.started
+        delivery_cpu = tree_cpu(delivery.pid) - delivery_cpu
         with urllib.request.urlopen(f"{url}/_fake/stats", timeout=10) as answer:  # noqa: S310
             fake = json.loads(answer.read())
 
@@ -353,6 +358,7 @@ def advance(bench: Bench, count: int) -> Advanced:
         wait=wait_round,
         send=send_round,
         delivered_seconds=delivered_seconds,
+        delivery_cpu=delivery_cpu,
         completed=Enrollment.objects.filter(journey=sends, state="completed").count(),
         steps=EnrollmentStep.objects.filter(enrollment__journey=sends).count(),
         messages=messages.count(),
@@ -501,7 +507,9 @@ def run(bench: Bench) -> Result:
         measured(
             "delivered to the fake provider",
             f"{number(advanced.sent / advanced.delivered_seconds)} messages/s "
-            f"(all sent {advanced.delivered_seconds:.1f} s after the first tick)",
+            f"(all sent {advanced.delivered_seconds:.1f} s after the first tick); "
+            f"{1000 * advanced.delivery_cpu / max(advanced.sent, 1):.3f} ms delivery worker CPU "
+            "per message",
         ),
         measured(
             f"advance {count:,} due enrollments through a wait node (the engine alone)",
