@@ -444,6 +444,67 @@ def post_concurrently(
 # --- Machine ----------------------------------------------------------------
 
 
+# --- CPU time of other processes, from /proc -------------------------------------------
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None  # ended meanwhile
+
+
+def process_cpu(pid: int, *, reaped: bool = False) -> float:
+    """CPU seconds (user + system) a process has used so far; with
+    `reaped`, also what its children that ended and were waited for used
+    (how PostgreSQL's postmaster accounts for finished backends)."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    used = int(fields[11]) + int(fields[12])
+    if reaped:
+        used += int(fields[13]) + int(fields[14])
+    return used / TICKS_PER_S
+
+
+def pids_where(fragment: bytes) -> list[int]:
+    """The processes whose command line contains `fragment`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if fragment in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) and int(fields[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live children (a Celery worker and
+    its prefork processes; gunicorn and its workers)."""
+    return process_cpu(pid) + sum(process_cpu(child) for child in children_of(pid))
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of the whole PostgreSQL server so far: the postmaster,
+    its live processes and the backends that ended (of every database)."""
+    return sum(
+        process_cpu(root, reaped=True) + sum(process_cpu(pid) for pid in children_of(root))
+        for root in pids_where(b"/bin/postgres")
+    )
+
+
 def require_services() -> None:
     """PostgreSQL and Redis answer, or a BenchError that says which does not."""
     try:

@@ -31,6 +31,9 @@ from .harness import (
     check,
     measured,
     number,
+    pids_where,
+    postgres_cpu,
+    process_cpu,
     step,
     workload,
 )
@@ -113,9 +116,13 @@ def delivery_environment(url: str) -> dict[str, str]:
 # --- processes --------------------------------------------------------------------------
 
 
+FAKE_PIDS: set[int] = set()
+
+
 @contextmanager
 def fake_provider(bench: Bench) -> Iterator[str]:
-    """The fake API in its own process (as the real one is elsewhere); yields its URL."""
+    """The fake API in its own process (as the real one is elsewhere); yields
+    its URL. Its pid is in FAKE_PIDS meanwhile (for its CPU time)."""
     server = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.provider", "--port", "0"],
         cwd=ROOT,
@@ -127,8 +134,10 @@ def fake_provider(bench: Bench) -> Iterator[str]:
         url = server.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):
             raise BenchError(f"the fake provider did not start (said {url!r})")
+        FAKE_PIDS.add(server.pid)
         yield url
     finally:
+        FAKE_PIDS.discard(server.pid)
         server.terminate()
         server.wait(timeout=30)
 
@@ -284,6 +293,7 @@ class EndToEnd:
     attempts_over_one: int
     latencies: list[float]  # sent_at - created_at, seconds
     fake: dict  # what the fake API saw during this run
+    cpu: dict[str, float]  # CPU seconds used during the run, by role
 
     @property
     def rate(self) -> float:
@@ -322,11 +332,13 @@ def end_to_end(bench: Bench, url: str, layout: Layout, customer_ids: list[int]) 
             if proc.stdout.readline().strip() != "ready":
                 raise BenchError("a producer did not start")
         with step(f"end to end: {len(customer_ids):,} messages ({layout.label})"):
+            cpu_before = server_cpu()
             go = time.time()
             for proc in producers:
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
-            done = [float(proc.stdout.readline().split()[1]) for proc in producers]
+            answers = [proc.stdout.readline().split() for proc in producers]
+            done = [float(answer[1]) for answer in answers]
             for proc in producers:
                 if proc.wait(timeout=60):
                     raise BenchError("a producer failed")
@@ -338,6 +350,10 @@ def end_to_end(bench: Bench, url: str, layout: Layout, customer_ids: list[int]) 
                 if time.monotonic() > deadline:
                     raise BenchError(f"{pending.count()} messages still waiting; see worker.log")
                 time.sleep(0.1)
+            cpu = {
+                "producers": sum(float(answer[2]) for answer in answers),
+                **{name: used - cpu_before[name] for name, used in server_cpu().items()},
+            }
     rows = list(mine.values_list("status", "attempts", "created_at", "sent_at"))
     statuses: dict[str, int] = {}
     for status, *_ in rows:
@@ -355,7 +371,20 @@ def end_to_end(bench: Bench, url: str, layout: Layout, customer_ids: list[int]) 
         attempts_over_one=sum(1 for _, attempts, *_ in rows if attempts > 1),
         latencies=[(sent - created).total_seconds() for _, _, created, sent in rows if sent],
         fake={key: after[key] - before[key] for key in after},
+        cpu=cpu,
     )
+
+
+def server_cpu() -> dict[str, float]:
+    """CPU seconds used so far by the processes the end-to-end run keeps
+    busy besides the producers: the Celery worker (all its processes), the
+    fake API, PostgreSQL (every backend, finished ones included) and Redis."""
+    return {
+        "worker": sum(process_cpu(pid) for pid in pids_where(f"bench-{os.getpid()}@".encode())),
+        "fake API": sum(process_cpu(pid) for pid in FAKE_PIDS),
+        "PostgreSQL (whole server)": postgres_cpu(),
+        "Redis": sum(process_cpu(pid) for pid in pids_where(b"redis-server")),
+    }
 
 
 def end_to_end_rows(e2e: EndToEnd) -> list:
@@ -365,6 +394,7 @@ def end_to_end_rows(e2e: EndToEnd) -> list:
     sent = e2e.statuses.get("sent", 0)
     latencies = sorted(e2e.latencies) or [0.0]
     fake = e2e.fake
+    cpu_ms = sum(e2e.cpu.values()) / e2e.messages * 1000
     return [
         measured(f"end to end, {name}", f"{number(e2e.rate)} messages/s"),
         measured(
@@ -374,6 +404,12 @@ def end_to_end_rows(e2e: EndToEnd) -> list:
             f"{name}: written → sent",
             f"p50 {statistics.median(latencies):.2f} s, "
             f"p95 {latencies[int(0.95 * (len(latencies) - 1))]:.2f} s",
+        ),
+        measured(
+            f"{name}: CPU per message",
+            " + ".join(f"{role} {used / e2e.messages * 1000:.2f}" for role, used in e2e.cpu.items())
+            + f" = {cpu_ms:.2f} ms; {os.cpu_count()} cores at that cost: "
+            f"{number(os.cpu_count() * 1000 / cpu_ms)} messages/s at most",
         ),
         check(
             f"{name}: every message sent",
@@ -565,8 +601,9 @@ def _producer_main(ids_path: str, key_prefix: str) -> None:
     ids = [int(pk) for pk in Path(ids_path).read_text().split(",") if pk]
     print("ready", flush=True)
     sys.stdin.readline()
+    cpu = time.process_time()
     produce(ids, key_prefix=key_prefix)
-    print(f"done {time.time()}", flush=True)
+    print(f"done {time.time()} {time.process_time() - cpu}", flush=True)
 
 
 if __name__ == "__main__":
