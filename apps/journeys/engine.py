@@ -19,8 +19,10 @@ side effect that must be found by a re-run carries the visit's key
 (`enr:<enrollment>:<node>:<visit>`: a message's idempotency key). The
 enrollments walk their graphs side by side: every send node the chunk
 reaches is collected and sent in ONE `message_send_many` call (policies,
-render and the Messages in bulk, deliveries published on commit), then each
-enrollment goes on from its Message (again, for a second send without a wait
+render and the Messages in bulk, deliveries published on commit), and every
+branch's condition is tested for the chunk's customers at that node in one
+query (as the goals are, before any node); then each enrollment goes on from
+its answer (again, for a send after a branch, or two sends without a wait
 between). Steps and the enrollments' new state are written in bulk at the end
 of the chunk. A node that raises rolls the chunk back whole; the chunk is
 then done again one enrollment per savepoint, each send on its own, so the
@@ -53,7 +55,6 @@ from apps.customers.schemas import IdentifyIn
 from apps.customers.services import customer_save
 from apps.messaging.models import Message, Template
 from apps.messaging.services import SendRequest, UnknownTemplate
-from apps.segments.conditions import customer_matches
 
 from . import webhooks
 from .enrollment import (
@@ -61,6 +62,7 @@ from .enrollment import (
     Definitions,
     describe_condition,
     enrollment_finish,
+    enrollments_matching,
     goal_reached,
     goal_reason,
     goals_reached,
@@ -322,32 +324,49 @@ def _advance_locked(ids: list[int], *, now: datetime, result: AdvanceResult, car
 
 
 # An enrollment's way through its graph in one advance (`_advance_one`): a
-# generator that yields each send it needs, is sent back its Message, and
-# returns the steps it recorded.
-Walk = Generator[SendRequest, Message, int]
+# generator that yields what it must ask (a send, a branch's condition), is
+# sent back the answer (a Message, a bool), and returns the steps it recorded.
+Walk = Generator["SendRequest | Check", Any, int]
 
 
 def _walk_together(walks: list[Walk], *, now: datetime) -> int:
     """Drive these walks to their ends together: each goes until it waits,
-    ends or needs a send; the sends they need are made in ONE
-    `message_send_many` call, in the walks' order; each walk is handed its
-    Message and goes on. Again while any needs another send (two send nodes
-    without a wait between them). Returns the steps recorded."""
+    ends or asks; what they ask is answered for all at once: the sends in
+    ONE `message_send_many` call (in the walks' order), the branches' checks
+    in one query per node; each walk is handed its answer and goes on. Again
+    while any asks more (a send after a branch, two sends without a wait
+    between them). Returns the steps recorded."""
     from apps.messaging.services import message_send_many
 
     steps = 0
-    going: list[tuple[Walk, Message | None]] = [(walk, None) for walk in walks]
+    going: list[tuple[Walk, Any]] = [(walk, None) for walk in walks]
     while going:
-        asking: list[tuple[Walk, SendRequest]] = []
-        for walk, message in going:
+        asking: list[tuple[Walk, SendRequest | Check]] = []
+        for walk, answer in going:
             try:
-                asking.append((walk, walk.send(message)))  # send(None) starts it
+                asking.append((walk, walk.send(answer)))  # send(None) starts it
             except StopIteration as done:
                 steps += done.value
         if not asking:
             break
-        messages = message_send_many([request for _, request in asking], now=now)
-        going = [(walk, message) for (walk, _), message in zip(asking, messages, strict=True)]
+        answers: list[Any] = [None] * len(asking)
+        sends = [n for n, (_, ask) in enumerate(asking) if isinstance(ask, SendRequest)]
+        if sends:
+            messages = message_send_many([asking[n][1] for n in sends], now=now)
+            for n, message in zip(sends, messages, strict=True):
+                answers[n] = message
+        checks: dict[tuple[int, str], list[int]] = {}
+        for n, (_, ask) in enumerate(asking):
+            if isinstance(ask, Check):
+                checks.setdefault(ask.node, []).append(n)
+        for positions in checks.values():
+            asked = [asking[n][1] for n in positions]
+            met = enrollments_matching(
+                asked[0].condition, [(a.enrollment_id, a.customer_id) for a in asked], now=now
+            )
+            for n, check in zip(positions, asked, strict=True):
+                answers[n] = check.enrollment_id in met
+        going = [(walk, answer) for (walk, _), answer in zip(asking, answers, strict=True)]
     return steps
 
 
@@ -499,8 +518,8 @@ class Move:
     - "wait": keep the step open, come back at `until`;
     - "end": record the step finished and end the enrollment as `state`;
     - "hold": a webhook call is pending (made after commit);
-    - "send": `request` is to be sent (with the chunk's other sends); the
-      Message decides the move (`_sent`), `detail` naming the send."""
+    - "ask": `ask` (a SendRequest, a Check) is answered with the chunk's
+      others of its kind (a Message, a bool); `then(answer)` is the move."""
 
     kind: str
     outcome: str = ""
@@ -509,7 +528,19 @@ class Move:
     until: datetime | None = None
     state: str = ""
     message: Message | None = None
-    request: SendRequest | None = None
+    ask: "SendRequest | Check | None" = None
+    then: Callable[[Any], "Move"] | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """Does this enrollment's customer meet a branch's condition now? Asked
+    with the chunk's other enrollments at the same node: one query for them."""
+
+    condition: Any
+    node: tuple[int, str]  # (version, node id): the customers are distinct within one
+    enrollment_id: int
+    customer_id: int
 
 
 def go(target: str | None, outcome: str, detail: str, message: Message | None = None) -> Move:
@@ -606,9 +637,8 @@ def _advance_one(enrollment: Enrollment, unit: Unit, *, now: datetime) -> Walk:
             step = unit.steps_open.get((enrollment.pk, node_id, visit))
         run = Run(enrollment, definition, node, visit, step, now, unit)
         move = HANDLERS[node.type](run)
-        if move.kind == "send":
-            message = yield move.request
-            move = _sent(node, message, f"{move.detail} (message #{message.pk})")
+        while move.kind == "ask":
+            move = move.then((yield move.ask))
         steps += 1
         enrollment.current_node = node_id
         if move.kind == "hold":
@@ -760,7 +790,12 @@ def _send(run: Run) -> Move:
         enrollment_id=enrollment.pk,
         over_cap=node.over_cap or "skip",
     )
-    return Move("send", detail=f"{node.type} {node.template!r}", request=request)
+    label = f"{node.type} {node.template!r}"
+    return Move(
+        "ask",
+        ask=request,
+        then=lambda message: _sent(node, message, f"{label} (message #{message.pk})"),
+    )
 
 
 def _send_context(enrollment: Enrollment) -> dict[str, Any]:
@@ -909,13 +944,22 @@ def _wait_for_event(run: Run) -> Move:
 
 
 def _branch(run: Run) -> Move:
+    """Asks its condition with the chunk's other enrollments at this node."""
     node, enrollment = run.node, run.enrollment
     words = describe_condition(node.condition)
-    if customer_matches(
-        node.condition, enrollment.customer_id, now=run.now, enrolled_at=enrollment.entered_at
-    ):
-        return go(node.yes, "yes", f"branch yes because {words}")
-    return go(node.no, "no", f"branch no because not: {words}")
+    check = Check(
+        node.condition,
+        (enrollment.journey_version_id, node.id),
+        enrollment.pk,
+        enrollment.customer_id,
+    )
+
+    def then(yes: bool) -> Move:
+        if yes:
+            return go(node.yes, "yes", f"branch yes because {words}")
+        return go(node.no, "no", f"branch no because not: {words}")
+
+    return Move("ask", ask=check, then=then)
 
 
 def split_branch(enrollment_id: int, node_id: str, weights: Sequence[int]) -> int:

@@ -354,29 +354,44 @@ def goals_reached(
     """The ids of these (active) enrollments whose customer meets their
     journey's goal: `goal_reached` for many, one query per version with a
     goal, each enrollment's own start time standing for "since enrolled"."""
-    groups: dict[int, tuple[JourneyDefinition, list[Enrollment]]] = {}
+    groups: dict[int, tuple[JourneyDefinition, list[tuple[int, int]]]] = {}
     for enrollment in enrollments:
         definition = definitions.get(enrollment.journey_version)
         if definition.goal:
-            groups.setdefault(enrollment.journey_version_id, (definition, []))[1].append(enrollment)
+            group = groups.setdefault(enrollment.journey_version_id, (definition, []))[1]
+            group.append((enrollment.pk, enrollment.customer_id))
     met: set[int] = set()
     for definition, group in groups.values():
-        condition = validate_definition(definition.goal, context="journey")
-        by_customer = {e.customer_id: e.pk for e in group}
-        entered = Enrollment.objects.filter(
-            customer_id=OuterRef("pk"), pk__in=ids_subquery([e.pk for e in group])
-        ).values("entered_at")[:1]
-        matching = (
-            Customer.objects.filter(pk__in=ids_subquery(list(by_customer)))
-            .annotate(enrolled_at=Subquery(entered))
-            .filter(
-                compile_condition(
-                    condition, now=now, enrolled_at=OuterRef("enrolled_at"), one_customer=True
-                )
+        met |= enrollments_matching(definition.goal, group, now=now)
+    return met
+
+
+def enrollments_matching(
+    condition: Any, enrollments: Sequence[tuple[int, int]], *, now: datetime
+) -> set[int]:
+    """Of these enrollments, given as (enrollment id, customer id) with one
+    enrollment per customer (those of one journey), the ids of those whose
+    customer meets the condition now, in one query; "since enrolled" is
+    since each enrollment's own start."""
+    if not enrollments:
+        return set()
+    parsed = validate_definition(condition, context="journey")
+    by_customer = dict((customer, pk) for pk, customer in enrollments)
+    if len(by_customer) != len(enrollments):
+        raise ValueError("enrollments_matching: one enrollment per customer")
+    entered = Enrollment.objects.filter(
+        customer_id=OuterRef("pk"), pk__in=ids_subquery([pk for pk, _ in enrollments])
+    ).values("entered_at")[:1]
+    matching = (
+        Customer.objects.filter(pk__in=ids_subquery(list(by_customer)))
+        .annotate(enrolled_at=Subquery(entered))
+        .filter(
+            compile_condition(
+                parsed, now=now, enrolled_at=OuterRef("enrolled_at"), one_customer=True
             )
         )
-        met.update(by_customer[pk] for pk in matching.values_list("pk", flat=True))
-    return met
+    )
+    return {by_customer[pk] for pk in matching.values_list("pk", flat=True)}
 
 
 def goal_reason(definition: JourneyDefinition) -> str:

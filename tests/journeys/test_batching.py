@@ -229,3 +229,44 @@ def test_checking_goals_reads_the_same_queries_for_two_enrollments_or_twenty(
         counted.append(len(queries))
 
     assert counted[0] == counted[1]
+
+
+def test_a_branch_tests_the_chunks_customers_at_once_and_each_takes_its_edge(
+    live, make_customers, track, steps_of
+):
+    journey = live(
+        [
+            {"id": "pause", "type": "wait", "duration": {"days": 1}, "next": "check"},
+            {
+                "id": "check",
+                "type": "branch",
+                "condition": {"event": "activated", "op": "since_enrolled"},
+                "yes": "done",
+                "no": "bye",
+            },
+            {"id": "done", "type": "exit"},
+            {"id": "bye", "type": "exit"},
+        ]
+    )
+    counted = []
+    for n, prefix in ((2, "few"), (20, "many")):
+        customers = make_customers(n, prefix)
+        enrollments_start(journey=journey, customer_ids=[c.pk for c in customers], now=T0)
+        for customer in customers[::2]:
+            track(customer.external_id, "activated", at=T0 + DAY / 2)
+        due = list(Enrollment.objects.filter(customer__in=customers).order_by("pk"))
+        enrollments_advance([e.pk for e in due], now=T0)
+        with CaptureQueriesContext(connection) as queries:
+            assert enrollments_advance([e.pk for e in due], now=T0 + DAY).advanced == n
+        counted.append(len(queries))
+        for enrollment in due:
+            activated = enrollment.customer_id in {c.pk for c in customers[::2]}
+            assert steps_of(enrollment) == [
+                ("pause", 1, "waited"),
+                ("check", 1, "yes" if activated else "no"),
+                ("done" if activated else "bye", 1, "completed"),
+            ]
+        no = EnrollmentStep.objects.filter(enrollment__in=due, node_id="check", outcome="no")
+        assert no.first().detail == "branch no because not: activated since enrolling"
+
+    assert counted[0] == counted[1]
