@@ -245,8 +245,7 @@ def _deliver_all(
             writes = unwritten.copy()
             unwritten.clear()
             with transaction.atomic():
-                for write in writes:
-                    write()
+                _write_results(writes)
 
     try:
         while queue:
@@ -269,9 +268,8 @@ def _deliver_all(
             with transaction.atomic():
                 writes = unwritten.copy()
                 unwritten.clear()
-                for write in writes:
-                    write()
-                claimed = [m for m in group if _claim(m, provider, now=clock())]
+                _write_results(writes)
+                claimed = _claim(group, provider, now=clock())
             report.skipped += len(group) - len(claimed)
             for outcome, write in _call_all(claimed, provider, clock=clock):
                 setattr(report, outcome, getattr(report, outcome) + 1)
@@ -308,7 +306,7 @@ def _call_all(
 def message_deliver(message: Message, provider: Provider, *, now: datetime) -> str:
     """Claim, send and record one message. Returns the outcome, a
     DeliveryReport field name: sent, retrying, failed, unknown or skipped."""
-    if not _claim(message, provider, now=now):
+    if not _claim([message], provider, now=now):
         return "skipped"  # another worker has it, or it was sent or cancelled meanwhile
     outcome, write = _call(message, provider, clock=lambda: now)
     with transaction.atomic():
@@ -330,8 +328,9 @@ _CLAIM_SQL = (
     f"UPDATE {_TABLE} SET {_STATUS} = %s, {_column('lease_until')} = %s, "  # noqa: S608
     f"{_column('attempts')} = {_column('attempts')} + 1, {_column('provider')} = %s, "
     f"{_column('updated_at')} = %s "
-    f"WHERE {_column('id')} = %s AND {_STATUS} IN (%s, %s) "
-    f"AND ({_column('send_after')} IS NULL OR {_column('send_after')} <= %s)"
+    f"WHERE {_column('id')} IN ({{ids}}) AND {_STATUS} IN (%s, %s) "
+    f"AND ({_column('send_after')} IS NULL OR {_column('send_after')} <= %s) "
+    f"RETURNING {_column('id')}"
 )
 _SENT_FROM = sorted(sources(S.SENT))
 _SENT_SQL = (
@@ -343,27 +342,31 @@ _SENT_SQL = (
 )
 
 
-def _claim(message: Message, provider: Provider, *, now: datetime) -> bool:
-    """The compare-and-set: a due, waiting message becomes `sending` under a
-    lease, its attempt counted before the call. False when it is no longer
-    waiting (another worker has it, or it was sent or cancelled meanwhile)."""
+def _claim(messages: Sequence[Message], provider: Provider, *, now: datetime) -> list[Message]:
+    """The compare-and-set, one statement for a group: each due, waiting
+    message becomes `sending` under a lease, its attempt counted before the
+    call. Returns those claimed; the others are no longer waiting (another
+    worker has them, or they were sent or cancelled meanwhile)."""
+    if not messages:
+        return []
     lease_until = now + timedelta(seconds=settings.DELIVERY_LEASE_S)
     connection = transaction.get_connection()
     at = connection.ops.adapt_datetimefield_value
+    sql = _CLAIM_SQL.format(ids=", ".join(["%s"] * len(messages)))
     with connection.cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL,
-            [S.SENDING, at(lease_until), provider.name, at(now), message.pk, *PENDING, at(now)],
+            sql,
+            [S.SENDING, at(lease_until), provider.name, at(now)]
+            + [m.pk for m in messages]
+            + [*PENDING, at(now)],
         )
-        claimed = cursor.rowcount
-    if claimed:
+        won = {pk for (pk,) in cursor.fetchall()}
+    claimed = [m for m in messages if m.pk in won]
+    for message in claimed:
         message.attempts += 1
-        message.status, message.provider, message.lease_until = (
-            S.SENDING,
-            provider.name,
-            lease_until,
-        )
-    return claimed == 1
+        message.status, message.provider = S.SENDING, provider.name
+        message.lease_until = lease_until
+    return claimed
 
 
 def _call(
@@ -404,21 +407,51 @@ def _call(
         logger.exception("delivery: message %s: unexpected error", message.pk)
         error = f"{provider.name}: {type(exc).__name__}: {exc}"
         return "unknown", partial(_settle, message, S.UNKNOWN, now=clock(), error=error)
-    return "sent", partial(_record_sent, message, provider_message_id, now=clock())
+    return "sent", _Sent(message, provider_message_id, clock())
 
 
-def _record_sent(message: Message, provider_message_id: str, *, now: datetime) -> None:
+@dataclass(frozen=True)
+class _Sent:
+    """The write recording a successful call; a group's are written together."""
+
+    message: Message
+    provider_message_id: str
+    now: datetime
+
+    def __call__(self) -> None:
+        _record_sent([self])
+
+
+def _write_results(writes: Sequence[Callable[[], object]]) -> None:
+    """A group's results, in the caller's transaction: the sent ones in one
+    pipelined statement, the others (retries, failures) one by one."""
+    _record_sent([write for write in writes if isinstance(write, _Sent)])
+    for write in writes:
+        if not isinstance(write, _Sent):
+            write()
+
+
+def _sent_params(one: _Sent, at: Callable) -> list:
+    when = at(one.now)
+    return [*_SENT_FROM, S.SENT, one.provider_message_id[:200], when, when, one.message.pk]
+
+
+def _record_sent(sent: Sequence[_Sent]) -> None:
     """Recorded even if a provider event overtook us (a status callback
     before the response): the status moves only if it may (to `sent` from
     `sending` or `unknown`), the provider's id is kept either way."""
+    if not sent:
+        return
     connection = transaction.get_connection()
     at = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
-        cursor.execute(
+        cursor.executemany(
             _SENT_SQL,
-            [*_SENT_FROM, S.SENT, provider_message_id[:200], at(now), at(now), message.pk],
+            [_sent_params(one, at) for one in sent],
         )
-    message.status, message.provider_message_id, message.sent_at = S.SENT, provider_message_id, now
+    for one in sent:
+        one.message.status, one.message.sent_at = S.SENT, one.now
+        one.message.provider_message_id = one.provider_message_id
 
 
 def backoff(attempts: int) -> float:
