@@ -62,7 +62,10 @@ logger = logging.getLogger(__name__)
 
 K = Engagement.Kind
 S = Message.Status
-BATCH_SIZE = 1000
+# Rows per batch (one transaction). Bigger batches fold more of a message's
+# events into one update of it (a send's events come in close together):
+# 5,000 SendGrid events cost about a third less CPU each than 1,000.
+BATCH_SIZE = 5000
 MAX_USER_AGENT = 300
 OUTCOMES = {
     ProviderEvent.Provider.SENDGRID: sendgrid_events.outcome,
@@ -371,16 +374,22 @@ def tracking_process(
     runs one writer at a time)."""
     total = ProcessResult()
     deadline = None if budget_s is None else time.monotonic() + budget_s
+    # Each claim starts after the last row this run claimed: the rows before
+    # it are done (or another processor's), and the pending index still holds
+    # their entries until vacuum, which a claim from the start would walk
+    # again each time.
+    after = {ProviderEvent: 0, Engagement: 0}
     for _ in range(max_batches):
         if deadline is not None and time.monotonic() > deadline:
             break
         done = ProcessResult()
         done.add(
             _claim_and_process(
-                ProviderEvent, _PROVIDER_EVENT_FIELDS, _process_provider_events, now, batch_size
+                ProviderEvent, _PROVIDER_EVENT_FIELDS, _process_provider_events, now, batch_size,
+                after,
             )
-        )
-        done.add(_claim_and_process(Engagement, _HIT_FIELDS, _process_hits, now, batch_size))
+        )  # fmt: skip
+        done.add(_claim_and_process(Engagement, _HIT_FIELDS, _process_hits, now, batch_size, after))
         total.add(done)
         if not (done.provider_events or done.hits):
             break
@@ -388,7 +397,7 @@ def tracking_process(
 
 
 # What processing reads of the rows it claims (plain values, not model
-# instances: a batch is a thousand rows).
+# instances: a batch is thousands of rows).
 _PROVIDER_EVENT_FIELDS = (
     "id", "provider", "kind", "message_id", "provider_message_id", "address", "occurred_at",
     "payload",
@@ -398,17 +407,19 @@ _HIT_FIELDS = ("id", "message_id", "kind", "source", "occurred_at", "machine_rea
 
 
 def _claim_and_process(
-    model, fields: Sequence[str], process, now: datetime, batch_size: int
+    model, fields: Sequence[str], process, now: datetime, batch_size: int, after: dict
 ) -> ProcessResult:
     """Claim a batch of pending rows of `model` and process it in one
     transaction; processing marks the rows processed (with whatever else it
     sets on them, in the same statement). Should the batch fail, each row is
     retried on its own, and a row that fails alone is marked processed with
-    its error (visible in the admin) rather than blocking the queue for ever."""
+    its error (visible in the admin) rather than blocking the queue for ever.
+    `after[model]`: claim rows after this id; set to the last one claimed."""
     with transaction.atomic():
-        rows = _claim(model, fields, batch_size=batch_size)
+        rows = _claim(model, fields, batch_size=batch_size, after=after[model])
         if not rows:
             return ProcessResult()
+        after[model] = rows[-1].id
         try:
             with transaction.atomic():
                 return process(rows, now=now)
@@ -428,22 +439,33 @@ def _claim_and_process(
         return result
 
 
-def _claim(model, fields: Sequence[str], *, batch_size: int) -> list:
+def _claim(model, fields: Sequence[str], *, batch_size: int, after: int = 0) -> list:
     """Claim up to `batch_size` pending rows, oldest first: row-locked until
     the caller's transaction ends, in which processing marks them processed.
     Concurrent claims skip each other's rows (SKIP LOCKED) on PostgreSQL;
     SQLite has one writer at a time. (Locking rather than marking here spares
     each row a second write: one UPDATE per row, at the end, sets the mark and
-    what processing found.)"""
+    what processing found.)
+
+    On PostgreSQL the claim walks the pending index in id order and stops
+    after `batch_size` rows. After a burst of inserts the table's statistics
+    are stale (autovacuum has not analyzed it yet) and the planner would
+    rather fetch and sort every pending row, for each batch; bitmap scans are
+    off for this statement, so it cannot."""
     table = model._meta.db_table
-    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    postgresql = connection.vendor == "postgresql"
+    lock = " FOR UPDATE SKIP LOCKED" if postgresql else ""
     with connection.cursor() as cursor:
+        if postgresql:
+            cursor.execute("SET LOCAL enable_bitmapscan TO off")
         cursor.execute(
             f"SELECT {', '.join(fields)} FROM {table} "  # noqa: S608
-            f"WHERE processed_at IS NULL ORDER BY id LIMIT %s{lock}",
-            [batch_size],
+            f"WHERE processed_at IS NULL AND id > %s ORDER BY id LIMIT %s{lock}",
+            [after, batch_size],
         )
         returned = cursor.fetchall()
+        if postgresql:
+            cursor.execute("SET LOCAL enable_bitmapscan TO DEFAULT")
     rows = [SimpleNamespace(**dict(zip(fields, values, strict=True))) for values in returned]
     for row in rows:
         row.occurred_at = _from_db_datetime(row.occurred_at)

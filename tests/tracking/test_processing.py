@@ -203,3 +203,19 @@ def test_a_run_out_of_time_leaves_the_rest_to_the_next_run(make_message):
     later = tracking_process(now=T0 + timedelta(hours=1), budget_s=60)
 
     assert (spent.hits, later.hits) == (0, 1)
+
+
+def test_a_run_goes_through_every_batch_in_id_order(make_message, post_sendgrid):
+    messages = [make_message() for _ in range(3)]
+    for message in messages:
+        open_record(message_id=message.pk, now=T0, method="GET", user_agent=BROWSER)
+    post_sendgrid([sg_event(kind, m) for m in messages for kind in ("delivered", "open")])
+
+    result = tracking_process(now=T0 + timedelta(hours=1), batch_size=2)
+
+    assert (result.provider_events, result.hits) == (6, 3)
+    assert not ProviderEvent.objects.filter(processed_at__isnull=True).exists()
+    assert not Engagement.objects.filter(processed_at__isnull=True).exists()
+    assert len(events_named("email_delivered")) == 3
+    assert len(events_named("email_opened")) == 3
+    assert tracking_process(now=T0 + timedelta(hours=1), batch_size=2).provider_events == 0
