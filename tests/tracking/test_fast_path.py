@@ -4,6 +4,7 @@ and every other request left to Django. The behaviour of the two endpoints
 themselves is tested through both in test_open_and_click.py."""
 
 import logging
+import socket
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
@@ -204,3 +205,33 @@ def test_hits_skip_the_per_request_health_check(make_message, settings):
 
     assert calls == []
     assert Engagement.objects.filter(message=message).count() == 6
+
+
+@pytest.fixture
+def database_down(transactional_db):
+    """The default connection pointed at a loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    original = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(port), NAME="tenure")
+    if connection.vendor == "sqlite":
+        connection.settings_dict["NAME"] = "/nonexistent/dir/tenure.sqlite3"
+    yield
+    connection.close()
+    connection.settings_dict.clear()
+    connection.settings_dict.update(original)
+
+
+def test_with_the_database_down_the_pixel_still_answers_and_the_redirect_says_try_again(
+    database_down,
+):
+    pixel = wsgi_call(application, "get", f"/t/o/{open_token(1)}", HTTP_USER_AGENT=BROWSER)
+    redirect = wsgi_call(application, "get", f"/t/c/{click_token(1, 0)}", HTTP_USER_AGENT=BROWSER)
+
+    assert (pixel.status_code, pixel.content) == (200, PIXEL_GIF)
+    assert pixel["Cache-Control"] == "no-store"
+    assert redirect.status_code == 503
+    assert b"try again" in redirect.content.lower()
+    assert "Location" not in redirect
