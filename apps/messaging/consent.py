@@ -16,6 +16,7 @@ for them (queued or deferred): an unsubscribe must not be followed by the
 message that was deferred to 8 o'clock.
 """
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,18 +28,28 @@ from django.utils.text import slugify
 from apps.customers.models import Customer
 
 from .models import Category, Channel, ConsentRecord, Message, Suppression
-from .selectors import consent_state, normalize_address, pending_messages
+from .selectors import (
+    consent_from_latest,
+    consent_latest_many,
+    consent_state,
+    normalize_address,
+    pending_messages,
+)
 
 __all__ = [
     "BLOCKS_TRANSACTIONAL",
     "SUPPRESSION_WORDS",
+    "Suppress",
+    "Unsubscribe",
     "UnsubscribeResult",
     "consent_record",
     "consent_state",
     "messages_cancel",
     "suppression_add",
     "suppression_lift",
+    "suppressions_add",
     "unsubscribe",
+    "unsubscribe_many",
 ]
 
 R = Suppression.Reason
@@ -97,11 +108,53 @@ def suppression_add(
             suppression = Suppression.objects.get(
                 channel=channel, address=address, lifted_at__isnull=True
             )
-    waiting = pending_messages(channel=channel, address=address)
+    _cancel_suppressed(channel, reason, [address], now=now)
+    return suppression
+
+
+@dataclass(frozen=True)
+class Suppress:
+    """One address for `suppressions_add` (already normalised)."""
+
+    channel: str
+    address: str
+    reason: str
+    source: str
+    detail: str = ""
+
+
+def suppressions_add(items: Sequence[Suppress], *, now: datetime) -> None:
+    """`suppression_add` for many addresses at once (a webhook batch's
+    bounces): one insert, where an address already suppressed keeps its row
+    in force (the one-active-row constraint skips ours), and one
+    cancellation of waiting messages per channel and reason."""
+    Suppression.objects.bulk_create(
+        [
+            Suppression(
+                channel=item.channel,
+                address=item.address,
+                reason=item.reason,
+                source=item.source[:100],
+                detail=item.detail,
+                created_at=now,
+            )
+            for item in items
+        ],
+        ignore_conflicts=True,
+    )
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in items:
+        groups.setdefault((item.channel, item.reason), []).append(item.address)
+    for (channel, reason), addresses in sorted(groups.items()):
+        _cancel_suppressed(channel, reason, addresses, now=now)
+
+
+def _cancel_suppressed(channel: str, reason: str, addresses: Sequence[str], *, now) -> None:
+    """Cancel the waiting messages to these addresses that `reason` blocks."""
+    waiting = Message.objects.filter(channel=channel, to_address__in=list(addresses))
     if reason not in BLOCKS_TRANSACTIONAL:
         waiting = waiting.filter(category=Category.MARKETING)
     messages_cancel(waiting, reason=f"cancelled: {SUPPRESSION_WORDS[reason]}", now=now)
-    return suppression
 
 
 def suppression_lift(
@@ -183,14 +236,20 @@ def consent_record(
         recorded_at=recorded_at,
     )
     if status == ConsentRecord.Status.REVOKED:
-        waiting = pending_messages(channel=channel, customer_id=customer_id)
-        if channel == Channel.EMAIL:
-            waiting = waiting.filter(category=Category.MARKETING)
-            if topic:
-                waiting = waiting.filter(topic=topic)
-        what = f"{channel} topic {topic}" if topic else channel
-        messages_cancel(waiting, reason=f"cancelled: consent revoked ({what})", now=recorded_at)
+        _cancel_revoked(channel, [customer_id], topic=topic, now=recorded_at)
     return record
+
+
+def _cancel_revoked(channel: str, customer_ids: Iterable[int], *, topic: str = "", now) -> None:
+    """Cancel the customers' waiting messages a revocation covers: marketing
+    email (of that topic, if it names one), or any SMS."""
+    waiting = Message.objects.filter(channel=channel, customer_id__in=list(customer_ids))
+    if channel == Channel.EMAIL:
+        waiting = waiting.filter(category=Category.MARKETING)
+        if topic:
+            waiting = waiting.filter(topic=topic)
+    what = f"{channel} topic {topic}" if topic else channel
+    messages_cancel(waiting, reason=f"cancelled: consent revoked ({what})", now=now)
 
 
 # --- unsubscribe -------------------------------------------------------------
@@ -254,6 +313,56 @@ def unsubscribe(
             user_agent=user_agent,
         )
     return UnsubscribeResult(suppression=suppression, consent=record, cancelled=cancelled)
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    """One recipient for `unsubscribe_many` (the address already normalised)."""
+
+    customer_id: int
+    channel: str
+    address: str
+    wording: str = ""
+
+
+def unsubscribe_many(items: Sequence[Unsubscribe], *, source: str, now: datetime) -> None:
+    """`unsubscribe` for many recipients at once (a provider's batch of
+    unsubscribe events): the addresses suppressed (`suppressions_add`), and
+    each customer's consent for the channel revoked in the ledger unless it
+    already is, in one insert, cancelling what the revocations cover."""
+    if not items:
+        return
+    suppressions_add(
+        [Suppress(item.channel, item.address, R.UNSUBSCRIBE, str(source)) for item in items],
+        now=now,
+    )
+    revoking: dict[tuple[int, str], Unsubscribe] = {}
+    for item in items:
+        revoking.setdefault((item.customer_id, item.channel), item)
+    latest = consent_latest_many({customer_id for customer_id, _ in revoking})
+    revoking = {
+        key: item
+        for key, item in revoking.items()
+        if consent_from_latest(latest.get(key, {})) is not False
+    }
+    ConsentRecord.objects.bulk_create(
+        [
+            ConsentRecord(
+                customer_id=customer_id,
+                channel=channel,
+                status=ConsentRecord.Status.REVOKED,
+                source=source,
+                wording=item.wording,
+                recorded_at=now,
+            )
+            for (customer_id, channel), item in sorted(revoking.items())
+        ]
+    )
+    by_channel: dict[str, list[int]] = {}
+    for customer_id, channel in sorted(revoking):
+        by_channel.setdefault(channel, []).append(customer_id)
+    for channel, customer_ids in by_channel.items():
+        _cancel_revoked(channel, customer_ids, now=now)
 
 
 def unsubscribe_from_link(message: Message, *, now: datetime, **details) -> UnsubscribeResult:

@@ -41,8 +41,8 @@ from apps.customers.models import Customer
 from apps.customers.schemas import TrackIn
 from apps.customers.services import ingest
 from apps.messaging import consent
-from apps.messaging.models import Category, Channel, ConsentRecord, Message, Suppression
-from apps.messaging.selectors import consent_from_latest, consent_latest_many, normalize_address
+from apps.messaging.models import Channel, ConsentRecord, Message, Suppression
+from apps.messaging.selectors import normalize_address
 from apps.messaging.transitions import can_move
 
 from . import hooks, sendgrid_events, twilio_events
@@ -773,7 +773,19 @@ def _suppress(occurrences: Sequence[_Occurrence], *, now: datetime) -> int:
             unsubscribes.append((channel, address, o))
         else:
             plain.append((channel, address, o))
-    _unsubscribe_many(unsubscribes, now=now)
+    consent.unsubscribe_many(
+        [
+            consent.Unsubscribe(
+                customer_id=o.message.customer_id,
+                channel=channel,
+                address=address,
+                wording=f"Unsubscribed through {o.source} ({o.outcome.detail or 'unsubscribe'}).",
+            )
+            for channel, address, o in unsubscribes
+        ],
+        source=ConsentRecord.Source.PROVIDER,
+        now=now,
+    )
     if len(plain) == 1:
         channel, address, o = plain[0]
         consent.suppression_add(
@@ -785,106 +797,17 @@ def _suppress(occurrences: Sequence[_Occurrence], *, now: datetime) -> int:
             detail=o.outcome.detail,
         )
     elif plain:
-        _suppression_add_many(
+        consent.suppressions_add(
             [
-                (channel, address, o.outcome.suppress,
-                 f"{o.source} {o.outcome.engagement or 'event'}", o.outcome.detail)
+                consent.Suppress(
+                    channel, address, o.outcome.suppress,
+                    f"{o.source} {o.outcome.engagement or 'event'}", o.outcome.detail,
+                )
                 for channel, address, o in plain
             ],
             now=now,
         )  # fmt: skip
     return len(unsubscribes) + len(plain)
-
-
-def _suppression_add_many(
-    items: Sequence[tuple[str, str, str, str, str]], *, now: datetime
-) -> None:
-    """What `consent.suppression_add` does for each address, for a batch's
-    worth at once: one insert (the one-active-row-per-address constraint
-    keeps a concurrent suppression's row and skips ours) and one cancellation
-    of waiting messages per reason, with messaging's own wording and rules
-    (an unsubscribe stops marketing only; the other reasons block
-    everything). Items: (channel, address, reason, source, detail)."""
-    Suppression.objects.bulk_create(
-        [
-            Suppression(
-                channel=channel,
-                address=address,
-                reason=reason,
-                source=source[:100],
-                detail=detail,
-                created_at=now,
-            )
-            for channel, address, reason, source, detail in items
-        ],
-        ignore_conflicts=True,
-    )
-    groups: dict[tuple[str, str], list[str]] = {}
-    for channel, address, reason, _, _ in items:
-        groups.setdefault((channel, reason), []).append(address)
-    for (channel, reason), addresses in sorted(groups.items()):
-        waiting = Message.objects.filter(
-            channel=channel,
-            status__in=(Message.Status.QUEUED, Message.Status.DEFERRED),
-            to_address__in=addresses,
-        )
-        if reason not in consent.BLOCKS_TRANSACTIONAL:
-            waiting = waiting.filter(category=Category.MARKETING)
-        consent.messages_cancel(
-            waiting, reason=f"cancelled: {consent.SUPPRESSION_WORDS[reason]}", now=now
-        )
-
-
-def _unsubscribe_many(items: Sequence[tuple[str, str, _Occurrence]], *, now: datetime) -> None:
-    """What `consent.unsubscribe` does for each address a provider reported
-    unsubscribed (source "provider"), for a batch's worth at once: the
-    address suppressed with reason unsubscribe and its waiting marketing
-    messages cancelled (`_suppression_add_many`), and each customer's consent
-    for the channel revoked in the ledger unless it already is, which
-    cancels their waiting messages the revocation covers (marketing email;
-    any SMS), as `consent.consent_record` does."""
-    if not items:
-        return
-    unsubscribed = Suppression.Reason.UNSUBSCRIBE
-    _suppression_add_many(
-        [(channel, address, unsubscribed, "provider", "") for channel, address, _ in items],
-        now=now,
-    )
-    revoking: dict[tuple[int, str], _Occurrence] = {}
-    for channel, _, o in items:
-        revoking.setdefault((o.message.customer_id, channel), o)
-    latest = consent_latest_many({customer_id for customer_id, _ in revoking})
-    revoking = {
-        key: o
-        for key, o in revoking.items()
-        if consent_from_latest(latest.get(key, {})) is not False
-    }
-    ConsentRecord.objects.bulk_create(
-        [
-            ConsentRecord(
-                customer_id=customer_id,
-                channel=channel,
-                topic="",
-                status=ConsentRecord.Status.REVOKED,
-                source=ConsentRecord.Source.PROVIDER,
-                wording=f"Unsubscribed through {o.source} ({o.outcome.detail or 'unsubscribe'}).",
-                recorded_at=now,
-            )
-            for (customer_id, channel), o in sorted(revoking.items())
-        ]
-    )
-    by_channel: dict[str, list[int]] = {}
-    for customer_id, channel in sorted(revoking):
-        by_channel.setdefault(channel, []).append(customer_id)
-    for channel, customer_ids in by_channel.items():
-        waiting = Message.objects.filter(
-            channel=channel,
-            status__in=(Message.Status.QUEUED, Message.Status.DEFERRED),
-            customer_id__in=customer_ids,
-        )
-        if channel == Channel.EMAIL:
-            waiting = waiting.filter(category=Category.MARKETING)
-        consent.messages_cancel(waiting, reason=f"cancelled: consent revoked ({channel})", now=now)
 
 
 def _actively_suppressed(keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

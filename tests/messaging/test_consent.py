@@ -7,11 +7,15 @@ from apps.customers.models import Customer
 from apps.customers.schemas import IdentifyIn
 from apps.customers.services import ingest
 from apps.messaging.consent import (
+    Suppress,
+    Unsubscribe,
     consent_record,
     consent_state,
     suppression_add,
     suppression_lift,
+    suppressions_add,
     unsubscribe,
+    unsubscribe_many,
 )
 from apps.messaging.listeners import consent_traits_apply
 from apps.messaging.models import Category, Channel, ConsentRecord, Message, Suppression
@@ -293,6 +297,60 @@ def test_unsubscribing_twice_changes_nothing_more():
     assert again.consent is None and again.cancelled == 0
     assert Suppression.objects.count() == 1
     assert ConsentRecord.objects.count() == 1
+
+
+def test_suppressing_many_at_once_keeps_rows_in_force_and_cancels_what_each_reason_blocks():
+    bounced, unsubscribed = (
+        make_customer(email="b@example.com"),
+        make_customer(email="u@example.com"),
+    )
+    suppression_add(
+        channel=Channel.EMAIL, address="b@example.com", reason="manual", source="admin", now=T0
+    )
+    receipt = waiting(unsubscribed, key="receipt", category=Category.TRANSACTIONAL)
+    news = waiting(unsubscribed, key="news")
+    reminder = waiting(bounced, key="reminder", category=Category.TRANSACTIONAL)
+
+    suppressions_add(
+        [
+            Suppress(Channel.EMAIL, "b@example.com", "bounce", "sendgrid bounced"),
+            Suppress(Channel.EMAIL, "u@example.com", "unsubscribe", "provider"),
+        ],
+        now=T0 + DAY,
+    )
+
+    # The row already in force stands (its reason first); the new one is added.
+    assert active_suppression(Channel.EMAIL, "b@example.com").reason == "manual"
+    assert active_suppression(Channel.EMAIL, "u@example.com").reason == "unsubscribe"
+    assert Message.objects.get(pk=reminder.pk).status == S.SUPPRESSED  # "manual" blocks all
+    assert Message.objects.get(pk=news.pk).status == S.SUPPRESSED
+    assert Message.objects.get(pk=receipt.pk).status == S.QUEUED  # receipts still go
+
+
+def test_unsubscribing_many_at_once_revokes_each_customer_once():
+    ada, bob = make_customer(email="ada@example.com"), make_customer(email="bob@example.com")
+    revoke(bob, Channel.EMAIL, at=T0)
+    news = waiting(ada, key="news")
+
+    items = [
+        Unsubscribe(ada.pk, Channel.EMAIL, "ada@example.com", "Unsubscribed through sendgrid."),
+        Unsubscribe(ada.pk, Channel.EMAIL, "ada@example.com", "Unsubscribed again."),
+        Unsubscribe(bob.pk, Channel.EMAIL, "bob@example.com"),
+    ]
+    unsubscribe_many(items, source=ConsentRecord.Source.PROVIDER, now=T0 + DAY)
+
+    assert consent_state(ada, Channel.EMAIL) is False
+    revoked = ConsentRecord.objects.filter(status=ConsentRecord.Status.REVOKED)
+    # Ada's one new record; Bob had revoked already: nothing new for him.
+    assert list(revoked.filter(customer=ada).values_list("source", "wording")) == [
+        ("provider", "Unsubscribed through sendgrid.")
+    ]
+    assert revoked.filter(customer=bob).count() == 1
+    assert {s.address for s in Suppression.objects.filter(reason="unsubscribe")} == {
+        "ada@example.com",
+        "bob@example.com",
+    }
+    assert Message.objects.get(pk=news.pk).status == S.SUPPRESSED
 
 
 def test_unsubscribing_needs_an_address():
