@@ -656,13 +656,22 @@ class _Compiler:
         return Q(pk__in=grouped.filter(n__gte=at_least).values("customer_id"))
 
     def event_drop(self, c: EventDrop) -> Q:
+        """Each customer's own events of the last twice `days`, counted per
+        half: a correlated subquery run for each customer it is asked about,
+        even for a whole segment. Each run reads a short range of the
+        (customer, name, occurred_at) index, so it costs in proportion to the
+        customers tested; grouping everyone's events instead reads every
+        event of the name in the window from the table, or the whole index
+        (at 1,000,000 customers, alone: 1.6 s per customer against 1.8 s
+        grouped with two parallel workers, 2.1 s without; behind the other
+        tests of "at risk", which leave it a third of the customers: 2.0 s
+        against 2.5 s)."""
         span = timedelta(days=c.days)
         middle = self.now - span
         events = self.events(c.event, after=self.now - 2 * span, until=self.now)
-        if self.one_customer:
-            events = events.filter(customer=OuterRef("pk"))
         trend = (
-            events.values("customer_id")
+            events.filter(customer=OuterRef("pk"))
+            .values("customer_id")
             .annotate(
                 # By occurred_at, as in `counted`: read from the index alone.
                 recent=Count("occurred_at", filter=Q(occurred_at__gt=middle)),
@@ -671,9 +680,7 @@ class _Compiler:
             .alias(scaled=F("recent") * 100, allowed=F("before") * (100 - c.percent))
             .filter(before__gt=0, scaled__lte=F("allowed"))
         )
-        if self.one_customer:
-            return Q(self.exists(trend))
-        return Q(pk__in=trend.values("customer_id"))
+        return Q(_PerRow(trend))
 
     def nps(self, c: NpsCategory) -> Q:
         """The customer's latest answer as of `now` is of the category (and
