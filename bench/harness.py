@@ -505,6 +505,61 @@ def postgres_cpu() -> float:
     )
 
 
+# --- Celery workers -------------------------------------------------------------------
+
+ALL_QUEUES = "default,delivery,tracking"  # as the Procfile's worker consumes them
+WORKER_READY_TIMEOUT_S = 90
+
+
+@contextmanager
+def celery_worker(
+    bench: "Bench",
+    env: dict[str, str],
+    *,
+    processes: int,
+    queues: str = ALL_QUEUES,
+    name: str = "worker",
+) -> Iterator[subprocess.Popen]:
+    """`celery -A config worker` on `queues` with `processes` prefork
+    processes, once it is consuming; yields its process (`tree_cpu` of its
+    pid is its CPU time); stopped (warm shutdown) on exit. Its log is
+    `bench.path(name + ".log")`."""
+    log_path = bench.path(f"{name}.log")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "config", "worker",
+                "--queues", queues, "--concurrency", str(processes),
+                "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                "--without-heartbeat", "--hostname", f"bench-{name}-{os.getpid()}@%h",
+            ],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while b"ready." not in log_path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"the Celery worker did not start; see {log_path}")
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def purge_queues() -> None:
+    """Empty the broker's queues (what an earlier run left)."""
+    from config.celery import QUEUES, app
+
+    with app.connection_for_write() as conn:
+        for queue in QUEUES:
+            conn.default_channel.queue_purge(queue)
+
+
 def require_services() -> None:
     """PostgreSQL and Redis answer, or a BenchError that says which does not."""
     try:

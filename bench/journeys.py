@@ -5,40 +5,31 @@ provider; each beside what PostgreSQL itself does with the same rows."""
 
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .harness import (
-    ROOT,
     Bench,
-    BenchError,
     Result,
     at_least,
     at_most,
+    celery_worker,
     check,
     measured,
     number,
     postgres_cpu,
     process_cpu,
     progress,
+    purge_queues,
     ratio,
     step,
     tree_cpu,
     workload,
 )
-from .messaging import (
-    FAKE_PIDS,
-    READY_TIMEOUT_S,
-    delivery_environment,
-    fake_provider,
-    purge_queues,
-)
+from .messaging import FAKE_PIDS, delivery_environment, fake_provider
 
 ENROLL_TARGET_S = 60.0
 ADVANCE_TARGET = 2_000  # send steps/s, claimed by the tick and processed by workers
@@ -120,39 +111,6 @@ SEND_THEN_EXIT = [
 def truncate_enrollments(bench: Bench) -> None:
     with bench.connect() as conn:
         conn.execute("TRUNCATE journeys_enrollmentstep, journeys_enrollment")
-
-
-@contextmanager
-def worker(
-    bench: Bench, env: dict[str, str], name: str, queues: str, processes: int
-) -> Iterator[subprocess.Popen]:
-    """`celery -A config worker` on these queues, once it is consuming;
-    yields its process (for its CPU time); stopped (warm shutdown) on exit."""
-    log_path = bench.path(f"worker-{name}.log")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "config", "worker",
-                "--queues", queues, "--concurrency", str(processes),
-                "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                "--without-heartbeat", "--hostname", f"bench-{name}-{os.getpid()}@%h",
-            ],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while b"ready." not in log_path.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the Celery worker did not start; see {log_path}")
-            time.sleep(0.2)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --- 1. enrolling -------------------------------------------------------------------------
@@ -318,9 +276,19 @@ def advance(bench: Bench, count: int) -> Advanced:
             if hasattr(settings, name):
                 setattr(settings, name, type(getattr(settings, name))(value))
         purge_queues()
-        engine = stack.enter_context(worker(bench, env, "engine", "default", ENGINE_PROCESSES))
+        engine = stack.enter_context(
+            celery_worker(
+                bench, env, processes=ENGINE_PROCESSES, queues="default", name="worker-engine"
+            )
+        )
         delivery = stack.enter_context(
-            worker(bench, env, "delivery", "delivery,tracking", DELIVERY_PROCESSES)
+            celery_worker(
+                bench,
+                env,
+                processes=DELIVERY_PROCESSES,
+                queues="delivery,tracking",
+                name="worker-delivery",
+            )
         )
         wait_round = drive("a wait node (the engine alone)", waits, count, engine.pid)
         Enrollment.objects.filter(journey=sends).update(next_run_at=timezone.now())

@@ -28,20 +28,22 @@ from .harness import (
     BenchError,
     Result,
     at_least,
+    celery_worker,
     check,
     measured,
     number,
     pids_where,
     postgres_cpu,
     process_cpu,
+    purge_queues,
     step,
+    tree_cpu,
     workload,
 )
 
 TARGET = 1_000  # messages/s, rendered and delivered end to end
 TRANSACTION = 100  # sends per producer transaction
 SMS_EVERY = 5  # one customer in five gets an SMS, the others an email
-READY_TIMEOUT_S = 90
 
 
 @dataclass(frozen=True)
@@ -140,45 +142,6 @@ def fake_provider(bench: Bench) -> Iterator[str]:
         FAKE_PIDS.discard(server.pid)
         server.terminate()
         server.wait(timeout=30)
-
-
-@contextmanager
-def celery_worker(bench: Bench, env: dict[str, str], processes: int) -> Iterator[Path]:
-    """`celery -A config worker` on every queue, as the Procfile runs it,
-    once it is consuming; stopped (warm shutdown) on exit. Yields its log."""
-    log_path = bench.path("worker.log")
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "config", "worker",
-                "--queues", "default,delivery,tracking", "--concurrency", str(processes),
-                "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                "--without-heartbeat", "--hostname", f"bench-{os.getpid()}@%h",
-            ],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while b"ready." not in log_path.read_bytes():
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the Celery worker did not start; see {log_path}")
-            time.sleep(0.2)
-        yield log_path
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-
-
-def purge_queues() -> None:
-    from config.celery import QUEUES, app
-
-    with app.connection_for_write() as conn:
-        for queue in QUEUES:
-            conn.default_channel.queue_purge(queue)
 
 
 # --- data -------------------------------------------------------------------------------
@@ -313,7 +276,7 @@ def end_to_end(bench: Bench, url: str, layout: Layout, customer_ids: list[int]) 
     purge_queues()
     before = fake_stats(url)
     with ExitStack() as stack:
-        stack.enter_context(celery_worker(bench, env, layout.worker_processes))
+        worker = stack.enter_context(celery_worker(bench, env, processes=layout.worker_processes))
         producers = []
         for n in range(layout.producers):
             path = bench.path(f"producer-{n}.ids")
@@ -332,7 +295,7 @@ def end_to_end(bench: Bench, url: str, layout: Layout, customer_ids: list[int]) 
             if proc.stdout.readline().strip() != "ready":
                 raise BenchError("a producer did not start")
         with step(f"end to end: {len(customer_ids):,} messages ({layout.label})"):
-            cpu_before = server_cpu()
+            cpu_before = server_cpu(worker)
             go = time.time()
             for proc in producers:
                 proc.stdin.write("go\n")
@@ -352,7 +315,7 @@ def end_to_end(bench: Bench, url: str, layout: Layout, customer_ids: list[int]) 
                 time.sleep(0.1)
             cpu = {
                 "producers": sum(float(answer[2]) for answer in answers),
-                **{name: used - cpu_before[name] for name, used in server_cpu().items()},
+                **{name: used - cpu_before[name] for name, used in server_cpu(worker).items()},
             }
     rows = list(mine.values_list("status", "attempts", "created_at", "sent_at"))
     statuses: dict[str, int] = {}
@@ -375,12 +338,12 @@ def end_to_end(bench: Bench, url: str, layout: Layout, customer_ids: list[int]) 
     )
 
 
-def server_cpu() -> dict[str, float]:
+def server_cpu(worker: subprocess.Popen) -> dict[str, float]:
     """CPU seconds used so far by the processes the end-to-end run keeps
     busy besides the producers: the Celery worker (all its processes), the
     fake API, PostgreSQL (every backend, finished ones included) and Redis."""
     return {
-        "worker": sum(process_cpu(pid) for pid in pids_where(f"bench-{os.getpid()}@".encode())),
+        "worker": tree_cpu(worker.pid),
         "fake API": sum(process_cpu(pid) for pid in FAKE_PIDS),
         "PostgreSQL (whole server)": postgres_cpu(),
         "Redis": sum(process_cpu(pid) for pid in pids_where(b"redis-server")),

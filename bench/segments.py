@@ -30,15 +30,16 @@ from .harness import (
     Row,
     at_least,
     at_most,
+    celery_worker,
     check,
     measured,
     number,
     progress,
+    purge_queues,
     step,
     times,
     workload,
 )
-from .messaging import celery_worker, purge_queues
 
 TEMPLATE_VERSION = "v1"  # bump when the seeded data set must change
 SEED = 1
@@ -240,7 +241,10 @@ def worker_round(bench: Bench, label: str, slugs: Sequence[str], *, now: datetim
         "SELECT slug, refreshed_at, last_error, member_count, refresh_ms "
         "FROM segments_segment WHERE slug = ANY(%s)"
     )
-    with celery_worker(bench, bench.env, WORKER_PROCESSES), bench.connect() as conn:
+    with (
+        celery_worker(bench, bench.env, processes=WORKER_PROCESSES),
+        bench.connect() as conn,
+    ):
         purge_queues()
         bench.settle()
         with step(f"refresh: {label}") as watch:
