@@ -122,19 +122,19 @@ def message_send_many(requests: Sequence[SendRequest], *, now: datetime) -> list
     one read of the keys already sent, the policies' three reads, one
     insert, one update of the rendered snapshots (and the tracking hooks'
     one insert). Raises UnknownTemplate (naming it) or ValueError before
-    writing anything if any request has an unknown template or a bad
-    argument."""
+    writing anything if a request not sent before has an unknown template,
+    or any has a bad argument."""
     for request in requests:
         _check_request(request)
     if not requests:
         return []
-    templates = _templates([request.template for request in requests])
     sent = _sent_before([request.idempotency_key for request in requests])
     fresh: dict[str, SendRequest] = {}
     for request in requests:
         if request.idempotency_key not in sent:
             fresh.setdefault(request.idempotency_key, request)
     if fresh:
+        templates = _templates([request.template for request in fresh.values()])
         customers = _customers([request.customer for request in fresh.values()])
         sent |= _send_new(list(fresh.values()), templates, customers, now=now)
     return [sent[request.idempotency_key] for request in requests]

@@ -176,6 +176,22 @@ def test_an_unknown_template_refuses_the_whole_batch_before_writing_anything():
     assert not Message.objects.exists()
 
 
+def test_a_key_already_sent_is_returned_even_if_its_template_was_deleted_since():
+    template = make_template(slug="old-news")
+    reader = customer(1)
+    with transaction.atomic():
+        first = message_send(
+            customer=reader, template="old-news", idempotency_key="o:1", now=DAYTIME
+        )
+    template.delete()
+
+    again = message_send_many(
+        [SendRequest(customer=reader, template="old-news", idempotency_key="o:1")], now=DAYTIME
+    )
+
+    assert [m.pk for m in again] == [first.pk]
+
+
 def test_a_template_that_does_not_render_fails_its_message_only():
     good = make_template(slug="good")
     bad = make_template(
