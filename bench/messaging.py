@@ -477,28 +477,34 @@ def stages(url: str, customer_ids: list[int]) -> dict[str, float]:
 @workload("messaging", "messages rendered and delivered end to end")
 def run(bench: Bench) -> Result:
     """Messages sent with `message_send_many` (policies, render, write,
-    delivery published on commit) and delivered through a real Celery worker, Redis
-    and PostgreSQL, to the fake SendGrid + Twilio API on loopback.
+    delivery published on commit) and delivered through a real Celery
+    worker, Redis and PostgreSQL, to the fake SendGrid + Twilio API on
+    loopback.
 
     1. **Seed.** Customers with an email, a phone, SMS consent and the traits
        the templates use; a marketing email (HTML with the compliance footer,
        text part derived) and a marketing SMS. One customer in five gets the
        SMS, the others the email.
     2. **End to end.** The fake API runs in its own process; a Celery worker
-       (prefork) consumes every queue as the Procfile runs it. Producer
+       (prefork, each delivery task with DELIVERY_CONCURRENCY calls in
+       flight) consumes every queue as the Procfile runs it. Producer
        processes call `message_send_many` for their share of the customers,
-       a batch of 100 sends per transaction (as a journey tick does); the clock starts when
-       they are told to go and stops at the last message's `sent_at`. Two
-       ways of sharing the two cores are measured in turn (producer
-       processes, worker processes), each on its own customers. Rate limits
-       are on (high), quiet hours off so the hour does not matter.
+       a batch of 100 sends per transaction (as a journey tick does); the
+       clock starts when they are told to go and stops at the last message's
+       `sent_at`. Two ways of sharing the two cores are measured in turn
+       (producer processes, worker processes), each on its own customers.
+       Rate limits are on (high), quiet hours off so the hour does not
+       matter. The CPU each process used meanwhile (from /proc) is divided
+       by the messages: what a message costs, and so the rate the cores
+       could reach.
     3. **Checks.** Every message ends `sent`, after one attempt; the fake
        received one request per message and no email twice (by our message
        id in `custom_args`).
     4. **Stages.** Each stage alone in this process, on other customers:
-       render, the policies (in batches of 100), `message_send_many` as a whole (rolled back; the
-       write is what it adds to render and policies), one provider call (the
-       SDK to the fake) and one delivery (claim, call, record)."""
+       render, the policies (in batches of 100), `message_send_many` as a
+       whole (rolled back; the write is what it adds to render and
+       policies), one provider call (the SDK to the fake) and one delivery
+       (claim, call, record)."""
     sizes = QUICK if bench.quick else FULL
     bench.fresh_database()
     os.environ.update(bench.env)
