@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from apps.core.fixtures import describe_errors
+
 from .models import CONTACT_FIELDS
 from .validation import validate_email, validate_phone, validate_timezone
 
@@ -124,16 +126,6 @@ class Accepted(BaseModel):
 
 class ErrorOut(BaseModel):
     error: str
-
-
-def describe_errors(exc: ValidationError) -> str:
-    """One line naming each offending field: `userId: Field required`."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
 
 
 def parse_call(item: Any) -> Call:

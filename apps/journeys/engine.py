@@ -765,16 +765,22 @@ SENT_STATUSES = {
 }
 
 
+def _skip_stale(run: Run) -> Move:
+    """A send or survey too late to make sense (paused past the staleness
+    limit): skipped, saying when it was due."""
+    due = run.enrollment.next_run_at
+    return go(
+        run.node.next,
+        "skipped",
+        f"skipped: stale, due {when(due)}, {span(run.now - due)} late "
+        "(the journey was paused or the engine stopped)",
+    )
+
+
 def _send(run: Run) -> Move:
     node, enrollment = run.node, run.enrollment
     if is_stale(enrollment, now=run.now):
-        late = run.now - enrollment.next_run_at
-        return go(
-            node.next,
-            "skipped",
-            f"skipped: stale, due {when(enrollment.next_run_at)}, {span(late)} late "
-            "(the journey was paused or the engine stopped)",
-        )
+        return _skip_stale(run)
     if enrollment.is_holdout:
         return go(node.next, "holdout", "holdout: not sent")
     # Sent with the chunk's other sends; the step is written with the move,
@@ -836,13 +842,7 @@ def _nps_survey(run: Run) -> Move:
 
     node, enrollment = run.node, run.enrollment
     if is_stale(enrollment, now=run.now):
-        late = run.now - enrollment.next_run_at
-        return go(
-            node.next,
-            "skipped",
-            f"skipped: stale, due {when(enrollment.next_run_at)}, {span(late)} late "
-            "(the journey was paused or the engine stopped)",
-        )
+        return _skip_stale(run)
     if enrollment.is_holdout:
         return go(node.next, "holdout", "holdout: not surveyed")
     run.open_step("sending")

@@ -7,13 +7,12 @@ form runs) before anything is written, and one bad template writes nothing,
 so a half-loaded set never leaves a journey pointing at a missing template.
 """
 
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from django.db import transaction
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
-from apps.customers.schemas import describe_errors
+from apps.core.fixtures import LoadReport, validated_items
 
 from .models import Category, Channel, Template
 
@@ -60,13 +59,6 @@ class TemplateIn(BaseModel):
         return self
 
 
-@dataclass
-class LoadReport:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-
-
 def templates_load(items: Any, *, only_new: bool = False) -> LoadReport:
     """Upsert templates by slug from a list of template objects (see
     `TemplateIn`), all or nothing: any invalid entry raises ValueError naming
@@ -74,24 +66,9 @@ def templates_load(items: Any, *, only_new: bool = False) -> LoadReport:
     marketing email without its unsubscribe link), and nothing is written.
     With `only_new`, templates that exist are kept as they are, so a
     marketer's edits in the admin survive `make run`."""
-    if not isinstance(items, list):
-        raise ValueError("the file must hold a list of templates")
+    valid, errors = validated_items(items, TemplateIn, noun="template")
     entries: list[TemplateIn] = []
-    errors: list[str] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        label = f"templates[{i}]" + (
-            f" ({item['slug']!r})" if isinstance(item, dict) and "slug" in item else ""
-        )
-        try:
-            entry = TemplateIn.model_validate(item)
-        except ValidationError as exc:
-            errors.append(f"{label}: {describe_errors(exc)}")
-            continue
-        if entry.slug in seen:
-            errors.append(f"{label}: the slug {entry.slug!r} appears twice")
-            continue
-        seen.add(entry.slug)
+    for label, entry in valid:
         problems = _check(Template(**entry.model_dump()))
         if problems:
             errors.append(f"{label}: " + "; ".join(problems))

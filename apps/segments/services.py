@@ -27,11 +27,11 @@ from typing import IO, Annotated, Any, Literal
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from apps.core.bulk import datetime_adapter, values_subquery
+from apps.core.fixtures import LoadReport, validated_items
 from apps.customers.models import Customer
-from apps.customers.schemas import describe_errors
 from apps.customers.services import touch_stamping_ok, touch_watermark
 
 from . import hooks
@@ -684,13 +684,6 @@ class SegmentIn(BaseModel):
     is_active: bool | None = None
 
 
-@dataclass
-class LoadReport:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-
-
 def segments_load(items: Any, *, only_new: bool = False) -> LoadReport:
     """Upsert segments by slug from a list of {slug, name, description,
     definition, kind}, all or nothing: any invalid entry raises ValueError
@@ -699,25 +692,11 @@ def segments_load(items: Any, *, only_new: bool = False) -> LoadReport:
     the same transaction, so segments may refer to ones later in the file.
     With `only_new`, segments that exist are kept as they are (a marketer's
     edits survive `make run`)."""
-    if not isinstance(items, list):
-        raise ValueError("the file must hold a list of segments")
+    valid, errors = validated_items(items, SegmentIn, noun="segment")
     entries: list[SegmentIn] = []
-    errors: list[str] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        label = f"segments[{i}]" + (
-            f" ({item['slug']!r})" if isinstance(item, dict) and "slug" in item else ""
-        )
-        try:
-            entry = SegmentIn.model_validate(item)
-        except ValidationError as exc:
-            errors.append(f"{label}: {describe_errors(exc)}")
-            continue
-        if entry.slug in seen:
-            errors.append(f"{label}: the slug {entry.slug!r} appears twice")
-        elif entry.kind == Segment.Kind.STATIC and entry.definition is not None:
+    for label, entry in valid:
+        if entry.kind == Segment.Kind.STATIC and entry.definition is not None:
             errors.append(f"{label}: a static segment has no definition (its members are a list)")
-        seen.add(entry.slug)
         entries.append(entry)
     if errors:
         raise ValueError("\n".join(errors))

@@ -7,13 +7,12 @@ right channel) before anything is written, so a journey is never left
 pointing at a survey that half-loaded. Load the templates first.
 """
 
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from django.db import transaction
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from apps.customers.schemas import describe_errors
+from apps.core.fixtures import LoadReport, validated_items
 from apps.messaging.models import Channel, Template
 
 from .models import Survey
@@ -37,38 +36,16 @@ class SurveyIn(BaseModel):
     sms_template: Slug | None = None
 
 
-@dataclass
-class LoadReport:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-
-
 def surveys_load(items: Any, *, only_new: bool = False) -> LoadReport:
     """Upsert surveys by slug from a list of survey objects (see `SurveyIn`),
     all or nothing: an invalid entry raises ValueError naming it and the
     problem (a missing field, an unknown template, a template of the wrong
     channel), and nothing is written. With `only_new`, surveys that exist
     are kept as they are, so a marketer's edits survive `make run`."""
-    if not isinstance(items, list):
-        raise ValueError("the file must hold a list of surveys")
-    errors: list[str] = []
+    valid, errors = validated_items(items, SurveyIn, noun="survey")
     entries: list[tuple[SurveyIn, dict[str, Template | None]]] = []
-    seen: set[str] = set()
     templates = {t.slug: t for t in Template.objects.all()}
-    for i, item in enumerate(items):
-        label = f"surveys[{i}]" + (
-            f" ({item['slug']!r})" if isinstance(item, dict) and "slug" in item else ""
-        )
-        try:
-            entry = SurveyIn.model_validate(item)
-        except ValidationError as exc:
-            errors.append(f"{label}: {describe_errors(exc)}")
-            continue
-        if entry.slug in seen:
-            errors.append(f"{label}: the slug {entry.slug!r} appears twice")
-            continue
-        seen.add(entry.slug)
+    for label, entry in valid:
         chosen: dict[str, Template | None] = {}
         for name, channel in (("email_template", Channel.EMAIL), ("sms_template", Channel.SMS)):
             slug = getattr(entry, name)
