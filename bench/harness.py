@@ -318,6 +318,17 @@ class Bench:
 # --- HTTP: a gunicorn server and a lean load client -------------------------
 
 
+def stop(process: subprocess.Popen, *, timeout_s: float) -> None:
+    """Ask a child process to stop (SIGTERM: a warm shutdown), and kill it if
+    it has not within `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -346,12 +357,7 @@ def gunicorn(bench: Bench, *, workers: int, timeout_s: float = 60) -> Iterator[i
         _wait_healthy(server, port, log_path, timeout_s)
         yield port
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, timeout_s=30)
 
 
 def _wait_healthy(server: subprocess.Popen, port: int, log: Path, timeout_s: float) -> None:
@@ -543,12 +549,7 @@ def celery_worker(
             time.sleep(0.2)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout_s=60)
 
 
 def purge_queues() -> None:

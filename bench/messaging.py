@@ -37,6 +37,7 @@ from .harness import (
     process_cpu,
     purge_queues,
     step,
+    stop,
     tree_cpu,
     workload,
 )
@@ -140,8 +141,7 @@ def fake_provider(bench: Bench) -> Iterator[str]:
         yield url
     finally:
         FAKE_PIDS.discard(server.pid)
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server, timeout_s=30)
 
 
 # --- data -------------------------------------------------------------------------------
