@@ -1,3 +1,4 @@
+import itertools
 import json
 import os
 import socket
@@ -6,10 +7,11 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 
-from apps.customers.models import Event, EventStat
+from apps.customers.models import Customer, Event, EventStat
 from apps.customers.services import api_key_create
 
 LOOPBACK_NAMES = {"localhost", "::1"}
+_customers = itertools.count(1)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -93,3 +95,19 @@ def stats_mismatches() -> list[tuple]:
             """  # noqa: S608
         )
         return cursor.fetchall()
+
+
+@pytest.fixture
+def make_customer(db):
+    """make_customer(**fields) -> a Customer row with an email, a phone and a
+    zone (each numbered: cust-1, person1@example.com, ...)."""
+
+    def make(**fields) -> Customer:
+        n = next(_customers)
+        fields.setdefault("external_id", f"cust-{n}")
+        fields.setdefault("email", f"person{n}@example.com")
+        fields.setdefault("phone", f"+1415555{n:04d}")
+        fields.setdefault("timezone", "America/New_York")
+        return Customer.objects.create(**fields)
+
+    return make

@@ -20,19 +20,6 @@ _serial = itertools.count(1)
 
 
 @pytest.fixture
-def make_customer(db):
-    def make(**fields) -> Customer:
-        n = next(_serial)
-        fields.setdefault("external_id", f"cust-{n}")
-        fields.setdefault("email", f"person{n}@example.com")
-        fields.setdefault("phone", f"+1415555{n:04d}")
-        fields.setdefault("timezone", "America/New_York")
-        return Customer.objects.create(**fields)
-
-    return make
-
-
-@pytest.fixture
 def make_message(make_customer):
     """make_message(channel="sms", status=..., **fields): a Message row as the
     send service leaves it (queued, rendered, never published)."""

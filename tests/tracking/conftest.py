@@ -38,19 +38,6 @@ def tracking_settings(settings):
 
 
 @pytest.fixture
-def make_customer(db):
-    def make(**fields) -> Customer:
-        n = next(_serial)
-        fields.setdefault("external_id", f"cust-{n}")
-        fields.setdefault("email", f"person{n}@example.com")
-        fields.setdefault("phone", f"+1415555{n:04d}")
-        fields.setdefault("timezone", "America/New_York")
-        return Customer.objects.create(**fields)
-
-    return make
-
-
-@pytest.fixture
 def template(db):
     return Template.objects.create(
         slug="welcome", name="Welcome", channel=Channel.EMAIL, subject="Hi", html="<p>Hi</p>"
