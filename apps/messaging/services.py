@@ -294,6 +294,11 @@ def _post_render(htmls: list[tuple[Message, str]], *, now: datetime) -> None:
 
 
 _SNAPSHOT_FIELDS = ("subject", "html", "text", "status", "error", "failed_at", "send_after")
+_SNAPSHOT_SQL = (
+    f'UPDATE "{Message._meta.db_table}" SET '  # noqa: S608  (names from the model)
+    + ", ".join(f'"{Message._meta.get_field(f).column}" = %s' for f in _SNAPSHOT_FIELDS)
+    + ', "updated_at" = %s WHERE "id" = %s'
+)
 
 
 def _store_snapshots(messages: list[Message], *, now: datetime) -> None:
@@ -303,8 +308,6 @@ def _store_snapshots(messages: list[Message], *, now: datetime) -> None:
         return
     connection = transaction.get_connection()
     at = connection.ops.adapt_datetimefield_value
-    columns = ", ".join(f'"{Message._meta.get_field(f).column}" = %s' for f in _SNAPSHOT_FIELDS)
-    sql = f'UPDATE "{Message._meta.db_table}" SET {columns}, "updated_at" = %s WHERE "id" = %s'  # noqa: S608
     rows = [
         [
             message.subject, message.html, message.text, message.status, message.error,
@@ -313,7 +316,7 @@ def _store_snapshots(messages: list[Message], *, now: datetime) -> None:
         for message in messages
     ]  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        cursor.executemany(_SNAPSHOT_SQL, rows)
 
 
 def _new_message(
