@@ -73,6 +73,15 @@ LEASE_EXPIRED = (
 )
 
 
+# BY_ID_ONLY: the statements that take messages by id find them by primary
+# key and never give PostgreSQL an indexable status test. The pending index
+# (message_pending) serves any condition on a waiting status, and with
+# statistics taken when nothing was waiting (the usual state between bursts)
+# the planner reckons it holds a row or two and walks it whole instead of
+# the primary key: with a few thousand messages waiting, each claim of 8
+# rows read them all (15 ms instead of 0.1 ms).
+
+
 def _due(now: datetime) -> Q:
     return Q(send_after__isnull=True) | Q(send_after__lte=now)
 
@@ -134,12 +143,17 @@ def _publish_new(ids: Sequence[int], *, now: datetime | None) -> None:
     now = now or timezone.now()
     fresh: list[int] = []
     for chunk in chunked(sorted(set(ids)), 1000):
-        fresh += (
-            Message.objects.filter(pk__in=chunk, status__in=PENDING, published_at__isnull=True)
-            .filter(_due(now))
-            .values_list("pk", flat=True)
-        )
-    publish(sorted(fresh), now=now)
+        # By primary key only, the rest tested here (see BY_ID_ONLY).
+        fresh += [
+            pk
+            for pk, status, published_at, send_after in Message.objects.filter(
+                pk__in=chunk
+            ).values_list("pk", "status", "published_at", "send_after")
+            if status in PENDING
+            and published_at is None
+            and (send_after is None or send_after <= now)
+        ]
+    publish(fresh, now=now)
 
 
 def publish(ids: Sequence[int], *, now: datetime) -> int:
@@ -158,8 +172,10 @@ def publish(ids: Sequence[int], *, now: datetime) -> int:
             )
             break
         # Stamped after publishing: a crash in between republishes (harmless,
-        # the claim is a compare-and-set), never loses the message.
-        Message.objects.filter(pk__in=chunk, status__in=PENDING).update(published_at=now)
+        # the claim is a compare-and-set), never loses the message. The
+        # stamp means nothing on a message no longer waiting, so it goes by
+        # primary key only (see BY_ID_ONLY).
+        Message.objects.filter(pk__in=chunk).update(published_at=now)
         done += len(chunk)
     return done
 
@@ -194,7 +210,8 @@ def messages_deliver(message_ids: Sequence[int], *, now: datetime) -> DeliveryRe
         return time.monotonic() - started > budget
 
     ids = sorted({int(pk) for pk in message_ids})
-    rows = list(Message.objects.filter(pk__in=ids, status__in=PENDING).order_by("pk"))
+    # By primary key only, the status tested here (see BY_ID_ONLY).
+    rows = [m for m in Message.objects.filter(pk__in=ids).order_by("pk") if m.status in PENDING]
     report.skipped = len(ids) - len(rows)
     due = [m for m in rows if m.send_after is None or m.send_after <= now]
     if not_due := [m.pk for m in rows if m.send_after is not None and m.send_after > now]:
@@ -328,7 +345,8 @@ _CLAIM_SQL = (
     f"UPDATE {_TABLE} SET {_STATUS} = %s, {_column('lease_until')} = %s, "  # noqa: S608
     f"{_column('attempts')} = {_column('attempts')} + 1, {_column('provider')} = %s, "
     f"{_column('updated_at')} = %s "
-    f"WHERE {_column('id')} IN ({{ids}}) AND {_STATUS} IN (%s, %s) "
+    # `|| ''`: a status test no index can serve (see BY_ID_ONLY).
+    f"WHERE {_column('id')} IN ({{ids}}) AND ({_STATUS} || '') IN (%s, %s) "
     f"AND ({_column('send_after')} IS NULL OR {_column('send_after')} <= %s) "
     f"RETURNING {_column('id')}"
 )
