@@ -184,7 +184,12 @@ class SegmentMembershipAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
-        return (queryset.filter(customer__external_id=term) if term else queryset), False
+        if not term:
+            return queryset, False
+        customer = Customer.objects.filter(external_id=term).values_list("pk", flat=True).first()
+        if customer is None:
+            return queryset.none(), False
+        return queryset.filter(SegmentMembership.of_customer(customer)), False
 
     @admin.display(description="customer", ordering="customer__external_id")
     def customer_link(self, obj: SegmentMembership):

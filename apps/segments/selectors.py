@@ -20,7 +20,7 @@ def segment_members(segment: Segment) -> QuerySet[Customer]:
 def customer_segment_history(customer: Customer) -> QuerySet[SegmentMembership]:
     """Every stay of the customer in a segment, open or closed, newest first."""
     return (
-        SegmentMembership.objects.filter(customer=customer)
+        SegmentMembership.objects.filter(SegmentMembership.of_customer(customer.pk))
         .select_related("segment")
         .order_by("-entered_at", "-id")
     )

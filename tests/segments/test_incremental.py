@@ -271,13 +271,19 @@ def test_a_customer_created_or_changed_outside_ingest_is_noticed(make_segment):
 
 
 def test_a_deleted_customer_takes_its_memberships_along(identify, make_segment):
-    identify("u-a", at=T0, plan="pro")
+    a = identify("u-a", at=T0, plan="pro")
     b = identify("u-b", at=T0, plan="pro")
     segment = make_segment("pro", PRO)
     segment_refresh(segment, now=T0)
+    # A closed stay and an open one: each kind has its own index.
+    identify("u-a", at=T0 + MINUTE, plan="free")
+    segment_refresh(segment, now=T0 + MINUTE)
+    identify("u-a", at=T0 + 2 * MINUTE, plan="pro")
+    segment_refresh(segment, now=T0 + 2 * MINUTE)
+    assert SegmentMembership.objects.filter(customer_id=a).count() == 2
 
     Customer.objects.get(external_id="u-a").delete()
-    result = segment_refresh(segment, now=T0 + MINUTE, full=True)
+    result = segment_refresh(segment, now=T0 + 3 * MINUTE, full=True)
 
     assert SegmentMembership.objects.filter(segment=segment).count() == 1
     assert (result.member_count, open_members(segment)) == (1, [b])
