@@ -27,18 +27,21 @@ CONTRACT (journeys and tracking rely on it; keep it):
 is the same for a batch (a journey tick's sends), in a fixed number of
 statements whatever its size; `message_send` is a batch of one.
 
-How: the rows are inserted first (in a savepoint: a concurrent send with the
-same key loses the race and returns the winner's row), then rendered, since
-their unsubscribe and preferences links and the click-tracking hooks
-(`render_hooks`) need their ids, then updated with the snapshot of what goes
-out (subject, HTML, text; the SMS body in `text`). A refused send is not
-rendered.
+How: a message renders with its id (its unsubscribe and preferences links
+and the click-tracking hooks, `render_hooks`, need it). On PostgreSQL the
+ids are drawn from the table's sequence first, so each message is rendered
+and then inserted once, snapshot included (subject, HTML, text; the SMS body
+in `text`); the hooks' rows reference it before it is inserted, which the
+deferred foreign keys allow. Elsewhere (SQLite) the rows are inserted first,
+rendered, then updated with the snapshot. Either way the insert is in a
+savepoint: a concurrent send with the same key loses the race and returns
+the winner's row. A refused send is not rendered.
 """
 
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -204,14 +207,26 @@ def _send_new(
         r.idempotency_key: _new_message(r, ask, decision, now=now)
         for r, ask, decision in zip(requests, asks, decisions, strict=True)
     }
-    stored = _insert(messages)
-    rendering = [
-        (message, ask, r)
+    to_render = {
+        r.idempotency_key: (message, ask, r)
         for r, ask in zip(requests, asks, strict=True)
-        if (message := messages[r.idempotency_key]) is stored[r.idempotency_key]
-        and message.status != S.SUPPRESSED  # refused before rendering: the reason is the record
-    ]
-    _render(rendering, now=now)
+        # Refused before rendering: the reason is the record.
+        if (message := messages[r.idempotency_key]).status != S.SUPPRESSED
+    }
+    connection = transaction.get_connection()
+    render_first = connection.vendor == "postgresql"
+    if render_first:
+        _ids_allocate(list(messages.values()), connection)
+        stored = _insert(
+            messages,
+            before=lambda keys: _render([to_render[k] for k in keys if k in to_render], now=now),
+        )
+    else:
+        stored = _insert(messages)
+    rendering = [to_render[key] for key in to_render if messages[key] is stored[key]]
+    if not render_first:
+        _render(rendering, now=now)
+        _store_snapshots([message for message, _, _ in rendering], now=now)
     queued = [message.pk for message, _, _ in rendering if message.status == S.QUEUED]
     if queued:
         from .delivery import delivery_enqueue  # loads the providers' SDKs: only when sending
@@ -220,15 +235,35 @@ def _send_new(
     return stored
 
 
-def _insert(messages: dict[str, Message]) -> dict[str, Message]:
-    """Insert the new messages in one statement, in a savepoint. A key that
-    a concurrent send stored meanwhile is theirs: their row stands, ours is
-    dropped, and the rest is inserted again. {key: the stored Message}."""
+def _ids_allocate(messages: list[Message], connection) -> None:
+    """Give each new message its id from the table's sequence, as its insert
+    would, in one statement."""
+    table = Message._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, len(messages)],
+        )
+        for message, (pk,) in zip(messages, cursor.fetchall(), strict=True):
+            message.pk = pk
+
+
+def _insert(
+    messages: dict[str, Message], *, before: Callable[[list[str]], None] | None = None
+) -> dict[str, Message]:
+    """Insert the new messages in one statement, in a savepoint, after
+    `before(keys)` (rendering, whose hooks write rows) in the same savepoint.
+    A key that a concurrent send stored meanwhile is theirs: their row
+    stands, ours is dropped, and the rest is inserted again (and `before`
+    run again for them: the savepoint took its rows away). {key: the stored
+    Message}."""
     stored: dict[str, Message] = {}
     pending = dict(messages)
     while pending:
         try:
             with transaction.atomic():
+                if before is not None:
+                    before(list(pending))
                 Message.objects.bulk_create(list(pending.values()))
         except IntegrityError:
             taken = _sent_before(list(pending))
@@ -242,10 +277,10 @@ def _insert(messages: dict[str, Message]) -> dict[str, Message]:
 
 
 def _render(items: list[tuple[Message, policies.Ask, SendRequest]], *, now: datetime) -> None:
-    """Render each new message (its id is in its links), run the post-render
-    hooks over the emails (click tracking) and store every snapshot in one
-    statement. A render error fails that message only, and so does a hook's
-    error (the batch's hooks run again one message at a time to find it)."""
+    """Render each new message (its id is in its links) and run the
+    post-render hooks over the emails (click tracking). A render error fails
+    that message only, and so does a hook's error (the batch's hooks run
+    again one message at a time to find it)."""
     htmls: list[tuple[Message, str]] = []
     for message, ask, request in items:
         try:
@@ -267,7 +302,6 @@ def _render(items: list[tuple[Message, policies.Ask, SendRequest]], *, now: date
             if rendered.html:
                 htmls.append((message, rendered.html))
     _post_render(htmls, now=now)
-    _store_snapshots([message for message, _, _ in items], now=now)
 
 
 def _post_render(htmls: list[tuple[Message, str]], *, now: datetime) -> None:
@@ -302,8 +336,8 @@ _SNAPSHOT_SQL = (
 
 
 def _store_snapshots(messages: list[Message], *, now: datetime) -> None:
-    """One UPDATE statement run for every message (psycopg pipelines them):
-    what goes out, or the failure."""
+    """Where ids come with the insert (SQLite): one UPDATE statement run for
+    every message, what goes out, or the failure."""
     if not messages:
         return
     connection = transaction.get_connection()
