@@ -4,8 +4,11 @@ stored and sent, without messaging importing them (`messaging ← tracking`).
 Tracking registers here (apps/tracking/links.py, from its AppConfig.ready):
 it rewrites the email's links into click-tracking links, stores the
 originals with the message, and adds the open pixel. The send path calls
-`post_render` once the Message row exists (the hooks need its id) and stores
-what it returns as the message's HTML.
+`post_render` once the Message has its id and stores what it returns as the
+message's HTML. On PostgreSQL that is before the message's row is inserted
+(in the same savepoint, so a send that loses its key to a concurrent one
+drops the hook's rows too): a hook's rows referencing the message rely on
+the foreign key being checked at commit, as Django makes them.
 
     from apps.messaging import render_hooks
     message.html = render_hooks.post_render(message=message, html=rendered.html)
