@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps.journeys.engine import enrollments_advance
+from apps.journeys.engine import enrollments_advance, rows_insert, rows_update
 from apps.journeys.enrollment import enrollments_start
 from apps.journeys.models import Enrollment, EnrollmentStep
 from apps.messaging import services
@@ -270,3 +270,55 @@ def test_a_branch_tests_the_chunks_customers_at_once_and_each_takes_its_edge(
         assert no.first().detail == "branch no because not: activated since enrolling"
 
     assert counted[0] == counted[1]
+
+
+def test_a_chunks_bulk_writes_keep_every_value_as_gathered(live, make_customers):
+    """Steps and enrollments are written from arrays on PostgreSQL: quotes,
+    braces, commas, backslashes, non-ASCII text and nulls come back as they
+    were, and the steps' ids follow the order they were gathered in."""
+    journey = live([{"id": "done", "type": "exit"}])
+    enrollments = enroll_all(journey, make_customers(2, "w"))
+    awkward = 'a "quoted", {braced} \\ back\\slash, NULL, é ✓'
+    steps = [
+        EnrollmentStep(
+            enrollment_id=enrollments[n % 2].pk,
+            node_id=f"node {n}",
+            visit=n + 1,
+            started_at=T0 + timedelta(minutes=n),
+            finished_at=None if n else T0,
+            outcome="sent",
+            detail=awkward if n else "",
+        )
+        for n in range(3)
+    ]
+    rows_insert(
+        EnrollmentStep,
+        steps,
+        [
+            "enrollment",
+            "node_id",
+            "visit",
+            "started_at",
+            "finished_at",
+            "outcome",
+            "detail",
+            "message",
+        ],
+    )
+    for n, enrollment in enumerate(enrollments):
+        enrollment.context = {"note": awkward, "n": n, "none": None, "list": [1, "{x}"]}
+        enrollment.exit_reason = awkward
+        enrollment.next_run_at = None if n else T0 + DAY
+    rows_update(Enrollment, enrollments, ["context", "exit_reason", "next_run_at"])
+
+    written = list(EnrollmentStep.objects.order_by("pk"))
+    assert [s.node_id for s in written] == ["node 0", "node 1", "node 2"]
+    assert [s.visit for s in written] == [1, 2, 3]
+    assert [s.detail for s in written] == ["", awkward, awkward]
+    assert [s.finished_at for s in written] == [T0, None, None]
+    assert written[2].started_at == T0 + timedelta(minutes=2)
+    assert written[1].enrollment_id == enrollments[1].pk
+    stored = list(Enrollment.objects.order_by("pk"))
+    assert [e.context for e in stored] == [e.context for e in enrollments]
+    assert {e.exit_reason for e in stored} == {awkward}
+    assert [e.next_run_at for e in stored] == [T0 + DAY, None]
