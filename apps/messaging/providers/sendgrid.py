@@ -2,19 +2,22 @@
 
 The SDK sets its host when it is built (changing it later does nothing), so
 the host comes from SENDGRID_API_HOST at construction; it sets no timeout, so
-`client.client.timeout` is set here. Its HTTP client (python_http_client)
-builds a urllib opener and opens a new connection for every call, which cost
-as much CPU as the rest of the call on both ends; ours is the same client
-(the SDK's requests, headers, JSON and errors) sending through a pool of
-kept-alive connections (urllib3, which checks that a kept connection is
-still open before it reuses it, and never retries by itself). Success is 202 with an empty body and
+`client.client.timeout` is set here. Success is 202 with an empty body and
 the message's id in the `X-Message-Id` header; our own message id also rides
 along in `custom_args`, which SendGrid echoes on every webhook event, so
 tracking can find the message even before it knows SendGrid's id.
+
+The SDK's HTTP client (python_http_client) opens a new connection for every
+call, which cost the call's two ends about as much CPU as the rest of it;
+ours is the same client (the SDK's URL, headers, JSON, response and errors)
+sending over one kept-alive connection per thread (`KeptAlive`).
 """
 
 import http.client
 import io
+import select
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +25,6 @@ from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 import python_http_client
-import urllib3
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from python_http_client.exceptions import HTTPError, handle_error
@@ -57,7 +59,7 @@ class SendGridProvider(Provider):
         self.client = SendGridAPIClient(api_key=settings.SENDGRID_API_KEY, host=host)
         sdk = self.client.client
         self.client.client = PooledClient(
-            pool=connection_pool(host, size=settings.DELIVERY_CONCURRENCY),
+            connections=KeptAlive(host),
             host=sdk.host,
             request_headers=sdk.request_headers,
             version=sdk._version,
@@ -71,7 +73,7 @@ class SendGridProvider(Provider):
             response = self.client.send(self.payload(message))
         except HTTPError as exc:
             raise self.error(exc) from None
-        except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             # Refused or unreachable, a connect or read timeout, a reset or
             # dropped connection: the request may be retried.
             raise TransientError(f"sendgrid: {type(exc).__name__}: {exc}") from None
@@ -143,31 +145,89 @@ def _reset_wait(exc: HTTPError) -> float | None:
     return max(0.0, reset - time.time())
 
 
-def connection_pool(url: str, *, size: int) -> urllib3.PoolManager:
-    """Kept-alive connections to `url`, `size` per host (one per delivery
-    thread), through the proxy the environment names for it, as urllib's
-    opener would (read once, here, not at every call)."""
-    proxy = urllib.request.getproxies().get(urlsplit(url).scheme)
-    if proxy and not urllib.request.proxy_bypass(urlsplit(url).hostname or ""):
-        return urllib3.ProxyManager(proxy, maxsize=size)
-    return urllib3.PoolManager(maxsize=size)
+class KeptAlive:
+    """One kept-alive HTTP connection per thread to the API at `url`, through
+    the proxy the environment names for it (read once, here, as urllib's
+    opener would at every call). A connection the server has closed since
+    its last answer is replaced before use; a failed request closes its
+    connection and is never sent again here (only delivery decides about a
+    retry)."""
+
+    def __init__(self, url: str) -> None:
+        target = urlsplit(url)
+        self.https = target.scheme == "https"
+        self.host, self.port = target.hostname or "", target.port
+        proxy = urllib.request.getproxies().get(target.scheme)
+        self.proxy = (
+            urlsplit(proxy) if proxy and not urllib.request.proxy_bypass(self.host) else None
+        )
+        self._local = threading.local()
+
+    def request(
+        self, method: str, url: str, *, body: bytes | None, headers: dict, timeout: float
+    ) -> http.client.HTTPResponse:
+        """The answer, read whole."""
+        connection = self._connection(timeout)
+        parts = urlsplit(url)
+        # Through a plain-HTTP proxy the request line carries the whole URL.
+        target = (
+            url
+            if self.proxy and not self.https
+            else parts.path + (f"?{parts.query}" if parts.query else "")
+        )
+        try:
+            connection.request(method, target, body=body, headers=headers)
+            answer = connection.getresponse()
+            answer.body = answer.read()
+        except BaseException:
+            connection.close()
+            raise
+        return answer
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+        elif connection.sock is not None and _closed_by_peer(connection.sock):
+            connection.close()  # `request` opens it again
+        connection.timeout = timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        return connection
+
+    def _connect(self) -> http.client.HTTPConnection:
+        kind = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+        if self.proxy is None:
+            return kind(self.host, self.port)
+        if not self.https:
+            return http.client.HTTPConnection(self.proxy.hostname, self.proxy.port)
+        connection = kind(self.proxy.hostname, self.proxy.port)
+        connection.set_tunnel(self.host, self.port)
+        return connection
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """An idle kept-alive socket is readable only when the server has
+    closed it (or sent what it should not have): either way, not reusable."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 class PooledClient(python_http_client.Client):
-    """The SDK's HTTP client, sending through `pool` instead of a new urllib
-    opener and connection per call. Everything else is the SDK's: the URL,
-    the headers, the JSON body, the response and, for an answer that is not
-    2xx, the same exception classes (via its own handle_error)."""
+    """The SDK's HTTP client, sending over `connections` instead of a new
+    urllib opener's new connection per call. Everything else is the SDK's:
+    the URL, the headers, the JSON body, the response and, for an answer
+    that is not 2xx, the same exception classes (via its own handle_error)."""
 
-    def __init__(self, *, pool: urllib3.PoolManager, **kwargs) -> None:
+    def __init__(self, *, connections: KeptAlive, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.pool = pool
+        self.connections = connections
 
     def _build_client(self, name=None):
         # The SDK builds a new client for each segment of the path
         # (client.mail.send.post): each must send the same way.
         return PooledClient(
-            pool=self.pool,
+            connections=self.connections,
             host=self.host,
             version=self._version,
             request_headers=self.request_headers,
@@ -177,36 +237,34 @@ class PooledClient(python_http_client.Client):
         )
 
     def _make_request(self, opener, request, timeout=None):
-        answer = self.pool.request(
+        answer = self.connections.request(
             request.get_method(),
             request.full_url,
             body=request.data,
             headers=dict(request.header_items()),
             timeout=timeout or self.timeout,
-            retries=False,  # a request that may have gone is never sent again here
-            redirect=False,
         )
         if not 200 <= answer.status < 300:  # what urllib's opener raises for
             raise handle_error(
                 urllib.error.HTTPError(
                     request.full_url, answer.status, answer.reason, answer.headers,
-                    io.BytesIO(answer.data),
+                    io.BytesIO(answer.body),
                 )
             )  # fmt: skip
         return _Answer(answer)
 
 
 class _Answer:
-    """A urllib3 response as python_http_client's Response reads one."""
+    """An answer as python_http_client's Response reads one."""
 
-    def __init__(self, answer: urllib3.BaseHTTPResponse) -> None:
+    def __init__(self, answer: http.client.HTTPResponse) -> None:
         self.answer = answer
 
     def getcode(self) -> int:
         return self.answer.status
 
     def read(self) -> bytes:
-        return self.answer.data
+        return self.answer.body
 
     def info(self):
         return self.answer.headers
