@@ -29,7 +29,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -212,20 +212,28 @@ def call(pending: PendingCall, *, now: datetime) -> Outcome:
 
 
 def calls_make(pending: list[PendingCall], *, now: datetime) -> list[int]:
-    """Make the calls (a few at a time), record each outcome, and return the
-    enrollments that can go on now (called, or failed for good)."""
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CALLS, len(pending))) as pool:
-        outcomes = list(pool.map(lambda p: call(p, now=now), pending))
+    """Make the calls (a few at a time), record each outcome as its call
+    returns, and return the enrollments that can go on now (called, or failed
+    for good). A task stopped midway (its time limit: a chunk of calls to a
+    server that never answers) keeps the outcomes recorded so far; only the
+    calls without one are made again, when their claims expire."""
     ready = []
-    for item, outcome in zip(pending, outcomes, strict=True):
-        try:
-            if outcome_record(item, outcome, now=now):
-                ready.append(item.enrollment_id)
-        except Exception:
-            # The step stays "calling": the lease expires and the call is made
-            # again (at least once, same delivery id).
-            logger.exception("webhook %s: could not record the outcome", item.delivery)
-    return ready
+    pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CALLS, len(pending)))
+    try:
+        calls = {pool.submit(call, item, now=now): item for item in pending}
+        for done in as_completed(calls):
+            item = calls[done]
+            try:
+                if outcome_record(item, done.result(), now=now):
+                    ready.append(item.enrollment_id)
+            except Exception:
+                # The step stays "calling": the lease expires and the call is
+                # made again (at least once, same delivery id).
+                logger.exception("webhook %s: could not record the outcome", item.delivery)
+    finally:
+        # Stopped midway: the calls not started are not made now.
+        pool.shutdown(wait=False, cancel_futures=True)
+    return sorted(ready)
 
 
 def backoff(attempt: int) -> timedelta:

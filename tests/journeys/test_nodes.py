@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from apps.customers.models import Customer
+from apps.journeys import webhooks
 from apps.journeys.engine import engine_tick, enrollments_advance, split_branch
 from apps.journeys.enrollment import enrollment_start
 from apps.journeys.models import Enrollment, EnrollmentStep
@@ -612,3 +613,31 @@ def test_a_holdout_enrollment_calls_no_webhook(run_journey, customer, receiver):
 
     assert receiver.requests == []
     assert step(enrollment, "crm").detail == "holdout: not called"
+
+
+def test_a_webhook_outcome_is_recorded_as_its_call_returns_not_after_the_slowest(monkeypatch):
+    """A chunk's calls to a slow server and a quick one: the quick one's
+    outcome is recorded while the slow one is still waiting, so a task
+    stopped by its time limit keeps what it had."""
+    quick_recorded = threading.Event()
+    recorded = []
+
+    def call(item, *, now):
+        if item.node_id == "slow":
+            quick_recorded.wait(timeout=5)
+        return webhooks.Outcome(True, False, 200, "", 1)
+
+    def outcome_record(item, outcome, *, now):
+        recorded.append(item.node_id)
+        quick_recorded.set()
+        return True
+
+    monkeypatch.setattr(webhooks, "call", call)
+    monkeypatch.setattr(webhooks, "outcome_record", outcome_record)
+    pending = [
+        webhooks.PendingCall(n, node, 1, n, "https://example.com/", None, 1, f"{node}:1", b"{}")
+        for n, node in ((1, "slow"), (2, "quick"))
+    ]
+
+    assert webhooks.calls_make(pending, now=T0) == [1, 2]
+    assert recorded == ["quick", "slow"]
