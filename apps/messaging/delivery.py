@@ -5,6 +5,10 @@ The row is the source of truth; the broker only carries ids.
 - `delivery_enqueue(ids)` publishes delivery tasks when the caller's
   transaction commits (nothing on rollback), one task per chunk of
   DELIVERY_BATCH_SIZE ids, however many sends the transaction made.
+  `published_at` says a task was published (or, for the messages
+  `message_send_many` writes, that one is at its commit: it writes them
+  stamped, sparing an UPDATE of every message, and a publication the broker
+  refuses takes the stamp off again).
 - `messages_deliver(ids, now=...)`, what the task runs, takes each due message
   by a compare-and-set (`queued`/`deferred` → `sending` with a lease, the
   attempt counted before the call), calls its provider once, and records the
@@ -22,8 +26,10 @@ The row is the source of truth; the broker only carries ids.
 - `messages_sweep(now=...)`, on beat every few seconds: a `sending` message
   whose lease ran out (its worker died mid-call) becomes `unknown`, for
   review, and is never re-sent, since the provider may have taken it; due
-  messages never published (retries, deferrals, a publish lost to a crash or
-  a broker outage) or published long ago and still waiting are published.
+  messages never published (retries, deferrals, a broker outage) or
+  published long ago and still waiting (a task lost with the broker, or a
+  send's process that died between its commit and its publication) are
+  published.
 
 Waits are rows with `send_after`, never Celery countdowns.
 """
@@ -96,7 +102,9 @@ def chunked(ids: Sequence[int], size: int) -> Iterable[list[int]]:
 _PENDING_ATTR = "_tenure_delivery_pending"
 
 
-def delivery_enqueue(message_ids: Iterable[int], *, now: datetime | None = None) -> None:
+def delivery_enqueue(
+    message_ids: Iterable[int], *, now: datetime | None = None, stamped: bool = False
+) -> None:
     """Publish delivery for these messages once the current transaction
     commits; nothing is published if it rolls back. Every call in one
     transaction joins one publication, chunked into tasks of
@@ -105,8 +113,11 @@ def delivery_enqueue(message_ids: Iterable[int], *, now: datetime | None = None)
 
     At publication only messages still queued (or deferred and due) and never
     published go out, which also drops ids whose rows a rolled-back savepoint
-    took away. Outside a transaction it publishes at once."""
-    ids = [int(pk) for pk in message_ids]
+    took away. `stamped`: the caller wrote these rows in this transaction with
+    `published_at` already set, for this publication; they go out without
+    the stamp's UPDATE (and lose the stamp if the broker refuses them).
+    Outside a transaction it publishes at once."""
+    ids = [(int(pk), stamped) for pk in message_ids]
     if not ids:
         return
     conn = transaction.get_connection()
@@ -139,27 +150,32 @@ def _flush(conn, now: datetime | None) -> None:
         logger.exception("delivery: publishing %d message(s) failed; the sweeper will", len(ids))
 
 
-def _publish_new(ids: Sequence[int], *, now: datetime | None) -> None:
+def _publish_new(ids: Sequence[tuple[int, bool]], *, now: datetime | None) -> None:
+    """Publish the (id, stamped) among `ids` still waiting, due, and not
+    published (unless stamped for this publication)."""
     now = now or timezone.now()
-    fresh: list[int] = []
-    for chunk in chunked(sorted(set(ids)), 1000):
+    stamped = {pk for pk, was_stamped in ids if was_stamped}
+    fresh: dict[bool, list[int]] = {False: [], True: []}
+    for chunk in chunked(sorted({pk for pk, _ in ids}), 1000):
         # By primary key only, the rest tested here (see BY_ID_ONLY).
-        fresh += [
-            pk
-            for pk, status, published_at, send_after in Message.objects.filter(
-                pk__in=chunk
-            ).values_list("pk", "status", "published_at", "send_after")
-            if status in PENDING
-            and published_at is None
-            and (send_after is None or send_after <= now)
-        ]
-    publish(fresh, now=now)
+        for pk, status, published_at, send_after in Message.objects.filter(
+            pk__in=chunk
+        ).values_list("pk", "status", "published_at", "send_after"):
+            if status not in PENDING or (send_after is not None and send_after > now):
+                continue
+            if pk in stamped and published_at is not None:
+                fresh[True].append(pk)
+            elif published_at is None:
+                fresh[False].append(pk)
+    publish(fresh[False], now=now)
+    publish(fresh[True], now=now, stamped=True)
 
 
-def publish(ids: Sequence[int], *, now: datetime) -> int:
-    """Publish one delivery task per chunk of ids and stamp `published_at`;
-    returns how many ids went out. A broker error stops here and is logged:
-    the rows not stamped are the sweeper's to publish when it is back."""
+def publish(ids: Sequence[int], *, now: datetime, stamped: bool = False) -> int:
+    """Publish one delivery task per chunk of ids and stamp `published_at`
+    (unless the rows were `stamped` already); returns how many ids went out.
+    A broker error stops here and is logged: the rows not stamped (or no
+    longer) are the sweeper's to publish when it is back."""
     from .tasks import deliver_messages  # the task module imports this one
 
     done = 0
@@ -170,12 +186,16 @@ def publish(ids: Sequence[int], *, now: datetime) -> int:
             logger.exception(
                 "delivery: publishing %d message(s) failed; the sweeper retries", len(chunk)
             )
+            if stamped:
+                # The stamp said a task was on its way; none is.
+                Message.objects.filter(pk__in=ids[done:]).update(published_at=None)
             break
         # Stamped after publishing: a crash in between republishes (harmless,
         # the claim is a compare-and-set), never loses the message. The
         # stamp means nothing on a message no longer waiting, so it goes by
         # primary key only (see BY_ID_ONLY).
-        Message.objects.filter(pk__in=chunk).update(published_at=now)
+        if not stamped:
+            Message.objects.filter(pk__in=chunk).update(published_at=now)
         done += len(chunk)
     return done
 

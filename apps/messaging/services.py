@@ -231,7 +231,7 @@ def _send_new(
     if queued:
         from .delivery import delivery_enqueue  # loads the providers' SDKs: only when sending
 
-        delivery_enqueue(queued, now=now)
+        delivery_enqueue(queued, now=now, stamped=True)
     return stored
 
 
@@ -327,7 +327,9 @@ def _post_render(htmls: list[tuple[Message, str]], *, now: datetime) -> None:
             _fail(message, f"after rendering: {type(exc).__name__}: {exc}", now=now)
 
 
-_SNAPSHOT_FIELDS = ("subject", "html", "text", "status", "error", "failed_at", "send_after")
+_SNAPSHOT_FIELDS = (
+    "subject", "html", "text", "status", "error", "failed_at", "send_after", "published_at",
+)  # fmt: skip
 _SNAPSHOT_SQL = (
     f'UPDATE "{Message._meta.db_table}" SET '  # noqa: S608  (names from the model)
     + ", ".join(f'"{Message._meta.get_field(f).column}" = %s' for f in _SNAPSHOT_FIELDS)
@@ -345,7 +347,8 @@ def _store_snapshots(messages: list[Message], *, now: datetime) -> None:
     rows = [
         [
             message.subject, message.html, message.text, message.status, message.error,
-            at(message.failed_at), at(message.send_after), at(now), message.pk,
+            at(message.failed_at), at(message.send_after), at(message.published_at), at(now),
+            message.pk,
         ]
         for message in messages
     ]  # fmt: skip
@@ -376,6 +379,9 @@ def _new_message(
         ),
         reason=decision.reason[:300],
         send_after=decision.send_after,
+        # Queued now: its delivery is published when this transaction commits
+        # (delivery_enqueue(stamped=True); a render failure takes it off).
+        published_at=now if decision.outcome == policies.SEND else None,
         created_at=now,
     )
 
@@ -389,7 +395,7 @@ def _from_address(template: Template) -> str:
 def _fail(message: Message, error: str, *, now: datetime) -> None:
     """Mark a message being rendered failed (stored with the snapshots)."""
     message.status, message.error, message.failed_at = S.FAILED, error, now
-    message.send_after = None
+    message.send_after = message.published_at = None
     message.subject = message.html = message.text = ""
 
 

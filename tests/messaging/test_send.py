@@ -8,7 +8,7 @@ from apps.messaging import links, render_hooks
 from apps.messaging.consent import suppression_add
 from apps.messaging.models import Category, Channel, Message, Template
 from apps.messaging.services import UnknownTemplate, message_send
-from tests.messaging.sending import grant, make_customer, make_template
+from tests.messaging.sending import FOOTER_HTML, grant, make_customer, make_template
 
 pytestmark = pytest.mark.django_db
 
@@ -116,18 +116,50 @@ def test_later_template_edits_do_not_change_what_a_message_recorded(ada):
 
 
 def test_delivery_is_published_when_the_transaction_commits(
-    ada, django_capture_on_commit_callbacks
+    ada, published, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         message = send(ada, make_template())
+    assert callbacks and published == []  # nothing before the commit
     message.refresh_from_db()
-    assert callbacks and message.published_at is None  # nothing before the commit
+    # Written stamped: its publication is arranged for the commit.
+    assert message.published_at == DAYTIME
 
     for callback in callbacks:
         callback()
 
+    assert published == [[message.pk]]
     message.refresh_from_db()
-    assert message.published_at is not None
+    assert message.published_at == DAYTIME
+
+
+def test_a_send_the_broker_refuses_to_publish_is_left_unstamped_for_the_sweeper(
+    ada, published, monkeypatch, django_capture_on_commit_callbacks
+):
+    from apps.messaging.delivery import messages_sweep
+    from apps.messaging.tasks import deliver_messages
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(deliver_messages, "delay", broker_down)
+        with django_capture_on_commit_callbacks(execute=True):
+            message = send(ada, make_template())
+    message.refresh_from_db()
+    assert (message.status, message.published_at) == (Message.Status.QUEUED, None)
+
+    messages_sweep(now=DAYTIME + timedelta(seconds=5))
+
+    assert published == [[message.pk]]
+
+
+def test_a_send_that_fails_to_render_is_not_stamped_as_published(ada):
+    template = make_template(html=f"<p>{{{{ customer.no_such_trait }}}}</p>{FOOTER_HTML}")
+    message = send(ada, template)
+
+    message.refresh_from_db()
+    assert (message.status, message.published_at) == (Message.Status.FAILED, None)
 
 
 def test_an_sms_keeps_its_body_and_sender(ada):
