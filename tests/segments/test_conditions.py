@@ -90,6 +90,12 @@ CASES = [
     ({"trait": "vip", "op": "eq", "value": False}, {"c2"}),
     ({"trait": "vip", "op": "ne", "value": True}, {"c2"}),
     ({"trait": "mrr", "op": "in", "value": [29, "79"]}, {"c2", "c3"}),
+    # a string never equals another type whose text is the same
+    ({"trait": "seats", "op": "eq", "value": "12"}, {"c5"}),
+    ({"trait": "seats", "op": "ne", "value": "12"}, {"c1"}),
+    ({"trait": "vip", "op": "in", "value": ["true", "false"]}, set()),
+    ({"trait": "tags", "op": "eq", "value": "beta"}, set()),
+    ({"trait": "nickname", "op": "in", "value": ["null", "None"]}, set()),
     # ordering: numbers with numbers, strings with strings (byte order), times as times
     ({"trait": "mrr", "op": "gt", "value": 50}, {"c1", "c5"}),
     ({"trait": "mrr", "op": "gte", "value": 199}, {"c1", "c5"}),
