@@ -382,9 +382,9 @@ def run(bench: Bench) -> Result:
        INSERT … SELECT of the same rows into the same table and indexes.
     2. **Advancing.** Two journeys of 100,000 enrollments due now. The bench
        process ticks every 5 s, as beat does (the real `engine_tick`: claims
-       with SKIP LOCKED and leases, publishes chunks of 100 ids); a Celery
-       worker of 2 processes on the engine's queue advances them, beside a
-       worker of 2 processes on the delivery and tracking queues (the
+       with SKIP LOCKED and leases, publishes chunks of ENGINE_CHUNK_SIZE, 250
+       ids); a Celery worker of 2 processes on the engine's queue advances
+       them, beside a worker of 2 processes on the delivery and tracking queues (the
        Procfile's single worker on every queue would queue advancing behind
        deliveries). First a journey whose only node is a wait (the engine
        alone: claim, lock, step, move). Then the target: an email node then
@@ -514,6 +514,8 @@ def run(bench: Bench) -> Result:
             expected=f"{count:,}, {count:,}, none",
         ),
     ]
+    from django.conf import settings
+
     notes = [
         "The advancing runs share this machine's cores between the bench process (ticking "
         "and polling), the two workers' processes (advancing; delivering), the fake API, "
@@ -523,7 +525,8 @@ def run(bench: Bench) -> Result:
         "Enrolling is set-based (one statement whatever the count); most of its time is "
         "PostgreSQL writing the rows, their seven indexes and their three foreign-key "
         "checks (at commit), as the raw row shows. Advancing is per enrollment in Python "
-        "(each walks its graph) but set-based around it: chunks of 100 per transaction, "
+        "(each walks its graph) but set-based around it: chunks of "
+        f"{settings.ENGINE_CHUNK_SIZE} per transaction, "
         "the chunk's rows read in a few queries, its sends in one `message_send_many` "
         "call, its steps and enrollments written in bulk.",
     ]

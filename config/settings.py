@@ -193,8 +193,8 @@ ENGINE_TICK_INTERVAL_S = env.float("ENGINE_TICK_INTERVAL_S", default=5.0)
 # Enrollments claimed per statement, and at most per tick (the rest next tick).
 ENGINE_CLAIM_BATCH = env.int("ENGINE_CLAIM_BATCH", default=2_000)
 ENGINE_MAX_PER_TICK = env.int("ENGINE_MAX_PER_TICK", default=20_000)
-# Enrollment ids per worker task.
-ENGINE_CHUNK_SIZE = env.int("ENGINE_CHUNK_SIZE", default=100)
+# Enrollment ids per worker task (one transaction; the per-task costs shared by this many).
+ENGINE_CHUNK_SIZE = env.int("ENGINE_CHUNK_SIZE", default=250)
 # Claimed and not yet advanced, at most: a backlog waits in the table, not in
 # the broker (the tick claims no more until workers catch up).
 ENGINE_MAX_CLAIMED = env.int("ENGINE_MAX_CLAIMED", default=20_000)
