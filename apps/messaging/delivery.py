@@ -371,12 +371,16 @@ _CLAIM_SQL = (
     f"RETURNING {_column('id')}"
 )
 _SENT_FROM = sorted(sources(S.SENT))
+# A group's sent records in one statement ({rows}: one "(%s, %s, %s)" per
+# message): each statement is parsed and planned on its own (Django binds
+# parameters on the client), which cost a third of the rows' writing.
 _SENT_SQL = (
-    f"UPDATE {_TABLE} SET {_STATUS} = CASE WHEN {_STATUS} IN "  # noqa: S608
+    "WITH v(message_id, provider_id, at) AS (VALUES {rows}) "  # noqa: S608
+    f"UPDATE {_TABLE} SET {_STATUS} = CASE WHEN {_STATUS} IN "
     f"({', '.join(['%s'] * len(_SENT_FROM))}) THEN %s ELSE {_STATUS} END, "
-    f"{_column('provider_message_id')} = %s, {_column('sent_at')} = %s, "
-    f"{_column('lease_until')} = NULL, {_column('error')} = '', {_column('updated_at')} = %s "
-    f"WHERE {_column('id')} = %s"
+    f"{_column('provider_message_id')} = v.provider_id, {_column('sent_at')} = v.at, "
+    f"{_column('lease_until')} = NULL, {_column('error')} = '', {_column('updated_at')} = v.at "
+    f"FROM v WHERE {_column('id')} = v.message_id"
 )
 
 
@@ -462,16 +466,11 @@ class _Sent:
 
 def _write_results(writes: Sequence[Callable[[], object]]) -> None:
     """A group's results, in the caller's transaction: the sent ones in one
-    pipelined statement, the others (retries, failures) one by one."""
+    statement, the others (retries, failures) one by one."""
     _record_sent([write for write in writes if isinstance(write, _Sent)])
     for write in writes:
         if not isinstance(write, _Sent):
             write()
-
-
-def _sent_params(one: _Sent, at: Callable) -> list:
-    when = at(one.now)
-    return [*_SENT_FROM, S.SENT, one.provider_message_id[:200], when, when, one.message.pk]
 
 
 def _record_sent(sent: Sequence[_Sent]) -> None:
@@ -482,10 +481,11 @@ def _record_sent(sent: Sequence[_Sent]) -> None:
         return
     connection = transaction.get_connection()
     at = connection.ops.adapt_datetimefield_value
+    rows = [(one.message.pk, one.provider_message_id[:200], at(one.now)) for one in sent]
     with connection.cursor() as cursor:
-        cursor.executemany(
-            _SENT_SQL,
-            [_sent_params(one, at) for one in sent],
+        cursor.execute(
+            _SENT_SQL.format(rows=", ".join(["(%s, %s, %s)"] * len(rows))),
+            [value for row in rows for value in row] + [*_SENT_FROM, S.SENT],
         )
     for one in sent:
         one.message.status, one.message.sent_at = S.SENT, one.now

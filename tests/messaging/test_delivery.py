@@ -484,6 +484,24 @@ def test_each_call_happens_on_a_committed_claim_after_the_previous_result_is_com
     assert [reload(first).status, reload(second).status] == [S.SENT, S.SENT]
 
 
+def test_each_message_of_a_group_is_recorded_with_its_own_provider_id(make_message, settings):
+    from apps.messaging.providers.locmem import outbox
+
+    settings.EMAIL_PROVIDER = "locmem"
+    settings.DELIVERY_CONCURRENCY = 4
+    outbox.clear()
+    messages = [make_message() for _ in range(4)]
+
+    report = messages_deliver([m.pk for m in messages], now=T0)
+
+    assert report.sent == 4
+    given = {sent.message_id: sent.provider_message_id for sent in outbox}
+    for message in map(reload, messages):
+        assert (message.status, message.lease_until, message.error) == (S.SENT, None, "")
+        assert message.provider_message_id == given[message.pk]
+        assert message.sent_at >= T0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_group_is_claimed_in_one_commit_called_at_once_and_recorded_before_the_next(
     fake_provider, make_message, settings
