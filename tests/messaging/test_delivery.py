@@ -502,6 +502,17 @@ def test_each_message_of_a_group_is_recorded_with_its_own_provider_id(make_messa
         assert message.sent_at >= T0
 
 
+def test_each_delivery_thread_keeps_its_connection_to_twilio(fake_provider, make_message, settings):
+    settings.DELIVERY_CONCURRENCY = 12  # more than the SDK's own pool keeps
+    fake_provider.delay = 0.2  # so the calls of a group overlap
+    messages = [make_message(channel=Channel.SMS) for _ in range(24)]
+
+    report = messages_deliver([m.pk for m in messages], now=T0)
+
+    assert report.sent == 24
+    assert fake_provider.connections <= 12
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_group_is_claimed_in_one_commit_called_at_once_and_recorded_before_the_next(
     fake_provider, make_message, settings

@@ -26,6 +26,7 @@ REGISTRY = {
 SETTING = {Channel.EMAIL: "EMAIL_PROVIDER", Channel.SMS: "SMS_PROVIDER"}
 # Everything a provider reads at construction: a change builds it afresh.
 CONFIG = (
+    "DELIVERY_CONCURRENCY",
     "DELIVERY_TIMEOUT_S",
     "SENDGRID_API_KEY",
     "SENDGRID_API_HOST",
