@@ -123,10 +123,11 @@ def message_send_many(requests: Sequence[SendRequest], *, now: datetime) -> list
 
     The batch costs a fixed number of statements, not a number per send:
     one read of the keys already sent, the policies' three reads, one
-    insert, one update of the rendered snapshots (and the tracking hooks'
-    one insert). Raises UnknownTemplate (naming it) or ValueError before
-    writing anything if a request not sent before has an unknown template,
-    or any has a bad argument."""
+    read of the ids from the sequence and one insert of the rendered rows
+    on PostgreSQL (one insert and one update of the rendered snapshots
+    elsewhere), and the tracking hooks' one insert. Raises UnknownTemplate
+    (naming it) or ValueError before writing anything if a request not sent
+    before has an unknown template, or any has a bad argument."""
     for request in requests:
         _check_request(request)
     if not requests:
