@@ -162,10 +162,14 @@ RETURNING id
 
 def _outstanding(*, now: datetime) -> int:
     """Due enrollments whose claim is still live: handed to workers, not yet
-    advanced (the due index, then a look at each row's lease)."""
-    return Enrollment.objects.filter(
-        state=Enrollment.State.ACTIVE, next_run_at__lte=now, lease_until__gt=now
-    ).count()
+    advanced (read from the claimed index: as many rows as are claimed,
+    whatever the backlog)."""
+    return _outstanding_query(now=now).count()
+
+
+def _outstanding_query(*, now: datetime):
+    claimed = Enrollment.objects.filter(state=Enrollment.State.ACTIVE).exclude(lease_token="")
+    return claimed.filter(next_run_at__lte=now, lease_until__gt=now)
 
 
 def _claim(*, now: datetime, limit: int, token: str) -> list[int]:

@@ -123,6 +123,14 @@ class Enrollment(models.Model):
                 condition=Q(state="active"),
                 name="enrollment_at_node",
             ),
+            # The claimed ones only (a lease is cleared when the enrollment
+            # moves): the tick counts those still outstanding without reading
+            # every due row of a backlog.
+            models.Index(
+                fields=["lease_until"],
+                condition=Q(state="active") & ~Q(lease_token=""),
+                name="enrollment_claimed",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -200,3 +200,22 @@ def test_two_workers_advancing_the_same_chunk_at_once_send_each_message_once(due
     assert Message.objects.count() == 40
     assert EnrollmentStep.objects.count() == 80
     assert not Enrollment.objects.exclude(current_node="wait1").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_outstanding_count_reads_the_claimed_enrollments_not_the_due_backlog(due):
+    """The tick's count of claims still waiting for a worker can be answered
+    from the claimed index alone (its predicate is implied by the query), so
+    it costs what is claimed, not what is due."""
+    due(300)
+    engine._claim(now=T0, limit=2, token="tick")
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Enrollment._meta.db_table}")
+        query = engine._outstanding_query(now=T0)
+        sql, params = query.query.sql_with_params()
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "enrollment_claimed" in plan
+    assert engine._outstanding(now=T0) == 2
