@@ -10,9 +10,11 @@ and a worker, two webhooks) cannot interleave into a step backwards.
 Delivery (apps/messaging/delivery.py) and tracking both use this.
 """
 
+from collections.abc import Iterable
 from datetime import datetime
 
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models.functions import Concat
 
 from .models import Message
 
@@ -55,12 +57,23 @@ def sources(new: str) -> frozenset[str]:
     return _SOURCES[new]
 
 
+def by_id_in(ids: Iterable[int], statuses: Iterable[str]) -> QuerySet:
+    """The messages among `ids` whose status is one of `statuses`, found by
+    primary key. The status is tested on an expression no index serves: the
+    pending index (message_pending) serves any test of a waiting status, and
+    with statistics taken when nothing was waiting (the usual state between
+    bursts) PostgreSQL reckons it holds a row or two and walks it whole
+    instead of the primary key (with a few thousand messages waiting, 15 ms
+    instead of 0.2 for one message)."""
+    return Message.objects.alias(status_unindexed=Concat("status", Value(""))).filter(
+        pk__in=list(ids), status_unindexed__in=list(statuses)
+    )
+
+
 def message_move(message_id: int, new: str, *, now: datetime, **fields) -> bool:
     """Move one message to `new`, writing `fields` with it, if its status
     allows; True when it moved. Nothing is written when it does not."""
-    moved = Message.objects.filter(pk=message_id, status__in=sources(new)).update(
-        status=new, updated_at=now, **fields
-    )
+    moved = by_id_in([message_id], sources(new)).update(status=new, updated_at=now, **fields)
     return moved == 1
 
 

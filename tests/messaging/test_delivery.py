@@ -96,6 +96,38 @@ def test_two_workers_delivering_the_same_batch_at_once_call_the_provider_once_ea
     assert set(Message.objects.values_list("status", flat=True)) == {S.SENT}
 
 
+@pytest.mark.postgres
+def test_messages_taken_by_id_are_found_by_primary_key_when_statistics_say_none_wait(
+    make_message,
+):
+    from apps.messaging.delivery import _CLAIM_SQL
+    from apps.messaging.transitions import by_id_in
+
+    first = make_message(status=S.SENT)
+    Message.objects.bulk_create(
+        Message(
+            customer_id=first.customer_id, channel=Channel.EMAIL, category=Category.MARKETING,
+            idempotency_key=f"stats:{n}", to_address=first.to_address, text="hi",
+            status=S.SENT, created_at=T0,
+        )
+        for n in range(3000)
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Message._meta.db_table}")  # nothing waits
+    Message.objects.update(status=S.SENDING)  # then a burst
+
+    plan = by_id_in([first.pk], [S.SENDING]).explain()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "EXPLAIN " + _CLAIM_SQL.format(ids="%s"),
+            [S.SENDING, T0, "sendgrid", T0, first.pk, S.QUEUED, S.DEFERRED, T0],
+        )
+        claim_plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    for found in (plan, claim_plan):
+        assert "messaging_message_pkey" in found and "message_pending" not in found
+
+
 def test_a_rate_limited_send_waits_for_the_reset_then_goes_once(fake_provider, make_message):
     fake_provider.script("sendgrid", Reply.sendgrid_rate_limited(reset_in=20))
     message = make_message(published_at=T0)
