@@ -457,9 +457,9 @@ def explain_diff(refresh_s: float, query_s: float) -> str:
         f"(EXPLAIN ANALYZE) runs {server_s:.2f} s in the server, most of it in "
         f"{top_nodes(plan[0]['Plan'])}"
         + (f"; foreign-key checks at commit {fk_s:.2f} s" if fk_s >= 0.01 else "")
-        + f"; the rest of the {refresh_s:.2f} s refresh ({rest:.2f} s) is the returned ids "
-        "fetched into Python and sorted, the lease and the bookkeeping (the member query "
-        f"alone, counted: {query_s:.2f} s)"
+        + f"; the rest of the {refresh_s:.2f} s refresh ({rest:.2f} s) is the entered ids "
+        "read back from the member set, fetched into Python and sorted, the lease and the "
+        f"bookkeeping (the member query alone, counted: {query_s:.2f} s)"
     )
 
 
