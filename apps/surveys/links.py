@@ -12,6 +12,7 @@ survey page as a preview and record nothing. Messaging asks for them through
 its context hook (`render_hooks.on_context`), never importing surveys.
 """
 
+import functools
 import re
 import secrets
 from collections.abc import Mapping
@@ -44,9 +45,16 @@ def score_urls(token: str) -> list[str]:
 def preview_urls(template_slug: str = "") -> list[str]:
     """Links for a render that has no invitation: the page shows the survey
     whose template this is, as a preview."""
-    base = survey_url(PREVIEW_TOKEN)
+    return list(_preview_urls(survey_url(PREVIEW_TOKEN), template_slug))
+
+
+@functools.lru_cache(maxsize=1024)
+def _preview_urls(base: str, template_slug: str) -> tuple[str, ...]:
+    # Every email render asks for them, whether or not its template shows
+    # them: encoding eleven query strings cost ~10% of a send's CPU, for an
+    # answer that depends only on the page's URL and the slug.
     extra = {"template": template_slug} if template_slug else {}
-    return [f"{base}?{urlencode({'score': score, **extra})}" for score in SCORES]
+    return tuple(f"{base}?{urlencode({'score': score, **extra})}" for score in SCORES)
 
 
 def nps_context(*, template, customer, message) -> Mapping[str, Any]:
