@@ -169,6 +169,19 @@ def test_sendgrid_calls_share_one_kept_alive_connection(fake_provider, make_mess
     assert fake_provider.connections == 1
 
 
+def test_a_sendgrid_call_builds_no_urllib_opener(fake_provider, make_message, monkeypatch):
+    provider = get_provider(Channel.EMAIL)
+    monkeypatch.setattr(
+        "urllib.request.build_opener", lambda *a: pytest.fail("an opener was built for a call")
+    )
+
+    assert provider.send(make_message()).startswith("fake-sg-")
+
+    (request,) = fake_provider.sendgrid
+    assert request.headers["content-type"] == "application/json"
+    assert request.json["personalizations"]
+
+
 def test_after_a_dropped_connection_sendgrid_calls_on_a_new_one(fake_provider, make_message):
     provider = get_provider(Channel.EMAIL)
     provider.send(make_message())
