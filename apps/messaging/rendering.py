@@ -176,16 +176,29 @@ def _compile(source: str, html: bool, strict: bool) -> JinjaTemplate:
 # --- the context -------------------------------------------------------------
 
 
+_SCALARS = (str, bool, int, float, Decimal, date, type(None))
+
+
 def _plain(value: Any, path: str) -> Any:
     """A copy of `value` made of plain data only, dicts named by their path.
     Anything else (a model, a queryset, a function) is refused: that is how
     templates are kept away from the ORM and the settings."""
-    if value is None or isinstance(value, str | bool | int | float | Decimal | date):
+    # Scalars are taken as they are without a call (or their path, which is
+    # only for names and errors): a context has dozens, on every render.
+    if isinstance(value, _SCALARS):
         return value
     if isinstance(value, Mapping):
-        return _Namespace({str(k): _plain(v, f"{path}.{k}") for k, v in value.items()}, path)
+        return _Namespace(
+            {
+                str(k): v if isinstance(v, _SCALARS) else _plain(v, f"{path}.{k}")
+                for k, v in value.items()
+            },
+            path,
+        )
     if isinstance(value, list | tuple):
-        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [
+            v if isinstance(v, _SCALARS) else _plain(v, f"{path}[{i}]") for i, v in enumerate(value)
+        ]
     if isinstance(value, Event):
         return _plain(_event_data(value), path)
     raise TypeError(
