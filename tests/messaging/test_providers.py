@@ -3,11 +3,13 @@ send, how they authenticate, and how each answer becomes an id or an error."""
 
 import logging
 import socket
+import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from python_http_client.exceptions import BadRequestsError
 
+from apps.messaging import providers
 from apps.messaging.models import Category, Channel, Suppression
 from apps.messaging.providers import PermanentError, TransientError, get_provider
 from apps.messaging.providers.sendgrid import CUSTOM_ARG_MESSAGE_ID
@@ -398,6 +400,31 @@ def test_sendgrid_without_a_key_is_refused(settings):
 
     with pytest.raises(ImproperlyConfigured, match="needs SENDGRID_API_KEY"):
         get_provider(Channel.EMAIL)
+
+
+def test_the_configured_providers_and_their_sdks_are_imported_without_being_built(
+    settings, monkeypatch
+):
+    settings.EMAIL_PROVIDER, settings.SMS_PROVIDER = "sendgrid", "twilio"
+    monkeypatch.delitem(sys.modules, "apps.messaging.providers.sendgrid")
+    monkeypatch.delitem(sys.modules, "apps.messaging.providers.twilio")
+    built = dict(providers._built)
+
+    providers.import_configured()
+
+    assert "apps.messaging.providers.sendgrid" in sys.modules
+    assert "apps.messaging.providers.twilio" in sys.modules
+    assert "twilio.rest.api" in sys.modules  # what Client.api would import at the first SMS
+    assert providers._built == built
+
+
+def test_importing_the_providers_skips_a_channel_configured_wrongly(settings, monkeypatch):
+    settings.EMAIL_PROVIDER, settings.SMS_PROVIDER = "nope", "twilio"
+    monkeypatch.delitem(sys.modules, "apps.messaging.providers.twilio")
+
+    providers.import_configured()
+
+    assert "apps.messaging.providers.twilio" in sys.modules
 
 
 def test_twilio_without_a_sender_is_refused(settings):
