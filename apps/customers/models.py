@@ -91,6 +91,10 @@ class EventStat(models.Model):
             # Covering (PostgreSQL): a segment's event conditions read the
             # customer ids of one event's stats (all of them, or those after a
             # cut), which then come from the index alone, not the whole heap.
+            # Alone as far as the visibility map says the stats' pages are
+            # all-visible: ingestion updates stats all the time, and only
+            # (auto)vacuum marks their pages again; the planner reads the heap
+            # (a bitmap scan) when too few are.
             models.Index(
                 fields=["name", "last_at"], include=["customer"], name="eventstat_name_last"
             )
