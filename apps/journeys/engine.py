@@ -37,7 +37,6 @@ and its outcome is recorded in a second transaction (see `webhooks.py`).
 """
 
 import hashlib
-import json
 import logging
 import secrets
 from collections.abc import Callable, Generator, Sequence
@@ -51,6 +50,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.fields.json import KeyTransform
 
+from apps.core.bulk import rows_insert, rows_update
 from apps.customers.models import CONTACT_FIELDS, Customer, Event, EventStat
 from apps.customers.schemas import IdentifyIn
 from apps.customers.services import customer_save
@@ -475,88 +475,6 @@ class Unit:
         if self.enrollments:
             rows_update(Enrollment, self.enrollments, ENROLLMENT_FIELDS)
         self.steps_new, self.steps_changed, self.enrollments = [], [], []
-
-
-# Column types of `rows_insert` and `rows_update`'s arrays on PostgreSQL (JSON
-# goes as text, cast where it is written).
-_PG_TYPES = {
-    "BigAutoField": "bigint",
-    "CharField": "text",
-    "TextField": "text",
-    "DateTimeField": "timestamptz",
-    "JSONField": "text",
-    "ForeignKey": "bigint",
-    "PositiveIntegerField": "integer",
-}
-
-
-def _pg_columns(columns: Sequence, objects: Sequence) -> tuple[str, list[list], list[str]]:
-    """For `unnest`: the typed array placeholders, one list of values per
-    column (the instances' attributes as they are, JSON dumped to text), and
-    each column as it is written from the unnested row `v`."""
-    arrays, written = [], []
-    for f in columns:
-        values = [getattr(obj, f.attname) for obj in objects]
-        if f.get_internal_type() == "JSONField":
-            values = [None if v is None else json.dumps(v, cls=f.encoder) for v in values]
-            written.append(f"v.{f.column}::jsonb")
-        else:
-            written.append(f"v.{f.column}")
-        arrays.append(values)
-    placeholders = ", ".join(f"%s::{_PG_TYPES[f.get_internal_type()]}[]" for f in columns)
-    return placeholders, arrays, written
-
-
-def rows_insert(model, objects: Sequence, fields: Sequence[str]) -> None:
-    """Insert these instances (`fields` of each, in order) in one statement.
-    On PostgreSQL an INSERT … SELECT over one array per column: no per-value
-    preparation, which at a hundred rows costs more than the insert; the
-    instances' ids are not set. Elsewhere Django's bulk_create."""
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create(objects)
-        return
-    meta = model._meta
-    columns = [meta.get_field(name) for name in fields]
-    placeholders, arrays, written = _pg_columns(columns, objects)
-    names = ", ".join(f.column for f in columns)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {meta.db_table} ({names}) SELECT {', '.join(written)} "  # noqa: S608
-            f"FROM unnest({placeholders}) WITH ORDINALITY AS v ({names}, n) ORDER BY v.n",
-            arrays,
-        )
-
-
-def rows_update(model, objects: Sequence, fields: Sequence[str]) -> None:
-    """Write `fields` of these instances in one UPDATE (Django's bulk_update
-    builds a CASE per field and row, which costs more to build than to run at
-    a hundred rows): from one array per column on PostgreSQL, from a VALUES
-    list elsewhere."""
-    meta = model._meta
-    columns = [meta.pk, *(meta.get_field(name) for name in fields)]
-    names = ", ".join(f.column for f in columns)
-    if connection.vendor == "postgresql":
-        placeholders, params, written = _pg_columns(columns, objects)
-        rows = f"SELECT * FROM unnest({placeholders})"  # noqa: S608
-    else:
-        row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        params = [
-            f.get_db_prep_save(getattr(obj, f.attname), connection)
-            for obj in objects
-            for f in columns
-        ]
-        rows = f"VALUES {', '.join([row] * len(objects))}"
-        written = [f"v.{f.column}" for f in columns]
-    assignments = ", ".join(
-        f"{f.column} = {value}" for f, value in zip(columns[1:], written[1:], strict=True)
-    )
-    table, pk = meta.db_table, meta.pk.column
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH v ({names}) AS ({rows}) "  # noqa: S608
-            f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{pk} = v.{pk}",
-            params,
-        )
 
 
 @dataclass

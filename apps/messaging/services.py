@@ -49,6 +49,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from apps.core.bulk import rows_insert
 from apps.customers.models import Customer
 
 from . import policies, render_hooks
@@ -249,6 +250,10 @@ def _ids_allocate(messages: list[Message], connection) -> None:
             message.pk = pk
 
 
+# Every column, the id included: on PostgreSQL it is drawn beforehand.
+_MESSAGE_FIELDS = [f.name for f in Message._meta.concrete_fields]
+
+
 def _insert(
     messages: dict[str, Message], *, before: Callable[[list[str]], None] | None = None
 ) -> dict[str, Message]:
@@ -265,7 +270,7 @@ def _insert(
             with transaction.atomic():
                 if before is not None:
                     before(list(pending))
-                Message.objects.bulk_create(list(pending.values()))
+                rows_insert(Message, list(pending.values()), _MESSAGE_FIELDS)
         except IntegrityError:
             taken = _sent_before(list(pending))
             if not taken:
@@ -384,6 +389,7 @@ def _new_message(
         # (delivery_enqueue(stamped=True); a render failure takes it off).
         published_at=now if decision.outcome == policies.SEND else None,
         created_at=now,
+        updated_at=now,  # rows_insert runs no pre_save (auto_now)
     )
 
 

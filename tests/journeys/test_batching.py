@@ -7,7 +7,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps.journeys.engine import enrollments_advance, rows_insert, rows_update
+from apps.core.bulk import rows_insert, rows_update
+from apps.journeys.engine import enrollments_advance
 from apps.journeys.enrollment import enrollments_start
 from apps.journeys.models import Enrollment, EnrollmentStep
 from apps.messaging import services
