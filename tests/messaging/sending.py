@@ -13,6 +13,27 @@ from apps.messaging.models import Category, Channel, ConsentRecord, Template
 
 _serial = itertools.count(1)
 
+# The policies the send and policy tests start from (a test changes one
+# setting where it is about that setting).
+SEND_SETTINGS = {
+    "PUBLIC_BASE_URL": "https://tenure.example.com",
+    "DEFAULT_FROM_EMAIL": "Acme <hello@acme.example>",
+    "TWILIO_FROM_NUMBER": "+15005550006",
+    "COMPANY_POSTAL_ADDRESS": "1 Demo Street, Springfield",
+    "FREQUENCY_CAP_EMAIL": "3/7d",
+    "FREQUENCY_CAP_SMS": "1/1d",
+    "SEND_HOURS_EMAIL": "",
+    "SEND_HOURS_SMS": "08:00-21:00",
+    "EMAIL_MARKETING_REQUIRES_OPT_IN": False,
+}
+
+
+def apply_send_settings(settings, **overrides) -> None:
+    """SEND_SETTINGS (with `overrides`) on pytest-django's `settings`."""
+    for name, value in (SEND_SETTINGS | overrides).items():
+        setattr(settings, name, value)
+
+
 FOOTER_HTML = (
     '<p style="color:#888">{{ company.name }}, {{ company.postal_address }}. '
     '<a href="{{ links.unsubscribe }}">Unsubscribe</a> · '

@@ -25,7 +25,7 @@ from apps.messaging.policies import (
     parse_window,
     unknown_zone_intervals,
 )
-from tests.messaging.sending import grant, make_customer, make_template, revoke
+from tests.messaging.sending import apply_send_settings, grant, make_customer, make_template, revoke
 
 pytestmark = pytest.mark.django_db
 
@@ -38,11 +38,7 @@ def utc(text: str) -> datetime:
 
 @pytest.fixture(autouse=True)
 def policy_settings(settings):
-    settings.FREQUENCY_CAP_EMAIL = "3/7d"
-    settings.FREQUENCY_CAP_SMS = "1/1d"
-    settings.SEND_HOURS_EMAIL = ""
-    settings.SEND_HOURS_SMS = "08:00-21:00"
-    settings.EMAIL_MARKETING_REQUIRES_OPT_IN = False
+    apply_send_settings(settings)
 
 
 def message(customer, channel=Channel.EMAIL, *, at: datetime, journey="onboarding", **fields):

@@ -8,7 +8,13 @@ from apps.messaging import links, render_hooks
 from apps.messaging.consent import suppression_add
 from apps.messaging.models import Category, Channel, Message, Template
 from apps.messaging.services import UnknownTemplate, message_send
-from tests.messaging.sending import FOOTER_HTML, grant, make_customer, make_template
+from tests.messaging.sending import (
+    FOOTER_HTML,
+    apply_send_settings,
+    grant,
+    make_customer,
+    make_template,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -19,15 +25,7 @@ NIGHT = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)  # 23:00 in New York
 
 @pytest.fixture(autouse=True)
 def send_settings(settings):
-    settings.PUBLIC_BASE_URL = "https://tenure.example.com"
-    settings.DEFAULT_FROM_EMAIL = "Acme <hello@acme.example>"
-    settings.TWILIO_FROM_NUMBER = "+15005550006"
-    settings.COMPANY_POSTAL_ADDRESS = "1 Demo Street, Springfield"
-    settings.FREQUENCY_CAP_EMAIL = "3/7d"
-    settings.FREQUENCY_CAP_SMS = "1/1d"
-    settings.SEND_HOURS_EMAIL = ""
-    settings.SEND_HOURS_SMS = "08:00-21:00"
-    settings.EMAIL_MARKETING_REQUIRES_OPT_IN = False
+    apply_send_settings(settings)
 
 
 @pytest.fixture

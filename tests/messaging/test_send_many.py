@@ -17,7 +17,14 @@ from apps.messaging.services import (
     message_send_many,
 )
 from apps.tracking.models import TrackedLink
-from tests.messaging.sending import FOOTER_HTML, grant, make_customer, make_template, revoke
+from tests.messaging.sending import (
+    FOOTER_HTML,
+    apply_send_settings,
+    grant,
+    make_customer,
+    make_template,
+    revoke,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -28,15 +35,7 @@ NIGHT = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)  # 23:00 in New York
 
 @pytest.fixture(autouse=True)
 def send_settings(settings):
-    settings.PUBLIC_BASE_URL = "https://tenure.example.com"
-    settings.COMPANY_POSTAL_ADDRESS = "1 Demo Street, Springfield"
-    settings.TWILIO_FROM_NUMBER = "+15005550006"
-    settings.FREQUENCY_CAP_EMAIL = "2/7d"
-    settings.FREQUENCY_CAP_SMS = "1/1d"
-    settings.SEND_HOURS_EMAIL = ""
-    settings.SEND_HOURS_SMS = "08:00-21:00"
-    settings.EMAIL_MARKETING_REQUIRES_OPT_IN = False
-    settings.TRACKING_ENABLED = True
+    apply_send_settings(settings, FREQUENCY_CAP_EMAIL="2/7d", TRACKING_ENABLED=True)
 
 
 def customer(n: int, **traits):
