@@ -1,6 +1,7 @@
 """Admin for tables that grow to millions of append-only rows: counts that do
 not scan them, and history that is shown but never edited by hand."""
 
+from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
 from django.forms.models import BaseInlineFormSet
@@ -46,26 +47,31 @@ class ReadOnlyAdminMixin:
 class ShownOnlyFormSet(BaseInlineFormSet):
     """An inline of history, shown and never posted: the parent form's POST
     carries nothing for it, so it is never bound, always valid and saves
-    nothing. At most `shown` rows (the inline's ordering); `has_more` says
-    whether there are others, `total` how many there are in all."""
+    nothing. At most `shown` rows of `rows()` (None: all of them); `has_more`
+    says whether there are others, `total` how many there are in all."""
 
-    shown = 100
+    shown: int | None = 100
 
     def __init__(self, data=None, files=None, *args, **kwargs):
         super().__init__(None, None, *args, **kwargs)
 
+    def rows(self):
+        """Every row, in the order shown: by default the inline's queryset."""
+        return super().get_queryset()
+
     def get_queryset(self):
         if not hasattr(self, "_shown_rows"):
-            self._shown_rows = super().get_queryset()[: self.shown]
+            rows = self.rows()
+            self._shown_rows = rows if self.shown is None else rows[: self.shown]
         return self._shown_rows
 
     @cached_property
     def has_more(self) -> bool:
-        return self.queryset[self.shown : self.shown + 1].exists()
+        return self.shown is not None and self.rows()[self.shown : self.shown + 1].exists()
 
     @cached_property
     def total(self) -> int:
-        return self.queryset.count() if self.has_more else len(self.get_queryset())
+        return self.rows().count() if self.has_more else len(self.get_queryset())
 
     def is_valid(self) -> bool:
         return True
@@ -73,3 +79,12 @@ class ShownOnlyFormSet(BaseInlineFormSet):
     def save(self, commit=True):
         self.new_objects, self.changed_objects, self.deleted_objects = [], [], []
         return []
+
+
+class ShownOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """A tabular inline of history (`ShownOnlyFormSet`): nothing added,
+    changed or deleted from the page."""
+
+    formset = ShownOnlyFormSet
+    extra = 0
+    can_delete = False

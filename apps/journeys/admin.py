@@ -16,7 +16,6 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Max
 from django.forms.fields import InvalidJSONInput
-from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -24,7 +23,12 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
+from apps.core.bigtables import (
+    EstimatedCountPaginator,
+    ReadOnlyAdminMixin,
+    ShownOnlyFormSet,
+    ShownOnlyInline,
+)
 from apps.customers.models import Customer
 
 from . import selectors, services
@@ -162,31 +166,18 @@ class PublishForm(forms.Form):
         return {"mapping": self.cleaned_data["mapping"]}
 
 
-class ShownOnlyFormSet(BaseInlineFormSet):
-    """An inline shown and never posted (history, immutable versions): the
-    parent form's POST carries nothing for it, so it is never bound, always
-    valid, and saves nothing (as the segments app's history inline)."""
-
-    def __init__(self, data=None, files=None, *args, **kwargs):
-        super().__init__(None, None, *args, **kwargs)
-
-    def is_valid(self) -> bool:
-        return True
-
-    def save(self, commit=True):
-        self.new_objects, self.changed_objects, self.deleted_objects = [], [], []
-        return []
+class VersionFormSet(ShownOnlyFormSet):
+    shown = None  # every version
 
 
-class VersionInline(ReadOnlyAdminMixin, admin.TabularInline):
+class VersionInline(ShownOnlyInline):
     """Published versions: immutable, shown and never edited."""
 
     model = JourneyVersion
-    formset = ShownOnlyFormSet
+    formset = VersionFormSet
     fk_name = "journey"
     fields = readonly_fields = ("number", "published_at", "published_by", "nodes", "export")
     ordering = ("-number",)
-    extra = 0
     verbose_name_plural = "Published versions (immutable)"
 
     @admin.display(description="nodes")
@@ -526,25 +517,19 @@ def _step_rows(steps) -> list[dict]:
 class JourneyTimelineFormSet(ShownOnlyFormSet):
     """The customer's newest enrollments."""
 
-    def get_queryset(self):
-        if not hasattr(self, "_queryset"):
-            rows = selectors.customer_enrollments(self.instance.pk)
-            self._queryset = rows[:TIMELINE_SHOWN]
-        return self._queryset
-
     @property
-    def has_more(self) -> bool:
-        rows = selectors.customer_enrollments(self.instance.pk)
-        return rows[TIMELINE_SHOWN : TIMELINE_SHOWN + 1].exists()
+    def shown(self) -> int:
+        return TIMELINE_SHOWN  # read when shown (a test may change it)
+
+    def rows(self):
+        return selectors.customer_enrollments(self.instance.pk)
 
 
-class JourneyTimelineInline(ReadOnlyAdminMixin, admin.TabularInline):
+class JourneyTimelineInline(ShownOnlyInline):
     model = Enrollment
     formset = JourneyTimelineFormSet
     template = "admin/journeys/journey_timeline_inline.html"
     fields = readonly_fields = ("journey", "state", "entered_at", "finished_at")
-    extra = 0
-    can_delete = False
     verbose_name_plural = "Journeys"
 
     def has_view_permission(self, request, obj=None):

@@ -8,13 +8,17 @@ from functools import partial
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.forms.models import BaseInlineFormSet
 from django.templatetags.static import static
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
+from apps.core.bigtables import (
+    EstimatedCountPaginator,
+    ReadOnlyAdminMixin,
+    ShownOnlyFormSet,
+    ShownOnlyInline,
+)
 from apps.customers.models import Customer
 
 from . import selectors, services, views
@@ -200,39 +204,22 @@ class SegmentMembershipAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         )
 
 
-class SegmentHistoryFormSet(BaseInlineFormSet):
-    """The newest memberships of a customer, shown and never posted: the
-    customer form's POST carries nothing for it, so it is never bound, always
-    valid, and saves nothing."""
-
-    def __init__(self, data=None, files=None, *args, **kwargs):
-        super().__init__(None, None, *args, **kwargs)
-
-    def get_queryset(self):
-        if not hasattr(self, "_queryset"):
-            self._queryset = selectors.customer_segment_history(self.instance)[:HISTORY_SHOWN]
-        return self._queryset
+class SegmentHistoryFormSet(ShownOnlyFormSet):
+    """The newest memberships of a customer."""
 
     @property
-    def has_more(self) -> bool:
-        history = selectors.customer_segment_history(self.instance)
-        return history[HISTORY_SHOWN : HISTORY_SHOWN + 1].exists()
+    def shown(self) -> int:
+        return HISTORY_SHOWN  # read when shown (a test may change it)
 
-    def is_valid(self) -> bool:
-        return True
-
-    def save(self, commit=True):
-        self.new_objects, self.changed_objects, self.deleted_objects = [], [], []
-        return []
+    def rows(self):
+        return selectors.customer_segment_history(self.instance)
 
 
-class SegmentHistoryInline(ReadOnlyAdminMixin, admin.TabularInline):
+class SegmentHistoryInline(ShownOnlyInline):
     model = SegmentMembership
     formset = SegmentHistoryFormSet
     template = "admin/segments/segment_history_inline.html"
     fields = readonly_fields = ("segment", "entered_at", "exited_at")
-    extra = 0
-    can_delete = False
     verbose_name_plural = "Segment history"
 
     def has_view_permission(self, request, obj=None):

@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyFormSet
+from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyInline
 from apps.messaging.models import Message
 
 from . import selectors
@@ -238,17 +238,14 @@ class SurveyResponseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 # --- the message page: the survey it carried ------------------------------------------
 
 
-class MessageSurveyInline(ReadOnlyAdminMixin, admin.TabularInline):
+class MessageSurveyInline(ShownOnlyInline):
     """The NPS invitation a message carried and its answer, if any."""
 
     model = SurveyInvitation
     fk_name = "message"
-    formset = ShownOnlyFormSet
     template = "admin/surveys/message_survey_inline.html"
     fields = readonly_fields = ("survey", "channel", "sent_at", "expires_at", "responded_at")
     ordering = ("id",)
-    extra = 0
-    can_delete = False
     verbose_name_plural = "NPS survey"
 
     def has_view_permission(self, request, obj=None):

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyFormSet
+from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyInline
 from apps.messaging.models import Message
 
 from . import services
@@ -260,31 +260,25 @@ class InboundSmsAdmin(admin.ModelAdmin):
 # --- the message page: what came back -------------------------------------------------
 
 
-class MessageEngagementInline(ReadOnlyAdminMixin, admin.TabularInline):
+class MessageEngagementInline(ShownOnlyInline):
     """The message's opens, clicks and delivery reports, oldest first, machine
     hits with their reason (they moved nothing)."""
 
     model = Engagement
-    formset = ShownOnlyFormSet
     template = "admin/tracking/message_engagements_inline.html"
     fields = readonly_fields = ("occurred_at", "kind", "source", "machine", "url")
     ordering = ("occurred_at", "id")
-    extra = 0
-    can_delete = False
     verbose_name_plural = "Engagement"
 
 
-class MessageProviderEventInline(ReadOnlyAdminMixin, admin.TabularInline):
+class MessageProviderEventInline(ShownOnlyInline):
     """The provider's own reports of the message, as received (raw webhook
     events), with whether and how they were processed."""
 
     model = ProviderEvent
-    formset = ShownOnlyFormSet
     template = "admin/tracking/message_provider_events_inline.html"
     fields = readonly_fields = ("occurred_at", "provider", "kind", "processed_at", "error")
     ordering = ("occurred_at", "id")
-    extra = 0
-    can_delete = False
     verbose_name_plural = "Provider events"
 
 
