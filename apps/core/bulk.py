@@ -1,10 +1,12 @@
 """Bulk SQL that runs the same on PostgreSQL and SQLite: many rows into one
 statement without hitting parameter limits or per-row round trips."""
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import islice
+from operator import attrgetter
 
 from django.db import connection, transaction
 from django.db.models.expressions import RawSQL
@@ -79,78 +81,77 @@ def _q(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def _array_type(field) -> str:
-    """The PostgreSQL type of a column's array (JSON goes as text, cast where
-    it is written)."""
-    return "text" if field.get_internal_type() == "JSONField" else field.db_type(connection)
+def _row_getter(columns: Sequence) -> Callable[[object], tuple]:
+    """A row of these columns from an instance, as COPY takes it: the
+    attributes as they are, JSON dumped to text."""
+    get = attrgetter(*(f.attname for f in columns))
+    json_at = [n for n, f in enumerate(columns) if f.get_internal_type() == "JSONField"]
+    if len(columns) == 1:
+        single = get
+        get = lambda obj: (single(obj),)  # noqa: E731
+    if not json_at:
+        return get
+    encoders = {n: columns[n].encoder for n in json_at}
+
+    def row(obj: object) -> tuple:
+        values = list(get(obj))
+        for n, encoder in encoders.items():
+            if values[n] is not None:
+                values[n] = json.dumps(values[n], cls=encoder)
+        return tuple(values)
+
+    return row
 
 
-def _pg_columns(columns: Sequence, objects: Sequence) -> tuple[str, list[list], list[str]]:
-    """For `unnest`: the typed array placeholders, one list of values per
-    column (the instances' attributes as they are, JSON dumped to text), and
-    each column as it is written from the unnested row `v`."""
-    arrays, written = [], []
-    for f in columns:
-        values = [getattr(obj, f.attname) for obj in objects]
-        if f.get_internal_type() == "JSONField":
-            values = [None if v is None else json.dumps(v, cls=f.encoder) for v in values]
-            written.append(f"v.{_q(f.column)}::jsonb")
-        else:
-            written.append(f"v.{_q(f.column)}")
-        arrays.append(values)
-    placeholders = ", ".join(f"%s::{_array_type(f)}[]" for f in columns)
-    return placeholders, arrays, written
+def _copy(cursor, table: str, columns: Sequence, objects: Sequence) -> None:
+    """COPY the instances' `columns` into `table` (psycopg formats the rows in
+    C: no SQL literal to build on our side or to parse on the server's); a
+    violated constraint raises Django's IntegrityError, as an INSERT would."""
+    row = _row_getter(columns)
+    names = ", ".join(_q(f.column) for f in columns)
+    with (
+        connection.wrap_database_errors,
+        cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
+    ):
+        for obj in objects:
+            copy.write_row(row(obj))
 
 
 def rows_insert(model, objects: Sequence, fields: Sequence[str]) -> None:
     """Insert these instances (`fields` of each, in order: with the id when it
-    is set beforehand) in one statement. On PostgreSQL an INSERT … SELECT over
-    one array per column: no per-value preparation, which at a hundred rows
-    costs more than the insert, and no `pre_save` (an `auto_now` field must
-    be set by the caller); ids not given are not set on the instances.
-    Elsewhere Django's bulk_create (which sets them)."""
+    is set beforehand) in one statement. On PostgreSQL a COPY: no per-value
+    preparation, which at a hundred rows costs more than the insert, and no
+    `pre_save` (an `auto_now` field must be set by the caller); ids not given
+    are not set on the instances. Elsewhere Django's bulk_create (which sets
+    them)."""
     if connection.vendor != "postgresql":
         model.objects.bulk_create(objects)
         return
     meta = model._meta
-    columns = [meta.get_field(name) for name in fields]
-    placeholders, arrays, written = _pg_columns(columns, objects)
-    names = ", ".join(_q(f.column) for f in columns)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {_q(meta.db_table)} ({names}) SELECT {', '.join(written)} "  # noqa: S608
-            f"FROM unnest({placeholders}) WITH ORDINALITY AS v ({names}, n) ORDER BY v.n",
-            arrays,
-        )
+        _copy(cursor, _q(meta.db_table), [meta.get_field(name) for name in fields], objects)
 
 
 def rows_update(model, objects: Sequence, fields: Sequence[str]) -> None:
     """Write `fields` of these instances in one UPDATE (Django's bulk_update
     builds a CASE per field and row, which costs more to build than to run at
-    a hundred rows): from one array per column on PostgreSQL, from a VALUES
-    list elsewhere."""
+    a hundred rows), from the rows staged by `staged_write`: COPY on
+    PostgreSQL, a VALUES list elsewhere."""
     meta = model._meta
     columns = [meta.pk, *(meta.get_field(name) for name in fields)]
-    names = ", ".join(_q(f.column) for f in columns)
     if connection.vendor == "postgresql":
-        placeholders, params, written = _pg_columns(columns, objects)
-        rows = f"SELECT * FROM unnest({placeholders})"  # noqa: S608
+        rows = list(map(_row_getter(columns), objects))
     else:
-        row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        params = [
-            f.get_db_prep_save(getattr(obj, f.attname), connection)
-            for obj in objects
-            for f in columns
+        rows = [
+            [f.get_db_prep_save(getattr(o, f.attname), connection) for f in columns]
+            for o in objects
         ]
-        rows = f"VALUES {', '.join([row] * len(objects))}"
-        written = [f"v.{_q(f.column)}" for f in columns]
-    assignments = ", ".join(
-        f"{_q(f.column)} = {value}" for f, value in zip(columns[1:], written[1:], strict=True)
-    )
     table, pk = _q(meta.db_table), _q(meta.pk.column)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH v ({names}) AS ({rows}) "  # noqa: S608
-            f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{pk} = v.{pk}",
-            params,
-        )
+    assignments = ", ".join(f"{_q(f.column)} = v.{_q(f.column)}" for f in columns[1:])
+    digest = hashlib.blake2s(" ".join(fields).encode(), digest_size=4).hexdigest()
+    staged_write(
+        f"rows_{meta.db_table[:35]}_{digest}",  # one per model and set of fields
+        [(_q(f.column), f.db_type(connection)) for f in columns],
+        rows,
+        f"UPDATE {table} SET {assignments} FROM {{staged}} AS v WHERE {table}.{pk} = v.{pk}",  # noqa: S608
+    )

@@ -274,12 +274,13 @@ def test_a_branch_tests_the_chunks_customers_at_once_and_each_takes_its_edge(
 
 
 def test_a_chunks_bulk_writes_keep_every_value_as_gathered(live, make_customers):
-    """Steps and enrollments are written from arrays on PostgreSQL: quotes,
-    braces, commas, backslashes, non-ASCII text and nulls come back as they
-    were, and the steps' ids follow the order they were gathered in."""
+    """Steps and enrollments are written by COPY on PostgreSQL: quotes, tabs,
+    line breaks, braces, commas, backslashes, COPY's own null marker,
+    non-ASCII text and nulls come back as they were, and the steps' ids
+    follow the order they were gathered in."""
     journey = live([{"id": "done", "type": "exit"}])
     enrollments = enroll_all(journey, make_customers(2, "w"))
-    awkward = 'a "quoted", {braced} \\ back\\slash, NULL, é ✓'
+    awkward = 'a "quoted", {braced} \\ back\\slash, NULL, \\N, tab\there\r\nnext line, é ✓'
     steps = [
         EnrollmentStep(
             enrollment_id=enrollments[n % 2].pk,
