@@ -142,6 +142,7 @@ class FrequencyCap:
     text: str  # as configured, "3/7d"
 
 
+@lru_cache(maxsize=64)  # read per send; a setting changed in a test is another value
 def parse_cap(value: str, *, setting: str = "frequency cap") -> FrequencyCap | None:
     """ "3/7d" → at most 3 in any 7 days; blank → no cap. Units m, h, d, w."""
     if not value or not value.strip():
@@ -176,6 +177,7 @@ class SendWindow:
         return seconds >= self.start or seconds < self.end
 
 
+@lru_cache(maxsize=64)
 def parse_window(value: str, *, setting: str = "send hours") -> SendWindow | None:
     """ "08:00-21:00" → allowed from 08:00 until 21:00 (exclusive); blank →
     any time. "22:00-06:00" spans midnight; "24:00" may end a window."""

@@ -3,6 +3,7 @@ state, and a customer's messages."""
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -17,6 +18,7 @@ from .models import Channel, ConsentRecord, Message, Suppression
 DEFERRAL_LOOKBACK = timedelta(days=60)
 
 
+@lru_cache(maxsize=4096)  # a send checks its address twice; validating an email is not cheap
 def normalize_address(channel: str, address: str) -> str:
     """The form addresses are stored and compared in: email lower-cased,
     phone numbers E.164 (spaces, dots, dashes and brackets dropped). Raises
