@@ -98,3 +98,30 @@ def test_a_message_not_yet_stored_gets_preview_unsubscribe_and_its_customers_pre
     assert links.unsubscribe_url(draft).endswith("/u/preview")
     token = links.preferences_url(draft).rsplit("/", 1)[1]
     assert links.read_preferences_token(token).customer_id == message.customer_id
+
+
+@pytest.mark.parametrize("secret", [None, "another key, é", b"a key in bytes"])
+def test_tokens_are_what_djangos_signers_make_whatever_the_key(settings, secret):
+    if secret:
+        settings.SECRET_KEY = secret
+    stored = [Message(pk=pk, customer_id=pk + 1) for pk in (1, 42, 10**12)]
+
+    with time_machine.travel(NOW, tick=False):
+        for message in stored:
+            assert links.unsubscribe_token(message) == signing.Signer(
+                salt=links.UNSUBSCRIBE_SALT
+            ).sign_object({"m": message.pk}, compress=False)
+            assert links.preferences_token(message) == signing.dumps(
+                {"c": message.customer_id, "m": message.pk}, salt=links.PREFERENCES_SALT
+            )
+        assert links.sign("12.3", salt="a salt") == signing.Signer(salt="a salt").sign("12.3")
+
+
+def test_a_token_signed_before_a_key_rotation_is_read_with_the_fallback(settings, message):
+    token = links.unsubscribe_token(message)
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "the new key"
+
+    assert links.read_unsubscribe_token(token) == message.pk
+    assert links.unsubscribe_token(message) != token  # new tokens use the new key
+    assert links.read_unsubscribe_token(links.unsubscribe_token(message)) == message.pk
