@@ -534,6 +534,58 @@ def test_each_message_of_a_group_is_recorded_with_its_own_provider_id(make_messa
         assert message.sent_at >= T0
 
 
+@pytest.mark.postgres
+def test_on_postgres_a_groups_sends_and_the_next_groups_claims_are_one_statement(
+    make_message, settings
+):
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.messaging.providers.locmem import outbox
+
+    settings.EMAIL_PROVIDER = "locmem"
+    settings.DELIVERY_CONCURRENCY = 2
+    outbox.clear()
+    messages = [make_message() for _ in range(5)]
+
+    with CaptureQueriesContext(connection) as queries:
+        report = messages_deliver([m.pk for m in messages], now=T0)
+
+    writes = [q["sql"] for q in queries if q["sql"].startswith(("UPDATE", "WITH"))]
+    # Claim 1-2; sent 1-2 with claim 3-4; sent 3-4 with claim 5; sent 5.
+    assert [(" sent AS (" in sql, "RETURNING" in sql) for sql in writes] == [
+        (False, True),
+        (True, True),
+        (True, True),
+        (False, False),
+    ]
+    assert report.sent == 5
+    given = {sent.message_id: sent.provider_message_id for sent in outbox}
+    for message in map(reload, messages):
+        assert (message.status, message.attempts, message.lease_until) == (S.SENT, 1, None)
+        assert message.provider_message_id == given[message.pk]
+
+
+@pytest.mark.postgres
+def test_sends_written_with_the_next_claims_never_move_a_status_back(make_message, settings):
+    from apps.messaging.delivery import _claim, _Sent
+    from apps.messaging.providers import get_provider
+
+    settings.EMAIL_PROVIDER = "locmem"
+    # A provider's event overtook the worker recording the send.
+    overtaken = make_message(status=S.DELIVERED, provider="locmem", attempts=1)
+    waiting = make_message()
+
+    claimed = _claim(
+        [waiting], get_provider(Channel.EMAIL), now=T0, sent=[_Sent(overtaken, "locmem-1", T0)]
+    )
+
+    assert claimed == [waiting]
+    reload(overtaken)
+    assert (overtaken.status, overtaken.provider_message_id) == (S.DELIVERED, "locmem-1")
+    reload(waiting)
+    assert (waiting.status, waiting.attempts, waiting.provider) == (S.SENDING, 1, "locmem")
+
+
 def test_each_delivery_thread_keeps_its_connection_to_twilio(fake_provider, make_message, settings):
     settings.DELIVERY_CONCURRENCY = 12  # more than the SDK's own pool keeps
     fake_provider.delay = 0.2  # so the calls of a group overlap
