@@ -53,7 +53,7 @@ from django.utils import timezone
 
 from . import ratelimit
 from .consent import BLOCKS_TRANSACTIONAL, SUPPRESSION_WORDS, consent_record, suppression_add
-from .models import Category, ConsentRecord, Message, Suppression
+from .models import Category, Channel, ConsentRecord, Message, Suppression
 from .providers import PermanentError, Provider, TransientError, get_provider
 from .selectors import normalize_address
 from .transitions import by_id_in, sources
@@ -607,17 +607,19 @@ def _drop_suppressed(
     (consent.BLOCKS_TRANSACTIONAL)."""
     if not messages:
         return messages
-    addresses = {m.pk: _address(m.channel, m.to_address) for m in messages}
+    forms = {m.pk: _address_forms(m.channel, m.to_address) for m in messages}
     found: dict[tuple[str, str], str] = {}
     for channel, address, reason in Suppression.objects.filter(
-        lifted_at__isnull=True, address__in={a for _, a in addresses.values()}
+        lifted_at__isnull=True, address__in={a for each in forms.values() for a in each}
     ).values_list("channel", "address", "reason"):
         found[(channel, address)] = reason
     if not found:
         return messages
     keep = []
     for message in messages:
-        reason = found.get(addresses[message.pk])
+        reason = None
+        if any((message.channel, form) in found for form in forms[message.pk]):
+            reason = found.get(_address(message.channel, message.to_address))
         if reason is None or (
             reason not in BLOCKS_TRANSACTIONAL and message.category != Category.MARKETING
         ):
@@ -628,6 +630,16 @@ def _drop_suppressed(
         )
         report.suppressed += 1
     return keep
+
+
+def _address_forms(channel: str, address: str) -> tuple[str, ...]:
+    """The forms among which `_address` is: for email the address stripped
+    and lower-cased (what it is when valid) and the address as it is (when
+    not), so that the regular expressions of validation, the costliest part
+    of the check, run only for the few addresses the list holds."""
+    if channel == Channel.EMAIL:
+        return address, address.strip().lower()
+    return (_address(channel, address)[1],)
 
 
 def _address(channel: str, address: str) -> tuple[str, str]:

@@ -394,6 +394,25 @@ def test_an_address_suppressed_after_the_message_was_queued_is_not_sent(
     ]
 
 
+def test_the_send_time_check_normalizes_an_address_and_takes_an_invalid_one_as_it_is(
+    fake_provider, make_message
+):
+    spaced = make_message(to_address="  Grace.H@Example.COM ")
+    invalid = make_message(to_address="Not An Address")
+    other_invalid = make_message(to_address="Other Bad")
+    for address in ("grace.h@example.com", "Not An Address", "other bad"):
+        Suppression.objects.create(
+            channel=Channel.EMAIL, address=address, reason=Suppression.Reason.BOUNCE, created_at=T0
+        )
+
+    report = messages_deliver([spaced.pk, invalid.pk, other_invalid.pk], now=T0)
+
+    assert (report.suppressed, report.sent) == (2, 1)
+    assert reload(spaced).status == reload(invalid).status == S.SUPPRESSED
+    # Not an address, so not lower-cased: "other bad" is another entry.
+    assert reload(other_invalid).status == S.SENT
+
+
 def test_a_misconfigured_provider_leaves_the_messages_waiting(
     fake_provider, make_message, settings
 ):
