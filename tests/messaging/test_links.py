@@ -5,8 +5,10 @@ import pytest
 import time_machine
 from django.core import signing
 
+from apps.core import signing as core_signing
 from apps.messaging import links
 from apps.messaging.models import Category, Channel, Message
+from apps.tracking import tokens
 from tests.messaging.sending import make_customer
 
 pytestmark = pytest.mark.django_db
@@ -101,7 +103,7 @@ def test_a_message_not_yet_stored_gets_preview_unsubscribe_and_its_customers_pre
 
 
 @pytest.mark.parametrize("secret", [None, "another key, é", b"a key in bytes"])
-def test_tokens_are_what_djangos_signers_make_whatever_the_key(settings, secret):
+def test_link_tokens_are_what_djangos_signers_make_whatever_the_key(settings, secret):
     if secret:
         settings.SECRET_KEY = secret
     stored = [Message(pk=pk, customer_id=pk + 1) for pk in (1, 42, 10**12)]
@@ -114,7 +116,16 @@ def test_tokens_are_what_djangos_signers_make_whatever_the_key(settings, secret)
             assert links.preferences_token(message) == signing.dumps(
                 {"c": message.customer_id, "m": message.pk}, salt=links.PREFERENCES_SALT
             )
-        assert links.sign("12.3", salt="a salt") == signing.Signer(salt="a salt").sign("12.3")
+        assert core_signing.sign("12.3", salt="a salt") == signing.Signer(salt="a salt").sign(
+            "12.3"
+        )
+        for message in stored:
+            assert tokens.open_token(message.pk) == signing.Signer(salt=tokens.OPEN_SALT).sign(
+                str(message.pk)
+            )
+            assert tokens.click_token(message.pk, 3) == signing.Signer(salt=tokens.CLICK_SALT).sign(
+                f"{message.pk}.3"
+            )
 
 
 def test_a_token_signed_before_a_key_rotation_is_read_with_the_fallback(settings, message):
