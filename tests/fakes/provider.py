@@ -29,6 +29,8 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field, replace
+from email.utils import formatdate
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SENDGRID_KEY = "SG.fake-key.for-tests"
@@ -285,37 +287,80 @@ class _Server(ThreadingHTTPServer):
 def _handler_for(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs
-        # The headers and the body go out in two writes: with Nagle's algorithm
-        # the second waits for the client's delayed ACK (40 ms on Linux).
+        # An answer goes out in one write; with Nagle's algorithm a second
+        # one (http.server writes the headers and the body apart) would wait
+        # for the client's delayed ACK (40 ms on Linux).
         disable_nagle_algorithm = True
+        _date = (0, "")  # (second, its Date header), made once a second
 
         def setup(self) -> None:
             super().setup()
             with server._lock:
                 server.connections += 1
 
+        def parse_request(self) -> bool:
+            """http.server's, but the headers are read into a dict of
+            lower-cased names here instead of by the email package's
+            parser, which cost the fake more than the rest of a request."""
+            self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+            words = self.requestline.split()
+            if len(words) != 3 or not words[2].startswith("HTTP/1."):
+                self.command, self.request_version = "", "HTTP/1.0"
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request line {self.requestline!r}")
+                return False
+            self.command, self.path, self.request_version = words
+            headers: dict[str, str] = {}
+            for _ in range(100):
+                line = self.rfile.readline(65537)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                name, colon, value = str(line, "iso-8859-1").partition(":")
+                if not colon:
+                    self.send_error(HTTPStatus.BAD_REQUEST, f"Bad header line {line!r}")
+                    return False
+                # As the email package leaves it: leading blanks dropped.
+                headers[name.strip().lower()] = value.lstrip(" \t").rstrip("\r\n")
+            else:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+                return False
+            self.headers = headers
+            connection = headers.get("connection", "").lower()
+            self.close_connection = connection == "close" or (
+                self.request_version == "HTTP/1.0" and connection != "keep-alive"
+            )
+            return True
+
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
-            headers = {k.lower(): v for k, v in self.headers.items()}
             path = urllib.parse.urlsplit(self.path).path
-            reply = server.answer(self.command, path, headers, body)
+            reply = server.answer(self.command, path, self.headers, body)
             if reply.delay:
                 time.sleep(reply.delay)
             if reply.drop_connection:
                 self.close_connection = True
                 return
+            head = [
+                f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}",
+                f"Server: {self.version_string()}",
+                f"Date: {self._http_date()}",
+                *(f"{name}: {value}" for name, value in reply.headers.items()),
+                f"Content-Length: {len(reply.body)}",
+                "\r\n",
+            ]
             try:
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                self.wfile.write(reply.body)
+                self.wfile.write("\r\n".join(head).encode("iso-8859-1") + reply.body)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client gave up (its timeout)
 
         do_GET = do_POST = _serve
+
+        @classmethod
+        def _http_date(cls) -> str:
+            second = int(time.time())
+            if cls._date[0] != second:
+                cls._date = (second, formatdate(second, usegmt=True))
+            return cls._date[1]
 
         def log_message(self, format, *args) -> None:
             pass
