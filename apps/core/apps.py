@@ -9,4 +9,8 @@ class CoreConfig(AppConfig):
     label = "core"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 (registers the system checks)
+        from django.db.backends.signals import connection_created
+
+        from . import checks, timestamps  # noqa: F401 (checks: registers the system checks)
+
+        connection_created.connect(timestamps.register, dispatch_uid="tenure.timestamps")
