@@ -29,9 +29,9 @@ def staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, stat
     returned: list[tuple] = []
     names = ", ".join(c for c, _ in columns)
     # The temporary table empties at commit: in autocommit it would be empty
-    # before the statement ran. A transaction (a savepoint if one is open) keeps
-    # the rows for it.
-    with transaction.atomic(), connection.cursor() as cursor:
+    # before the statement ran. A transaction keeps the rows for it (inside an
+    # open one, no savepoint: a failure here is the caller's to roll back).
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             table = f"tenure_staged_{name}"
             types = ", ".join(f"{c} {t}" for c, t in columns)
