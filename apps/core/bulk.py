@@ -119,17 +119,25 @@ def _copy(cursor, table: str, columns: Sequence, objects: Sequence) -> None:
 
 def rows_insert(model, objects: Sequence, fields: Sequence[str]) -> None:
     """Insert these instances (`fields` of each, in order: with the id when it
-    is set beforehand) in one statement. On PostgreSQL a COPY: no per-value
-    preparation, which at a hundred rows costs more than the insert, and no
-    `pre_save` (an `auto_now` field must be set by the caller); ids not given
-    are not set on the instances. Elsewhere Django's bulk_create (which sets
-    them)."""
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create(objects)
-        return
+    is set beforehand), or any objects with the fields' attribute names
+    (`enrollment_id` for a foreign key `enrollment`), in one statement. On
+    PostgreSQL a COPY: no per-value preparation, which at a hundred rows costs
+    more than the insert, and no `pre_save` (an `auto_now` field must be set
+    by the caller); ids not given are not set on the instances. Elsewhere
+    Django's bulk_create (which sets them)."""
     meta = model._meta
+    columns = [meta.get_field(name) for name in fields]
+    if connection.vendor != "postgresql":
+        instances = [
+            obj
+            if isinstance(obj, model)
+            else model(**{f.attname: getattr(obj, f.attname) for f in columns})
+            for obj in objects
+        ]
+        model.objects.bulk_create(instances)
+        return
     with connection.cursor() as cursor:
-        _copy(cursor, _q(meta.db_table), [meta.get_field(name) for name in fields], objects)
+        _copy(cursor, _q(meta.db_table), columns, objects)
 
 
 def rows_update(model, objects: Sequence, fields: Sequence[str]) -> None:

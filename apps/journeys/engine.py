@@ -422,6 +422,22 @@ STEP_FIELDS = ["finished_at", "outcome", "detail", "message"]
 STEP_NEW_FIELDS = ["enrollment", "node_id", "visit", "started_at", *STEP_FIELDS]
 
 
+@dataclass(slots=True)
+class NewStep:
+    """A step to insert: EnrollmentStep's columns by their attribute names
+    (what `rows_insert` reads), without a model instance's cost; a chunk
+    makes two for each enrollment it sends to."""
+
+    enrollment_id: int
+    node_id: str
+    visit: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    detail: str
+    message_id: int | None = None
+
+
 @dataclass
 class Unit:
     """What one chunk's enrollments share: parsed versions, templates by
@@ -433,7 +449,7 @@ class Unit:
     definitions: Definitions = field(default_factory=Definitions)
     templates: dict[str, Template] = field(default_factory=dict)
     pending: list[webhooks.PendingCall] = field(default_factory=list)
-    steps_new: list[EnrollmentStep] = field(default_factory=list)
+    steps_new: list[NewStep] = field(default_factory=list)
     steps_changed: list[EnrollmentStep] = field(default_factory=list)
     enrollments: list[Enrollment] = field(default_factory=list)
     # The steps of the visits the chunk's enrollments are at, loaded at once.
@@ -543,10 +559,11 @@ class Run:
         enrollment's steps gathered before it are written first, so their
         ids follow the order of the visits."""
         if self.step is None:
-            mine = [s for s in self.unit.steps_new if s.enrollment_id == self.enrollment.pk]
+            pk = self.enrollment.pk
+            mine = [s for s in self.unit.steps_new if s.enrollment_id == pk]
             if mine:
-                EnrollmentStep.objects.bulk_create(mine)
-                self.unit.steps_new = [s for s in self.unit.steps_new if s not in mine]
+                rows_insert(EnrollmentStep, mine, STEP_NEW_FIELDS)
+                self.unit.steps_new = [s for s in self.unit.steps_new if s.enrollment_id != pk]
             self.step = EnrollmentStep.objects.create(
                 enrollment_id=self.enrollment.pk,
                 node_id=self.node.id,
@@ -571,15 +588,7 @@ def _advance_one(enrollment: Enrollment, unit: Unit, *, now: datetime) -> Walk:
     if met:
         reason = goal_reason(definition)
         unit.steps_new.append(
-            EnrollmentStep(
-                enrollment_id=enrollment.pk,
-                node_id=GOAL_STEP,
-                visit=1,
-                started_at=now,
-                finished_at=now,
-                outcome=Enrollment.State.CONVERTED,
-                detail=reason,
-            )
+            NewStep(enrollment.pk, GOAL_STEP, 1, now, now, Enrollment.State.CONVERTED, reason)
         )
         _finish(enrollment, unit, state=Enrollment.State.CONVERTED, reason=reason, now=now)
         return 1
@@ -638,7 +647,7 @@ def _record(run: Run, move: Move) -> None:
     finished = None if move.kind == "wait" else run.now
     if run.step is None:
         run.unit.steps_new.append(
-            EnrollmentStep(
+            NewStep(
                 enrollment_id=run.enrollment.pk,
                 node_id=run.node.id,
                 visit=run.visit,
@@ -646,7 +655,7 @@ def _record(run: Run, move: Move) -> None:
                 finished_at=finished,
                 outcome=move.outcome[:30],
                 detail=move.detail,
-                message=move.message,
+                message_id=move.message.pk if move.message is not None else None,
             )
         )
     else:
