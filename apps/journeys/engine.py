@@ -136,8 +136,7 @@ def engine_tick(*, now: datetime, publish: Callable[[list[int]], None] | None = 
 _PG_CLAIM = """
 WITH due AS (
     SELECT e.id FROM {enrollment} AS e JOIN {journey} AS j ON j.id = e.journey_id
-    WHERE e.state = 'active' AND e.next_run_at <= %s AND j.status = 'live'
-      AND (e.lease_until IS NULL OR e.lease_until <= %s)
+    WHERE e.state = 'active' AND e.next_run_at <= %s AND j.status = 'live' AND {claimable}
     ORDER BY e.next_run_at
     LIMIT %s
     FOR UPDATE OF e SKIP LOCKED
@@ -151,13 +150,20 @@ _SQLITE_CLAIM = """
 UPDATE {enrollment} SET lease_until = %s, lease_token = %s
 WHERE id IN (
     SELECT e.id FROM {enrollment} AS e JOIN {journey} AS j ON j.id = e.journey_id
-    WHERE e.state = 'active' AND e.next_run_at <= %s AND j.status = 'live'
-      AND (e.lease_until IS NULL OR e.lease_until <= %s)
+    WHERE e.state = 'active' AND e.next_run_at <= %s AND j.status = 'live' AND {claimable}
     ORDER BY e.next_run_at
     LIMIT %s
 ) AND state = 'active' AND (lease_until IS NULL OR lease_until <= %s)
 RETURNING id
 """
+# What may be claimed, each read from its own partial index: enrollments whose
+# holder's lease ran out (`enrollment_claimed`, by lease_until), then those
+# nobody holds (`enrollment_due`, by next_run_at). One condition for both
+# would walk, on every claim, past all the rows earlier ticks hold and
+# workers have not reached yet (up to ENGINE_MAX_CLAIMED: 20,000 rows read
+# for each batch of 2,000 claimed).
+_EXPIRED = "e.lease_token <> '' AND e.lease_until <= %s"
+_FREE = "e.lease_token = ''"
 
 
 def _outstanding(*, now: datetime) -> int:
@@ -173,16 +179,25 @@ def _outstanding_query(*, now: datetime):
 
 
 def _claim(*, now: datetime, limit: int, token: str) -> list[int]:
-    """Lease up to `limit` due enrollments of live journeys to `token`."""
+    """Lease up to `limit` due enrollments of live journeys to `token`: those
+    whose lease expired first (their claim was lost), then unclaimed ones."""
     tables = {"enrollment": Enrollment._meta.db_table, "journey": Journey._meta.db_table}
     adapt = connection.ops.adapt_datetimefield_value
     at, until = adapt(now), adapt(now + timedelta(seconds=settings.ENGINE_LEASE_S))
+    ids: list[int] = []
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(_PG_CLAIM.format(**tables), [at, at, limit, until, token])
-        else:
-            cursor.execute(_SQLITE_CLAIM.format(**tables), [until, token, at, at, limit, at])
-        return sorted(row[0] for row in cursor.fetchall())
+        for claimable, params in ((_EXPIRED, [at]), (_FREE, [])):
+            want = limit - len(ids)
+            if want <= 0:
+                break
+            if connection.vendor == "postgresql":
+                sql = _PG_CLAIM.format(claimable=claimable, **tables)
+                cursor.execute(sql, [at, *params, want, until, token])
+            else:
+                sql = _SQLITE_CLAIM.format(claimable=claimable, **tables)
+                cursor.execute(sql, [until, token, at, *params, want, at])
+            ids += [row[0] for row in cursor.fetchall()]
+    return sorted(ids)
 
 
 def wake_waiting(*, now: datetime, customer_ids: Sequence[int] | None = None) -> int:

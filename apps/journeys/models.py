@@ -114,8 +114,13 @@ class Enrollment(models.Model):
             )
         ]
         indexes = [
+            # The unclaimed ones only: a claim reads these in due order, and
+            # never walks past the rows earlier ticks hold (up to
+            # ENGINE_MAX_CLAIMED, all due before the rest).
             models.Index(
-                fields=["next_run_at"], condition=Q(state="active"), name="enrollment_due"
+                fields=["next_run_at"],
+                condition=Q(state="active", lease_token=""),
+                name="enrollment_due",
             ),
             models.Index(fields=["customer", "entered_at"], name="enrollment_customer_at"),
             models.Index(

@@ -292,6 +292,31 @@ def test_a_claim_nobody_processed_is_claimed_again_when_its_lease_expires(
     assert (before.claimed, after.claimed) == (0, 1)
 
 
+def test_a_claim_takes_expired_leases_first_then_unclaimed_ones_never_live_ones(
+    journey, make_customers, settings, django_capture_on_commit_callbacks
+):
+    """Held rows are due first, yet a claim passes them by (each kind is read
+    from its own partial index); a lost claim is taken again before fresh work."""
+    live, early, expired, latest = (
+        enroll(journey, c, at=T0 + timedelta(seconds=n)) for n, c in enumerate(make_customers(4))
+    )
+    lease = timedelta(seconds=settings.ENGINE_LEASE_S)
+    Enrollment.objects.filter(pk=live.pk).update(lease_until=T0 + 2 * lease, lease_token="a")
+    Enrollment.objects.filter(pk=expired.pk).update(lease_until=T0 + lease, lease_token="b")
+    now = T0 + lease
+    settings.ENGINE_CLAIM_BATCH = 1
+    settings.ENGINE_MAX_PER_TICK = 2
+    published: list[list[int]] = []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        first = engine_tick(now=now, publish=published.append)
+        second = engine_tick(now=now, publish=published.append)
+
+    assert (first.claimed, second.claimed) == (2, 1)
+    assert published == [[expired.pk], [early.pk], [latest.pk]]
+    assert Enrollment.objects.get(pk=live.pk).lease_token == "a"
+
+
 def test_advancing_releases_the_claim(journey, customer):
     enrollment = enroll(journey, customer)
     engine_tick(now=T0, publish=lambda ids: None)
