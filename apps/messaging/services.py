@@ -362,35 +362,47 @@ def _store_snapshots(messages: list[Message], *, now: datetime) -> None:
         cursor.executemany(_SNAPSHOT_SQL, rows)
 
 
+# Every column's default, in the model's order (constants: none is callable).
+_MESSAGE_DEFAULTS = {f.attname: f.get_default() for f in Message._meta.concrete_fields}
+assert not any(f.has_default() and callable(f.default) for f in Message._meta.concrete_fields)
+_CUSTOMER, _TEMPLATE = Message._meta.get_field("customer"), Message._meta.get_field("template")
+
+
 def _new_message(
     request: SendRequest, ask: policies.Ask, decision: policies.Decision, *, now: datetime
 ) -> Message:
     template = ask.template
-    return Message(
-        customer=ask.customer,
-        channel=template.channel,
-        category=template.category,
-        topic=template.topic,
-        template=template,
-        journey=request.journey,
-        node_id=request.node_id,
-        enrollment_id=request.enrollment_id,
-        idempotency_key=request.idempotency_key,
-        is_test=request.is_test,
-        to_address=decision.address or (request.to_address or "")[:254],
-        from_address=_from_address(template),
-        reply_to=template.reply_to if template.channel == Channel.EMAIL else "",
-        status={policies.SEND: S.QUEUED, policies.DEFER: S.DEFERRED}.get(
+    values = _MESSAGE_DEFAULTS | {
+        "customer_id": ask.customer.pk,
+        "channel": template.channel,
+        "category": template.category,
+        "topic": template.topic,
+        "template_id": template.pk,
+        "journey": request.journey,
+        "node_id": request.node_id,
+        "enrollment_id": request.enrollment_id,
+        "idempotency_key": request.idempotency_key,
+        "is_test": request.is_test,
+        "to_address": decision.address or (request.to_address or "")[:254],
+        "from_address": _from_address(template),
+        "reply_to": template.reply_to if template.channel == Channel.EMAIL else "",
+        "status": {policies.SEND: S.QUEUED, policies.DEFER: S.DEFERRED}.get(
             decision.outcome, S.SUPPRESSED
         ),
-        reason=decision.reason[:300],
-        send_after=decision.send_after,
+        "reason": decision.reason[:300],
+        "send_after": decision.send_after,
         # Queued now: its delivery is published when this transaction commits
         # (delivery_enqueue(stamped=True); a render failure takes it off).
-        published_at=now if decision.outcome == policies.SEND else None,
-        created_at=now,
-        updated_at=now,  # rows_insert runs no pre_save (auto_now)
-    )
+        "published_at": now if decision.outcome == policies.SEND else None,
+        "created_at": now,
+        "updated_at": now,  # rows_insert runs no pre_save (auto_now)
+    }
+    # By position, Django's quick way (by keyword, each value goes through
+    # its field's descriptor: 27 us a message, a tenth of a journey's send).
+    message = Message(*values.values())
+    _CUSTOMER.set_cached_value(message, ask.customer)
+    _TEMPLATE.set_cached_value(message, template)
+    return message
 
 
 def _from_address(template: Template) -> str:
