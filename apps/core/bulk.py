@@ -38,9 +38,7 @@ def staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, stat
             cursor.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {table} ({types}) ON COMMIT DELETE ROWS"
             )
-            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            copy_rows(cursor, table, names, rows)
             cursor.execute(statement.replace("{staged}", table))
             if cursor.description:
                 returned = cursor.fetchall()
@@ -103,18 +101,16 @@ def _row_getter(columns: Sequence) -> Callable[[object], tuple]:
     return row
 
 
-def _copy(cursor, table: str, columns: Sequence, objects: Sequence) -> None:
-    """COPY the instances' `columns` into `table` (psycopg formats the rows in
+def copy_rows(cursor, table: str, names: str, rows: Iterable[Sequence]) -> None:
+    """COPY `rows` into `table`'s columns `names` (psycopg formats the rows in
     C: no SQL literal to build on our side or to parse on the server's); a
     violated constraint raises Django's IntegrityError, as an INSERT would."""
-    row = _row_getter(columns)
-    names = ", ".join(_q(f.column) for f in columns)
     with (
         connection.wrap_database_errors,
         cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
     ):
-        for obj in objects:
-            copy.write_row(row(obj))
+        for row in rows:
+            copy.write_row(row)
 
 
 def rows_insert(model, objects: Sequence, fields: Sequence[str]) -> None:
@@ -137,7 +133,8 @@ def rows_insert(model, objects: Sequence, fields: Sequence[str]) -> None:
         model.objects.bulk_create(instances)
         return
     with connection.cursor() as cursor:
-        _copy(cursor, _q(meta.db_table), columns, objects)
+        names = ", ".join(_q(f.column) for f in columns)
+        copy_rows(cursor, _q(meta.db_table), names, map(_row_getter(columns), objects))
 
 
 def rows_update(model, objects: Sequence, fields: Sequence[str]) -> None:
