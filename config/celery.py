@@ -7,6 +7,7 @@ this schedule into the admin's "Periodic tasks" when it starts.
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -15,6 +16,18 @@ app = Celery("tenure")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 QUEUES = ("default", "delivery", "tracking")
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_old_connections(**_) -> None:
+    """Around each task, what Django does around each request: close a
+    connection past CONN_MAX_AGE or after an error, and check a kept one's
+    health before its next use (CELERY_DB_REUSE_MAX keeps Celery from closing
+    them all)."""
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 def system_schedule() -> dict:

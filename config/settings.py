@@ -174,6 +174,12 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+# Celery's Django fixup closes the database connection before and after every
+# task unless this is set: a new PostgreSQL backend (and its cold caches) per
+# task. Set, a worker process reconnects every this many tasks at most;
+# config/celery.py closes a connection sooner on Django's own rules
+# (CONN_MAX_AGE, an error, a failed health check), as a web request does.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
 # --- Ingestion API --------------------------------------------------------
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
