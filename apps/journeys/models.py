@@ -146,7 +146,10 @@ class EnrollmentStep(models.Model):
     """What happened at one visit of one node: the answer to "why did (or
     didn't) this customer get that message?"."""
 
-    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="steps")
+    # No index of its own: the unique (enrollment, node_id, visit) serves it.
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.CASCADE, related_name="steps", db_index=False
+    )
     node_id = models.CharField(max_length=100)
     visit = models.PositiveIntegerField(default=1)
     started_at = models.DateTimeField()

@@ -239,11 +239,13 @@ def _send_new(
 
 def _ids_allocate(messages: list[Message], connection) -> None:
     """Give each new message its id from the table's sequence, as its insert
-    would, in one statement."""
+    would, in one statement (the sequence looked up once, in the subquery:
+    as nextval's argument it was looked up again for every id)."""
     table = Message._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            "SELECT nextval((SELECT pg_get_serial_sequence(%s, 'id')::regclass)) "
+            "FROM generate_series(1, %s)",
             [table, len(messages)],
         )
         for message, (pk,) in zip(messages, cursor.fetchall(), strict=True):
