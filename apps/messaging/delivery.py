@@ -13,10 +13,11 @@ The row is the source of truth; the broker only carries ids.
   by a compare-and-set (`queued`/`deferred` → `sending` with a lease, the
   attempt counted before the call), calls its provider once, and records the
   answer. Calls go DELIVERY_CONCURRENCY at a time: a group is claimed in one
-  commit, called at once from a thread pool (the calls wait on the network,
-  not on the CPU), and its answers are written in the commit that claims
-  the next group, so a message costs a fraction of a commit and no call is
-  ever made on an uncommitted claim. The answers: `sent` with the provider's
+  commit, called at once (the calls wait on the network, not on the CPU:
+  by the provider's `send_many` when it can have them in flight from one
+  thread, as SendGrid's can, else from a thread pool), and its answers are
+  written in the commit that claims the next group, so a message costs a
+  fraction of a commit and no call is ever made on an uncommitted claim. The answers: `sent` with the provider's
   id; a transient error puts it back to `queued` with `send_after`
   (exponential backoff with jitter, or the wait the provider asked for)
   until DELIVERY_MAX_ATTEMPTS, then `failed`; a permanent
@@ -322,10 +323,21 @@ _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 def _call_all(
     messages: list[Message], provider: Provider, *, clock: Callable[[], datetime]
 ) -> list[tuple[str, Callable[[], object]]]:
-    """`_call` for each claimed message, at once: one thread per call from a
-    pool kept per process (made after a prefork worker forks)."""
+    """`_call` for each claimed message, at once: by the provider's
+    `send_many` when it has one, else one thread per call from a pool kept
+    per process (made after a prefork worker forks)."""
     if len(messages) <= 1:
         return [_call(m, provider, clock=clock) for m in messages]
+    try:
+        answers = provider.send_many(messages)
+    except Exception as exc:
+        # A bug, not an answer: any of them may have gone (see `_outcome`).
+        answers = [exc] * len(messages)
+    if answers is not None:
+        return [
+            _outcome(m, answer, provider, clock=clock)
+            for m, answer in zip(messages, answers, strict=True)
+        ]
     key = (os.getpid(), settings.DELIVERY_CONCURRENCY)
     pool = _pools.get(key)
     if pool is None:
@@ -455,18 +467,33 @@ def _call(
     DeliveryReport field name) and the write that records it, to be run in a
     transaction."""
     try:
-        provider_message_id = provider.send(message)
-    except TransientError as exc:
+        answer: str | Exception = provider.send(message)
+    except Exception as exc:
+        answer = exc
+    return _outcome(message, answer, provider, clock=clock)
+
+
+def _outcome(
+    message: Message,
+    answer: str | Exception,
+    provider: Provider,
+    *,
+    clock: Callable[[], datetime],
+) -> tuple[str, Callable[[], object]]:
+    """What a provider's answer to a call means: the provider's id (sent) or
+    the error the call raised."""
+    if isinstance(answer, TransientError):
         now = clock()
         if message.attempts >= settings.DELIVERY_MAX_ATTEMPTS:
-            error = f"{exc} (gave up after {message.attempts} attempts)"
+            error = f"{answer} (gave up after {message.attempts} attempts)"
             return "failed", partial(
                 _settle, message, S.FAILED, now=now, error=error, failed_at=now
             )
-        if exc.retry_after is not None:
+        if answer.retry_after is not None:
             # The provider said when; a little spread so a whole batch does
             # not come back in the same instant.
-            wait = exc.retry_after + random.uniform(0, min(5.0, 0.1 * exc.retry_after + 0.5))
+            spread = min(5.0, 0.1 * answer.retry_after + 0.5)
+            wait = answer.retry_after + random.uniform(0, spread)
         else:
             wait = backoff(message.attempts)
         return "retrying", partial(
@@ -474,19 +501,19 @@ def _call(
             message,
             S.QUEUED,
             now=now,
-            error=str(exc),
+            error=str(answer),
             send_after=now + timedelta(seconds=wait),
             published_at=None,  # the sweeper publishes it when it is due
         )
-    except PermanentError as exc:
-        return "failed", partial(_fail, message, exc, now=clock())
-    except Exception as exc:
+    if isinstance(answer, PermanentError):
+        return "failed", partial(_fail, message, answer, now=clock())
+    if isinstance(answer, Exception):
         # A bug or an interruption mid-call: the provider may have the
         # message. Never guess: `unknown` is for a person to review.
-        logger.exception("delivery: message %s: unexpected error", message.pk)
-        error = f"{provider.name}: {type(exc).__name__}: {exc}"
+        logger.error("delivery: message %s: unexpected error", message.pk, exc_info=answer)
+        error = f"{provider.name}: {type(answer).__name__}: {answer}"
         return "unknown", partial(_settle, message, S.UNKNOWN, now=clock(), error=error)
-    return "sent", _Sent(message, provider_message_id, clock())
+    return "sent", _Sent(message, answer, clock())
 
 
 @dataclass(frozen=True)

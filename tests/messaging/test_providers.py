@@ -171,6 +171,69 @@ def test_sendgrid_calls_share_one_kept_alive_connection(fake_provider, make_mess
     assert fake_provider.connections == 1
 
 
+def test_a_sendgrid_group_goes_out_together_on_a_kept_alive_connection_each(
+    fake_provider, make_message
+):
+    provider = get_provider(Channel.EMAIL)
+    messages = [make_message() for _ in range(4)]
+
+    first = provider.send_many(messages)
+    again = provider.send_many([make_message() for _ in range(4)])
+
+    assert all(answer.startswith("fake-sg-") for answer in first + again)
+    assert len(set(first + again)) == 8
+    sent = [r.json["custom_args"][CUSTOM_ARG_MESSAGE_ID] for r in fake_provider.sendgrid[:4]]
+    assert sorted(sent) == sorted(str(m.pk) for m in messages)
+    assert fake_provider.connections == 4
+
+
+def test_each_message_of_a_sendgrid_group_gets_its_own_answer(fake_provider, make_message):
+    provider = get_provider(Channel.EMAIL)
+    fake_provider.script(
+        "sendgrid",
+        Reply.sendgrid_error(500, "try again later"),
+        Reply.sendgrid_error(400, "bad request"),
+        Reply.drop(),
+    )
+    messages = [make_message() for _ in range(4)]
+
+    answers = provider.send_many(messages)
+
+    # Which request met which reply is the fake's order of arrival.
+    status = {
+        r.json["custom_args"][CUSTOM_ARG_MESSAGE_ID]: r.status for r in fake_provider.sendgrid
+    }
+    assert sorted(status.values()) == [0, 202, 400, 500]
+    expected = {202: str, 500: TransientError, 400: PermanentError, 0: TransientError}
+    for message, answer in zip(messages, answers, strict=True):
+        assert isinstance(answer, expected[status[str(message.pk)]])
+    # The dropped connection is replaced: the next group goes out whole.
+    assert all(isinstance(a, str) for a in provider.send_many([make_message() for _ in range(4)]))
+
+
+def test_a_sendgrid_group_call_that_times_out_fails_alone(fake_provider, make_message, settings):
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    fake_provider.script("sendgrid", Reply(202, delay=1.5))
+
+    answers = get_provider(Channel.EMAIL).send_many([make_message() for _ in range(3)])
+
+    late = [answer for answer in answers if isinstance(answer, TransientError)]
+    assert len(late) == 1 and "timed out" in str(late[0])
+    assert sum(isinstance(answer, str) for answer in answers) == 2
+
+
+def test_a_message_without_any_body_in_a_sendgrid_group_is_refused_alone(
+    fake_provider, make_message
+):
+    empty = make_message(html="", text="")
+
+    answers = get_provider(Channel.EMAIL).send_many([make_message(), empty, make_message()])
+
+    assert isinstance(answers[1], PermanentError)
+    assert answers[0].startswith("fake-sg-") and answers[2].startswith("fake-sg-")
+    assert len(fake_provider.sendgrid) == 2
+
+
 def test_a_sendgrid_call_builds_no_urllib_opener(fake_provider, make_message, monkeypatch):
     provider = get_provider(Channel.EMAIL)
     monkeypatch.setattr(

@@ -1,5 +1,7 @@
 """What every provider promises: `send(message)` returns the provider's id for
-the message, or raises an error that says whether trying again can help.
+the message, or raises an error that says whether trying again can help; a
+provider that can have several calls in flight from one thread also offers
+`send_many`.
 
 The delivery service (apps/messaging/delivery.py) owns everything around the
 call: the claim, the attempt count, the backoff, the rate limit and recording
@@ -7,6 +9,8 @@ the result. A provider only turns one stored `Message` into one request and
 the answer into an id or an error, so local providers (console, locmem) run
 the same code path as SendGrid and Twilio.
 """
+
+from collections.abc import Sequence
 
 from django.conf import settings
 
@@ -65,6 +69,13 @@ class Provider:
     def send(self, message: Message) -> str:
         """Send `message` once; return the provider's id for it."""
         raise NotImplementedError
+
+    def send_many(self, messages: Sequence[Message]) -> list[str | Exception] | None:
+        """Send each message once, their calls in flight together from this
+        thread, when the provider can: each one's id or the error its call
+        raised (what `send` would raise), in order. None when it cannot:
+        delivery then calls `send` from a thread per message."""
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.channel}>"
