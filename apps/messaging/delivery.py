@@ -17,13 +17,14 @@ The row is the source of truth; the broker only carries ids.
   by the provider's `send_many` when it can have them in flight from one
   thread, as SendGrid's can, else from a thread pool), and its answers are
   written in the commit that claims the next group, so a message costs a
-  fraction of a commit and no call is ever made on an uncommitted claim. The answers: `sent` with the provider's
-  id; a transient error puts it back to `queued` with `send_after`
-  (exponential backoff with jitter, or the wait the provider asked for)
-  until DELIVERY_MAX_ATTEMPTS, then `failed`; a permanent
-  error fails it at once, with what the error says about the address
-  (suppression, consent) written in the same transaction. A second run of the
-  same task finds nothing to claim, so it calls no provider.
+  fraction of a commit and no call is ever made on an uncommitted claim.
+  The answers: `sent` with the provider's id; a transient error puts it
+  back to `queued` with `send_after` (exponential backoff with jitter, or
+  the wait the provider asked for) until DELIVERY_MAX_ATTEMPTS, then
+  `failed`; a permanent error fails it at once, with what the error says
+  about the address (suppression, consent) written in the same
+  transaction. A second run of the same task finds nothing to claim, so it
+  calls no provider.
 - `messages_sweep(now=...)`, on beat every few seconds: a `sending` message
   whose lease ran out (its worker died mid-call) becomes `unknown`, for
   review, and is never re-sent, since the provider may have taken it; due
