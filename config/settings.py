@@ -261,8 +261,8 @@ DELIVERY_LEASE_S = env.int("DELIVERY_LEASE_S", default=120)
 DELIVERY_BATCH_SIZE = env.int("DELIVERY_BATCH_SIZE", default=100)
 # Provider calls a delivery task has in flight at once (SendGrid's from the
 # task's thread, Twilio's from a thread each): a group this size is claimed in
-# one commit, then called together. A worker killed
-# mid-group leaves at most this many messages `unknown`. 1: one at a time.
+# one commit, then called together. A worker killed mid-group leaves at most
+# this many messages `unknown`. 1: one at a time.
 DELIVERY_CONCURRENCY = env.int("DELIVERY_CONCURRENCY", default=8)
 # How often beat runs the delivery sweeper; and how long a published message
 # may stay queued before the sweeper publishes it again (a lost broker message).

@@ -74,20 +74,18 @@ class SendGridProvider(Provider):
         self.rate_per_second = settings.SENDGRID_RATE_PER_SECOND
 
     def send(self, message: Message) -> str:
-        require_body(self.name, message)
-        try:
-            response = self.client.send(self.payload(message))
-        except (HTTPError, OSError, http.client.HTTPException) as exc:
-            raise self.failure(exc) from None
-        return _message_id(response)
+        (answer,) = self.send_many([message])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     def send_many(self, messages: Sequence[Message]) -> list[str | Exception]:
         """Every request written first, each on a kept-alive connection of
         its own, then the answers read in turn: the calls wait on SendGrid
         together without a thread each (whose wake-ups and hand-offs of the
-        interpreter cost more CPU than the calls). The SDK's client for
-        /mail/send, the one `send` goes through, builds the requests and
-        reads the answers."""
+        interpreter cost more CPU than the calls); `send` is a group of one.
+        The SDK's client for /mail/send builds the requests and reads the
+        answers (SendGridAPIClient.send would only call its `post`)."""
         endpoint = self.client.client.mail.send
         calls: list[Call | Exception] = []
         for slot, message in enumerate(messages):
