@@ -1,7 +1,9 @@
 """What every provider promises: `send(message)` returns the provider's id for
-the message, or raises an error that says whether trying again can help; a
-provider that can have several calls in flight from one thread also offers
-`send_many`.
+the message, or raises an error that says whether trying again can help
+(`TransientError`: nothing was sent, `PermanentError`: it never can,
+`OutcomeUnknownError`: it may have been sent, so trying again could send it
+twice); a provider that can have several calls in flight from one thread
+also offers `send_many`.
 
 The delivery service (apps/messaging/delivery.py) owns everything around the
 call: the claim, the attempt count, the backoff, the rate limit and recording
