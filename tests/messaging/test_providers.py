@@ -429,6 +429,30 @@ def test_twilio_goes_through_the_proxy_the_environment_names(
     assert request.headers["host"] == "twilio-gateway.example"
 
 
+def test_through_a_proxy_twilio_still_knows_a_request_that_never_left(
+    fake_provider, make_message, settings, monkeypatch
+):
+    monkeypatch.setenv("HTTP_PROXY", closed_port_url())
+    settings.TWILIO_API_BASE_URL = "http://twilio-gateway.example"
+
+    with pytest.raises(TransientError, match=r"twilio: ProxyError.*\(nothing sent\)"):
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+
+def test_through_a_proxy_a_twilio_read_timeout_leaves_the_outcome_unknown(
+    fake_provider, make_message, settings, monkeypatch
+):
+    monkeypatch.setenv("HTTP_PROXY", fake_provider.url)
+    settings.TWILIO_API_BASE_URL = "http://twilio-gateway.example"
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    fake_provider.script("twilio", Reply(201, delay=1.0))
+
+    with pytest.raises(OutcomeUnknownError, match=r"read timeout after 0\.3 s"):
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+    assert len(fake_provider.twilio) == 1
+
+
 def test_a_wrong_twilio_token_is_a_permanent_error(fake_provider, make_message, settings):
     settings.TWILIO_AUTH_TOKEN = "not-the-token"
 
