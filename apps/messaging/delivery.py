@@ -18,12 +18,16 @@ The row is the source of truth; the broker only carries ids.
   thread, as SendGrid's can, else from a thread pool), and its answers are
   written in the commit that claims the next group, so a message costs a
   fraction of a commit and no call is ever made on an uncommitted claim.
-  The answers: `sent` with the provider's id; a transient error puts it
-  back to `queued` with `send_after` (exponential backoff with jitter, or
-  the wait the provider asked for) until DELIVERY_MAX_ATTEMPTS, then
-  `failed`; a permanent error fails it at once, with what the error says
-  about the address (suppression, consent) written in the same
-  transaction. A second run of the same task finds nothing to claim, so it
+  The answers: `sent` with the provider's id; a transient error (an HTTP
+  error answer, or a failure before the request could reach the provider)
+  puts it back to `queued` with `send_after` (exponential backoff with
+  jitter, or the wait the provider asked for) until DELIVERY_MAX_ATTEMPTS,
+  then `failed`; a permanent error fails it at once, with what the error
+  says about the address (suppression, consent) written in the same
+  transaction; a call that may have reached the provider without an answer
+  coming back (a read timeout, a connection lost after the request was
+  written) or an unexpected error makes it `unknown`, never sent again by
+  itself. A second run of the same task finds nothing to claim, so it
   calls no provider.
 - `messages_sweep(now=...)`, on beat every few seconds: a `sending` message
   whose lease ran out (its worker died mid-call) becomes `unknown`, for
@@ -56,7 +60,7 @@ from django.utils import timezone
 from . import ratelimit
 from .consent import BLOCKS_TRANSACTIONAL, SUPPRESSION_WORDS, consent_record, suppression_add
 from .models import Category, Channel, ConsentRecord, Message, Suppression
-from .providers import PermanentError, Provider, TransientError, get_provider
+from .providers import OutcomeUnknownError, PermanentError, Provider, TransientError, get_provider
 from .selectors import normalize_address
 from .transitions import by_id_in, sources
 
@@ -207,7 +211,7 @@ class DeliveryReport:
     sent: int = 0
     retrying: int = 0  # transient error: queued again with send_after
     failed: int = 0
-    unknown: int = 0  # an unexpected error: maybe sent, for review
+    unknown: int = 0  # no answer after the request (or an unexpected error): maybe sent
     suppressed: int = 0  # on the suppression list by the time it was due
     not_due: int = 0  # send_after still ahead: left to the sweeper
     skipped: int = 0  # not pending (already sent, being sent, cancelled) or gone
@@ -508,6 +512,11 @@ def _outcome(
         )
     if isinstance(answer, PermanentError):
         return "failed", partial(_fail, message, answer, now=clock())
+    if isinstance(answer, OutcomeUnknownError):
+        # The request may have reached the provider: sending it again could
+        # send it twice. Known and described, so no traceback.
+        logger.warning("delivery: message %s: outcome unknown: %s", message.pk, answer)
+        return "unknown", partial(_settle, message, S.UNKNOWN, now=clock(), error=str(answer))
     if isinstance(answer, Exception):
         # A bug or an interruption mid-call: the provider may have the
         # message. Never guess: `unknown` is for a person to review.

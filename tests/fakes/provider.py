@@ -11,8 +11,12 @@ records every request.
 Tests script answers per service: `server.script("twilio", Reply.twilio_error(
 400, 21211, "Invalid 'To' Phone Number"))` makes the next Twilio call fail that
 way; scripted replies are used in order, then the default success resumes.
-`Reply(status, delay=…)` answers late (timeouts), `Reply.drop()` closes the
-connection without answering.
+`Reply(status, delay=…)` answers late: the request is recorded when it
+arrives, so a client that gave up still counts as one that reached the
+provider (`server.delay` does it for every unscripted answer);
+`Reply.drop()` closes the connection without answering (after reading the
+request); `Reply(status, close_after=True)` answers, then closes the kept-alive
+connection (a server ending an idle connection).
 
 As a program (`python -m tests.fakes.provider --port 0`) it serves until
 killed, prints its URL, and reports counts at `GET /_fake/stats` (the
@@ -47,6 +51,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering
     drop_connection: bool = False  # close without answering
+    close_after: bool = False  # answer, then close the connection
 
     @classmethod
     def json(cls, status: int, data, **kwargs) -> "Reply":
@@ -352,6 +357,8 @@ def _handler_for(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write("\r\n".join(head).encode("iso-8859-1") + reply.body)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client gave up (its timeout)
+            if reply.close_after:
+                self.close_connection = True
 
         do_GET = do_POST = _serve
 

@@ -4,6 +4,7 @@ loopback fake SendGrid + Twilio API."""
 
 import os
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,35 @@ def test_a_worker_killed_mid_batch_sends_nothing_twice_and_loses_nothing(
     assert stats["unique_message_ids"] == len(fake_api.sendgrid)
     # Each sent message reached the provider once; an unknown one at most once.
     assert 0 <= len(fake_api.sendgrid) - list(final.values()).count(S.SENT) <= len(unknown)
+
+
+def test_a_worker_delivering_to_a_provider_slower_than_the_timeout_sends_each_message_once(
+    fake_api, worker
+):
+    # Every answer comes after the worker's DELIVERY_TIMEOUT_S (2 s): each
+    # request reached the provider, none was answered in time.
+    fake_api.delay = 3.0
+    email, sms = make_template(), make_template(channel=Channel.SMS)
+    now = timezone.now()
+    customers = [
+        make_customer(email=f"slow{i}@example.com", phone=f"+1415555020{i}") for i in range(3)
+    ]
+    for customer in customers:
+        grant(customer, Channel.SMS, at=now)
+    with transaction.atomic():
+        ids = [
+            message_send(
+                customer=c, template=t, idempotency_key=f"it:slow:{t.slug}:{c.pk}", now=now
+            ).pk
+            for c in customers
+            for t in (email, sms)
+        ]
+
+    wait_for(lambda: statuses(ids) == [S.UNKNOWN] * 6, timeout=60, interval=0.3)
+    # Beat's sweeper, well past any backoff: nothing is waiting to go again.
+    assert messages_sweep(now=timezone.now() + timedelta(hours=1)).published == 0
+
+    unknown = Message.objects.filter(pk__in=ids)
+    assert all(m.attempts == 1 and "may have reached" in m.error for m in unknown)
+    assert len(fake_api.sendgrid) == len(fake_api.twilio) == 3  # one request per message
+    assert fake_api.stats()["duplicates"] == 0

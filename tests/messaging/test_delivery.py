@@ -1,6 +1,7 @@
 """The delivery service through the real SDKs and the fake API: one provider
 call per claim, retries with backoff, permanent errors and what they record."""
 
+import contextlib
 import threading
 import time
 from datetime import timedelta
@@ -11,6 +12,7 @@ from django.db import connection
 from apps.messaging.delivery import JITTER, LEASE_EXPIRED, backoff, messages_deliver, messages_sweep
 from apps.messaging.models import Category, Channel, ConsentRecord, Message, Suppression
 from apps.messaging.selectors import consent_state
+from tests.fakes.network import closed_port_url, tls_to_plain_http, unanswered_connect_url
 from tests.fakes.provider import Reply
 
 from .conftest import T0
@@ -195,35 +197,87 @@ def test_the_backoff_doubles_with_jitter_and_stops_at_the_cap(settings):
     assert len(set(samples[3])) > 150  # jittered, not one value
 
 
+HOST_SETTING = {Channel.EMAIL: "SENDGRID_API_HOST", Channel.SMS: "TWILIO_API_BASE_URL"}
+
+
+@pytest.mark.parametrize("channel", [Channel.EMAIL, Channel.SMS])
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
-        ("refused", "Connection refused"),
-        ("timeout", "timed out"),
-        ("dropped", "RemoteDisconnected"),
+        ("refused", "nothing sent"),
+        ("connect timeout", "nothing sent"),
+        ("tls handshake", "nothing sent"),
     ],
 )
-def test_network_failures_are_retried_later(fake_provider, make_message, settings, setup, expected):
-    if setup == "refused":
-        import socket
+def test_failures_before_the_request_left_are_retried_later(
+    fake_provider, make_message, settings, setup, expected, channel
+):
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    with contextlib.ExitStack() as stack:
+        if setup == "refused":
+            url = closed_port_url()
+        elif setup == "connect timeout":
+            url = stack.enter_context(unanswered_connect_url())
+        else:
+            url = tls_to_plain_http(fake_provider.url)
+        setattr(settings, HOST_SETTING[channel], url)
+        message = make_message(channel=channel)
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            settings.SENDGRID_API_HOST = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    elif setup == "timeout":
-        settings.DELIVERY_TIMEOUT_S = 0.3
-        fake_provider.script("sendgrid", Reply(202, delay=1.2))
-    else:
-        fake_provider.script("sendgrid", Reply.drop())
-    message = make_message()
-
-    report = messages_deliver([message.pk], now=T0)
+        report = messages_deliver([message.pk], now=T0)
 
     reload(message)
     assert report.retrying == 1
     assert (message.status, message.attempts) == (S.QUEUED, 1)
     assert expected in message.error
     assert message.send_after > T0
+    assert fake_provider.requests == []
+
+
+@pytest.mark.parametrize(
+    ("channel", "setup", "expected"),
+    [
+        (Channel.EMAIL, "slow", "sendgrid: read timeout after 0.3 s: may have reached SendGrid"),
+        (Channel.SMS, "slow", "twilio: read timeout after 0.3 s: may have reached Twilio"),
+        (Channel.EMAIL, "dropped", "sendgrid: RemoteDisconnected after the request was written"),
+        (Channel.SMS, "dropped", "twilio: ConnectionError after the request was written"),
+    ],
+)
+def test_a_call_that_may_have_reached_the_provider_is_unknown_and_never_sent_again(
+    fake_provider, make_message, settings, channel, setup, expected
+):
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    service = "sendgrid" if channel == Channel.EMAIL else "twilio"
+    # The provider takes the request and answers after the client gave up.
+    reply = Reply(202 if service == "sendgrid" else 201, delay=1.0)
+    fake_provider.script(service, reply if setup == "slow" else Reply.drop())
+    message = make_message(channel=channel)
+
+    report = messages_deliver([message.pk], now=T0)
+    later = T0 + timedelta(hours=2)
+    sweep = messages_sweep(now=later)
+    again = messages_deliver([message.pk], now=later)
+
+    reload(message)
+    assert report.unknown == 1 and report.retrying == 0
+    assert (message.status, message.attempts, message.lease_until) == (S.UNKNOWN, 1, None)
+    assert message.error.startswith(expected)
+    assert (sweep.published, again.skipped) == (0, 1)
+    assert len(fake_provider.of(service)) == 1
+
+
+def test_in_a_sendgrid_group_only_the_call_without_an_answer_is_unknown(
+    fake_provider, make_message, settings
+):
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    settings.DELIVERY_CONCURRENCY = 3
+    fake_provider.script("sendgrid", Reply(202, delay=1.0))
+    messages = [make_message() for _ in range(3)]
+
+    report = messages_deliver([m.pk for m in messages], now=T0)
+
+    assert (report.sent, report.unknown) == (2, 1)
+    assert sorted(reload(m).status for m in messages) == sorted([S.SENT, S.SENT, S.UNKNOWN])
+    assert len(fake_provider.sendgrid) == 3
 
 
 def test_a_permanent_sendgrid_error_fails_at_once(fake_provider, make_message):

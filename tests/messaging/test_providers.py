@@ -2,7 +2,6 @@
 send, how they authenticate, and how each answer becomes an id or an error."""
 
 import logging
-import socket
 import sys
 
 import pytest
@@ -11,20 +10,18 @@ from python_http_client.exceptions import BadRequestsError
 
 from apps.messaging import providers
 from apps.messaging.models import Category, Channel, Suppression
-from apps.messaging.providers import PermanentError, TransientError, get_provider
+from apps.messaging.providers import (
+    OutcomeUnknownError,
+    PermanentError,
+    TransientError,
+    get_provider,
+)
 from apps.messaging.providers.sendgrid import CUSTOM_ARG_MESSAGE_ID
 from apps.messaging.providers.twilio import TenureTwilioHttpClient, TwilioProvider
+from tests.fakes.network import closed_port_url, tls_to_plain_http, unanswered_connect_url
 from tests.fakes.provider import SENDGRID_KEY, TWILIO_SID, TWILIO_TOKEN, Reply
 
 from .conftest import TWILIO_FROM
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
 
 # --- SendGrid --------------------------------------------------------------------------
 
@@ -147,19 +144,61 @@ def test_a_refused_sendgrid_connection_is_transient(fake_provider, make_message,
         get_provider(Channel.EMAIL).send(make_message())
 
 
-def test_a_sendgrid_timeout_is_transient(fake_provider, make_message, settings):
+def test_a_sendgrid_connect_timeout_is_transient(fake_provider, make_message, settings):
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    with unanswered_connect_url() as url:
+        settings.SENDGRID_API_HOST = url
+
+        with pytest.raises(TransientError, match=r"sendgrid: .*timed out \(nothing sent\)"):
+            get_provider(Channel.EMAIL).send(make_message())
+
+
+def test_a_failed_sendgrid_tls_handshake_is_transient(fake_provider, make_message, settings):
+    settings.SENDGRID_API_HOST = tls_to_plain_http(fake_provider.url)
+
+    with pytest.raises(TransientError, match=r"sendgrid: SSL.*\(nothing sent\)"):
+        get_provider(Channel.EMAIL).send(make_message())
+
+    assert fake_provider.sendgrid == []
+
+
+def test_a_sendgrid_read_timeout_leaves_the_outcome_unknown(fake_provider, make_message, settings):
     settings.DELIVERY_TIMEOUT_S = 0.3
     fake_provider.script("sendgrid", Reply(202, delay=1.5))
 
-    with pytest.raises(TransientError, match="timed out"):
+    with pytest.raises(OutcomeUnknownError) as caught:
         get_provider(Channel.EMAIL).send(make_message())
 
+    assert str(caught.value) == ("sendgrid: read timeout after 0.3 s: may have reached SendGrid")
+    assert len(fake_provider.sendgrid) == 1
 
-def test_a_dropped_sendgrid_connection_is_transient(fake_provider, make_message):
+
+def test_a_sendgrid_connection_dropped_after_the_request_leaves_the_outcome_unknown(
+    fake_provider, make_message
+):
     fake_provider.script("sendgrid", Reply.drop())
 
-    with pytest.raises(TransientError, match=r"sendgrid: .*RemoteDisconnected"):
+    with pytest.raises(
+        OutcomeUnknownError,
+        match=r"sendgrid: RemoteDisconnected after the request was written: .*may have reached",
+    ):
         get_provider(Channel.EMAIL).send(make_message())
+
+    assert len(fake_provider.sendgrid) == 1
+
+
+def test_a_kept_alive_sendgrid_connection_the_server_closed_is_replaced_before_writing(
+    fake_provider, make_message
+):
+    provider = get_provider(Channel.EMAIL)
+    fake_provider.script("sendgrid", Reply(202, close_after=True))
+    provider.send(make_message())
+
+    # The server ended the idle connection: seen before the next request is
+    # written, so nothing is lost or left unknown.
+    assert provider.send(make_message()).startswith("fake-sg-")
+    assert [r.status for r in fake_provider.sendgrid] == [202, 202]
+    assert fake_provider.connections == 2
 
 
 def test_sendgrid_calls_share_one_kept_alive_connection(fake_provider, make_message):
@@ -204,7 +243,7 @@ def test_each_message_of_a_sendgrid_group_gets_its_own_answer(fake_provider, mak
         r.json["custom_args"][CUSTOM_ARG_MESSAGE_ID]: r.status for r in fake_provider.sendgrid
     }
     assert sorted(status.values()) == [0, 202, 400, 500]
-    expected = {202: str, 500: TransientError, 400: PermanentError, 0: TransientError}
+    expected = {202: str, 500: TransientError, 400: PermanentError, 0: OutcomeUnknownError}
     for message, answer in zip(messages, answers, strict=True):
         assert isinstance(answer, expected[status[str(message.pk)]])
     # The dropped connection is replaced: the next group goes out whole.
@@ -217,8 +256,9 @@ def test_a_sendgrid_group_call_that_times_out_fails_alone(fake_provider, make_me
 
     answers = get_provider(Channel.EMAIL).send_many([make_message() for _ in range(3)])
 
-    late = [answer for answer in answers if isinstance(answer, TransientError)]
-    assert len(late) == 1 and "timed out" in str(late[0])
+    late = [answer for answer in answers if isinstance(answer, OutcomeUnknownError)]
+    assert len(late) == 1 and "read timeout after 0.3 s" in str(late[0])
+    assert not any(isinstance(answer, TransientError) for answer in answers)
     assert sum(isinstance(answer, str) for answer in answers) == 2
 
 
@@ -291,7 +331,7 @@ def test_after_a_dropped_connection_sendgrid_calls_on_a_new_one(fake_provider, m
     provider = get_provider(Channel.EMAIL)
     provider.send(make_message())
     fake_provider.script("sendgrid", Reply.drop())
-    with pytest.raises(TransientError):
+    with pytest.raises(OutcomeUnknownError):
         provider.send(make_message())
 
     assert provider.send(make_message()).startswith("fake-sg-")
@@ -389,6 +429,30 @@ def test_twilio_goes_through_the_proxy_the_environment_names(
     assert request.headers["host"] == "twilio-gateway.example"
 
 
+def test_through_a_proxy_twilio_still_knows_a_request_that_never_left(
+    fake_provider, make_message, settings, monkeypatch
+):
+    monkeypatch.setenv("HTTP_PROXY", closed_port_url())
+    settings.TWILIO_API_BASE_URL = "http://twilio-gateway.example"
+
+    with pytest.raises(TransientError, match=r"twilio: ProxyError.*\(nothing sent\)"):
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+
+def test_through_a_proxy_a_twilio_read_timeout_leaves_the_outcome_unknown(
+    fake_provider, make_message, settings, monkeypatch
+):
+    monkeypatch.setenv("HTTP_PROXY", fake_provider.url)
+    settings.TWILIO_API_BASE_URL = "http://twilio-gateway.example"
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    fake_provider.script("twilio", Reply(201, delay=1.0))
+
+    with pytest.raises(OutcomeUnknownError, match=r"read timeout after 0\.3 s"):
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+    assert len(fake_provider.twilio) == 1
+
+
 def test_a_wrong_twilio_token_is_a_permanent_error(fake_provider, make_message, settings):
     settings.TWILIO_AUTH_TOKEN = "not-the-token"
 
@@ -443,12 +507,58 @@ def test_a_refused_twilio_connection_is_transient(fake_provider, make_message, s
         get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
 
 
-def test_a_twilio_timeout_is_transient(fake_provider, make_message, settings):
+def test_a_twilio_connect_timeout_is_transient(fake_provider, make_message, settings):
+    settings.DELIVERY_TIMEOUT_S = 0.3
+    with unanswered_connect_url() as url:
+        settings.TWILIO_API_BASE_URL = url
+
+        with pytest.raises(TransientError, match=r"twilio: ConnectTimeout.*\(nothing sent\)"):
+            get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+
+def test_a_failed_twilio_tls_handshake_is_transient(fake_provider, make_message, settings):
+    settings.TWILIO_API_BASE_URL = tls_to_plain_http(fake_provider.url)
+
+    with pytest.raises(TransientError, match=r"twilio: SSLError.*\(nothing sent\)"):
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+    assert fake_provider.twilio == []
+
+
+def test_a_twilio_read_timeout_leaves_the_outcome_unknown(fake_provider, make_message, settings):
     settings.DELIVERY_TIMEOUT_S = 0.3
     fake_provider.script("twilio", Reply(201, delay=1.5))
 
-    with pytest.raises(TransientError, match="twilio: ReadTimeout"):
+    with pytest.raises(OutcomeUnknownError) as caught:
         get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+    assert str(caught.value) == "twilio: read timeout after 0.3 s: may have reached Twilio"
+    assert len(fake_provider.twilio) == 1
+
+
+def test_a_twilio_connection_dropped_after_the_request_leaves_the_outcome_unknown(
+    fake_provider, make_message
+):
+    fake_provider.script("twilio", Reply.drop())
+
+    with pytest.raises(
+        OutcomeUnknownError,
+        match=r"twilio: ConnectionError after the request was written: .*may have reached Twilio",
+    ):
+        get_provider(Channel.SMS).send(make_message(channel=Channel.SMS))
+
+    assert len(fake_provider.twilio) == 1
+
+
+def test_a_kept_alive_twilio_connection_the_server_closed_is_replaced_before_writing(
+    fake_provider, make_message
+):
+    provider = get_provider(Channel.SMS)
+    fake_provider.script("twilio", Reply.json(201, {"sid": "SM" + "1" * 32}, close_after=True))
+    provider.send(make_message(channel=Channel.SMS))
+
+    assert provider.send(make_message(channel=Channel.SMS)).startswith("SM")
+    assert fake_provider.connections == 2
 
 
 # --- local providers and the choice -------------------------------------------------

@@ -12,9 +12,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 from apps.messaging.models import Channel
 
-from .base import PermanentError, Provider, ProviderError, TransientError
+from .base import OutcomeUnknownError, PermanentError, Provider, ProviderError, TransientError
 
 __all__ = [
+    "OutcomeUnknownError",
     "PermanentError",
     "Provider",
     "ProviderError",

@@ -1,7 +1,9 @@
 """What every provider promises: `send(message)` returns the provider's id for
-the message, or raises an error that says whether trying again can help; a
-provider that can have several calls in flight from one thread also offers
-`send_many`.
+the message, or raises an error that says whether trying again can help
+(`TransientError`: nothing was sent, `PermanentError`: it never can,
+`OutcomeUnknownError`: it may have been sent, so trying again could send it
+twice); a provider that can have several calls in flight from one thread
+also offers `send_many`.
 
 The delivery service (apps/messaging/delivery.py) owns everything around the
 call: the claim, the attempt count, the backoff, the rate limit and recording
@@ -24,13 +26,28 @@ class ProviderError(Exception):
 
 
 class TransientError(ProviderError):
-    """Trying again later may work: rate limits, 5xx, timeouts, a refused or
-    dropped connection. `retry_after` (seconds) is the provider's own wait
-    when it said one (SendGrid's X-RateLimit-Reset, Twilio's Retry-After)."""
+    """Nothing was sent and trying again later may work: an HTTP error answer
+    (rate limits, 5xx), or a failure before the request could reach the
+    provider (a refused connection, a DNS failure, a TLS handshake that
+    failed, a connect timeout). `retry_after` (seconds) is the provider's own
+    wait when it said one (SendGrid's X-RateLimit-Reset, Twilio's
+    Retry-After). Never raise it once the request may have reached the
+    provider: that is `OutcomeUnknownError`."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OutcomeUnknownError(ProviderError):
+    """The request may have reached the provider but no answer came back (a
+    read timeout, a connection reset or closed after the request was
+    written, an answer that could not be read): the message may have been
+    sent. Delivery marks it `unknown`, for review, and never sends it again
+    by itself, as for a worker killed mid-call; the provider's own events
+    (SendGrid's carry our message id) can still settle it. Neither SendGrid's
+    v3 mail/send nor Twilio's Messages API takes an idempotency key that
+    would make a retry safe (README, "Delivery")."""
 
 
 class PermanentError(ProviderError):

@@ -39,6 +39,7 @@ from sendgrid import SendGridAPIClient
 from apps.messaging.models import Message
 
 from .base import (
+    OutcomeUnknownError,
     PermanentError,
     Provider,
     TransientError,
@@ -85,7 +86,13 @@ class SendGridProvider(Provider):
         together without a thread each (whose wake-ups and hand-offs of the
         interpreter cost more CPU than the calls); `send` is a group of one.
         The SDK's client for /mail/send builds the requests and reads the
-        answers (SendGridAPIClient.send would only call its `post`)."""
+        answers (SendGridAPIClient.send would only call its `post`).
+
+        A call that fails while its request is being written (the connect,
+        the TLS handshake, the one write) never reached SendGrid whole, so
+        it may be retried (`failure`); once it is written, no answer means
+        it may have been sent (`unanswered`). SendGrid's mail/send takes no
+        idempotency key that would make sending it again safe."""
         endpoint = self.client.client.mail.send
         calls: list[Call | Exception] = []
         for slot, message in enumerate(messages):
@@ -103,18 +110,35 @@ class SendGridProvider(Provider):
             try:
                 answers.append(_message_id(endpoint.finish(call)))
             except Exception as exc:
-                answers.append(self.failure(exc))
+                answers.append(self.unanswered(exc, call))
         return answers
 
     def failure(self, exc: Exception) -> Exception:
-        """What a failed call raises: an HTTP error by its status; refused or
-        unreachable, a connect or read timeout, a reset or dropped connection
-        (the request may be retried): transient; anything else as it is."""
+        """What a call that failed before its request was written whole
+        raises: a network error (refused, unreachable, no DNS answer, a TLS
+        handshake or a connect that failed or timed out, a connection the
+        peer closed before the write went through) is transient: SendGrid
+        cannot act on a request it never had whole. Anything else as it is."""
         if isinstance(exc, HTTPError):
             return self.error(exc)
         if isinstance(exc, OSError | http.client.HTTPException):
-            return TransientError(f"sendgrid: {type(exc).__name__}: {exc}")
+            return TransientError(f"sendgrid: {type(exc).__name__}: {exc} (nothing sent)")
         return exc
+
+    def unanswered(self, exc: Exception, call: "Call") -> Exception:
+        """What a call whose request was written raises: an HTTP error by its
+        status; a read timeout, a reset or closed connection, an answer that
+        cannot be read: SendGrid may have the message, so its outcome is
+        unknown (never retried by itself). Anything else as it is."""
+        if isinstance(exc, HTTPError):
+            return self.error(exc)
+        if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
+            what = f"read timeout after {call.timeout:.1f} s"
+        elif isinstance(exc, OSError | http.client.HTTPException):
+            what = f"{type(exc).__name__} after the request was written: {exc}"
+        else:
+            return exc
+        return OutcomeUnknownError(f"sendgrid: {what}: may have reached SendGrid")
 
     def payload(self, message: Message) -> dict:
         """The v3 /mail/send body for one message (built as a dict: the
@@ -198,9 +222,10 @@ class KeptAlive:
     each thread (a call on each at once: `start`, then `finish`), through
     the proxy the environment names for it (read once, here, as urllib's
     opener would at every call). A connection the server has closed since
-    its last answer is replaced before use; a failed request closes its
-    connection and is never sent again here (only delivery decides about a
-    retry)."""
+    its last answer is replaced before use (the one case where a kept-alive
+    connection's loss is known before anything is written); a failed request
+    closes its connection and is never sent again here (only delivery
+    decides about a retry)."""
 
     def __init__(self, url: str) -> None:
         target = urlsplit(url)
@@ -216,7 +241,9 @@ class KeptAlive:
         self, method: str, url: str, *, body: bytes | None, headers: dict, timeout: float, slot: int
     ) -> http.client.HTTPConnection:
         """Write the request on connection number `slot`, which it returns:
-        `finish` reads the answer."""
+        `finish` reads the answer. What fails here (the connect, a proxy's
+        tunnel, the TLS handshake, the one `sendall` of the whole request)
+        fails before the request has left whole: the server cannot act on it."""
         connection = self._connection(timeout, slot)
         parts = urlsplit(url)
         # Through a plain-HTTP proxy the request line carries the whole URL.
@@ -382,7 +409,7 @@ class PooledClient(python_http_client.Client):
         connection = self.connections.start(
             method, url, body=data, headers=self.request_headers, timeout=timeout, slot=slot
         )
-        return Call(url, connection, time.monotonic() + timeout)
+        return Call(url, connection, time.monotonic() + timeout, timeout)
 
     def finish(self, call: "Call") -> Response:
         """The SDK's Response to a call `start` made; an answer that is not
@@ -404,6 +431,7 @@ class Call:
     url: str
     connection: http.client.HTTPConnection
     deadline: float  # time.monotonic() by which the answer must have come
+    timeout: float  # the seconds it was given
 
 
 class _Answer:
