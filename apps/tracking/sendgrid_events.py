@@ -137,13 +137,7 @@ def parse(body: bytes, *, received_at: datetime) -> list[IncomingEvent]:
 
 
 def _incoming(item: webhook_json.Item, *, received_at: datetime) -> IncomingEvent:
-    problem = item.problem
-    value = None
-    if not problem:
-        try:
-            value = webhook_json.clean(item.value, f"[{item.index}]")
-        except webhook_json.Unsafe as exc:
-            problem = str(exc)
+    problem, value = item.problem, item.value
     if not problem and not isinstance(value, dict):
         problem = f"[{item.index}]: must be an object, got {type(value).__name__}"
     if problem:

@@ -58,28 +58,39 @@ class _OutOfRange:
         self.text = text
 
 
-def _constant(text: str) -> _OutOfRange:
-    return _OutOfRange(text)
+class _Decoder(json.JSONDecoder):
+    """The json module's decoder, with NaN, ±Infinity and numbers out of range
+    read as `_OutOfRange` placeholders, counted in `odd_numbers`.
 
+    strict=False: a raw control character inside a string (which JSON wants
+    escaped) is read like its escape; `clean` then removes NUL."""
 
-def _float(text: str) -> float | _OutOfRange:
-    value = float(text)
-    return value if math.isfinite(value) else _OutOfRange(text)
+    def __init__(self) -> None:
+        self.odd_numbers = 0
+        super().__init__(
+            parse_constant=self._odd, parse_float=self._float, parse_int=self._int, strict=False
+        )
 
-
-def _int(text: str) -> int | _OutOfRange:
-    if len(text) > 20:
+    def _odd(self, text: str) -> _OutOfRange:
+        self.odd_numbers += 1
         return _OutOfRange(text)
-    value = int(text)
-    return value if -MAX_INT <= value < MAX_INT else _OutOfRange(text)
+
+    def _float(self, text: str) -> float | _OutOfRange:
+        value = float(text)
+        return value if math.isfinite(value) else self._odd(text)
+
+    def _int(self, text: str) -> int | _OutOfRange:
+        if len(text) > 20:
+            return self._odd(text)
+        value = int(text)
+        return value if -MAX_INT <= value < MAX_INT else self._odd(text)
 
 
-# strict=False: a raw control character inside a string (which JSON wants
-# escaped) is read like its escape; `clean` then removes NUL.
-_DECODER = json.JSONDecoder(
-    parse_constant=_constant, parse_float=_float, parse_int=_int, strict=False
-)
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SPACES = frozenset(" \t\n\r")
+# The escapes of NUL and of UTF-16 surrogates (paired ones too: they only
+# cost the slower reading).
+_NUL_OR_SURROGATE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _STRUCTURE = re.compile(r'["\[\]{}]')
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
@@ -88,7 +99,7 @@ def loads(text: str) -> Any:
     """The whole of `text` as one JSON value, parsed like the items (NaN,
     ±Infinity and out-of-range numbers as placeholders that `clean` refuses).
     Raises ValueError (or RecursionError) when it is not JSON."""
-    return _DECODER.decode(text)
+    return _Decoder().decode(text)
 
 
 def clean(value: Any, path: str = "", depth: int = 0) -> Any:
@@ -128,7 +139,7 @@ def safe_text(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Item:
     """One element of an array: its raw text and either its parsed `value`
     or why it could not be read (`problem`, the raw text kept)."""
@@ -139,11 +150,58 @@ class Item:
     problem: str = ""
 
 
-def array_items(body: bytes) -> Iterator[Item]:
-    """The elements of a JSON array, in order. Bytes that are not UTF-8 are
-    read as U+FFFD (after the signature check, which covers the raw bytes).
-    Raises NotAnArray when the body is not one JSON array."""
+def array_items(body: bytes) -> list[Item]:
+    """The elements of a JSON array, in order, each `clean`ed (or with the
+    problem that refused it). Bytes that are not UTF-8 are read as U+FFFD
+    (after the signature check, which covers the raw bytes). Raises
+    NotAnArray when the body is not one JSON array.
+
+    A batch of plain events (no NUL, no surrogate escapes, no odd numbers,
+    objects of scalars and lists of scalars) is read in one `json.loads`:
+    parsing and validating 1,000 SendGrid events costs 6-8 ms of CPU, as
+    before this module. Any other batch is read one element at a time:
+    about 17 ms (+10 us an event, some 5% of the webhook's end-to-end cost)."""
     text = body.decode("utf-8", "replace")
+    decoder = _Decoder()
+    try:
+        data = decoder.decode(text)
+    except (ValueError, RecursionError):
+        data = None
+    if (
+        type(data) is list
+        and decoder.odd_numbers == 0
+        and "\x00" not in text
+        and not _NUL_OR_SURROGATE.search(text)
+        and all(_plain(value) for value in data)
+    ):
+        return [Item(index, "", value=value) for index, value in enumerate(data)]
+    return list(_one_by_one(text))
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> bool:
+    """An object whose values are scalars or lists of scalars, no string too long."""
+    if type(value) is not dict:
+        return False
+    for field in value.values():
+        kind = type(field)
+        if kind is str:
+            if len(field) > MAX_STRING:
+                return False
+        elif kind is list:
+            for element in field:
+                if type(element) not in _SCALARS or (
+                    type(element) is str and len(element) > MAX_STRING
+                ):
+                    return False
+        elif kind not in _SCALARS:
+            return False
+    return not value or max(map(len, value)) <= MAX_STRING
+
+
+def _one_by_one(text: str) -> Iterator[Item]:
     at = _WHITESPACE.match(text).end()
     if not text.startswith("[", at):
         raise NotAnArray(_not_an_array(text))
@@ -151,26 +209,50 @@ def array_items(body: bytes) -> Iterator[Item]:
     if text.startswith("]", at):
         _expect_end(text, at + 1)
         return
+    decoder = _Decoder()
     index = 0
     while True:
+        odd_before = decoder.odd_numbers
         try:
-            value, end = _DECODER.raw_decode(text, at)
-            item = Item(index, text[at:end], value=value)
+            value, end = decoder.raw_decode(text, at)
         except RecursionError:
             end = _skip(text, at)
             item = Item(index, text[at:end], problem=f"nested deeper than {MAX_DEPTH} levels")
         except ValueError as exc:
             raise NotAnArray(f"body is not JSON: {exc}") from None
+        else:
+            raw = text[at:end]
+            item = Item(index, raw, value=value)
+            if decoder.odd_numbers != odd_before or _may_need_cleaning(raw):
+                try:
+                    item = Item(index, raw, value=clean(value, f"[{index}]"))
+                except Unsafe as exc:
+                    item = Item(index, raw, value=value, problem=str(exc))
         yield item
         index += 1
-        at = _WHITESPACE.match(text, end).end()
+        at = end if text[end : end + 1] not in _SPACES else _WHITESPACE.match(text, end).end()
         if text.startswith(",", at):
-            at = _WHITESPACE.match(text, at + 1).end()
+            at += 1
+            if text[at : at + 1] in _SPACES:
+                at = _WHITESPACE.match(text, at).end()
             continue
         if text.startswith("]", at):
             _expect_end(text, at + 1)
             return
         raise NotAnArray(f"body is not JSON: expected ',' or ']' at character {at}")
+
+
+def _may_need_cleaning(raw: str) -> bool:
+    """Whether the item whose JSON text is `raw` could hold what `clean`
+    removes or refuses (walking every item would double the cost of reading
+    them): NUL and lone surrogates can only be escapes or a raw NUL, nesting
+    needs brackets, a long string a long item."""
+    return (
+        "\x00" in raw
+        or _NUL_OR_SURROGATE.search(raw) is not None
+        or len(raw) > MAX_STRING
+        or raw.count("{") + raw.count("[") > MAX_DEPTH
+    )
 
 
 def _expect_end(text: str, at: int) -> None:

@@ -261,3 +261,14 @@ def test_a_body_that_is_not_a_json_array_is_400(post_sendgrid, raw):
     assert response.status_code == 400
     assert response.json()["error"]
     assert not ProviderEvent.objects.exists()
+
+
+def test_nul_escapes_are_removed_and_surrogate_pairs_kept(post_sendgrid, make_message):
+    message = make_message()
+    item = json.dumps(sg_event("open", message, sg_event_id="odd-2", useragent="A\x00B \U0001f600"))
+    assert "\\u0000" in item and "\\ud83d\\ude00" in item
+
+    response = post_sendgrid(raw=_body(item))
+
+    assert response.json()["refused"] == 0
+    assert ProviderEvent.objects.get().payload["useragent"] == "AB \U0001f600"
