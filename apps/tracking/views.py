@@ -34,6 +34,12 @@ PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAA
 USER_AGENT = "HTTP_USER_AGENT"
 
 
+def _user_agent(request: HttpRequest) -> str:
+    # gunicorn refuses control characters in headers; other servers may not,
+    # and PostgreSQL text cannot hold NUL.
+    return request.META.get(USER_AGENT, "").replace("\x00", "")
+
+
 def _no_store(response: HttpResponse) -> HttpResponse:
     response["Cache-Control"] = "no-store"
     return response
@@ -48,7 +54,7 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
                 message_id=message_id,
                 now=timezone.now(),
                 method=request.method,
-                user_agent=request.META.get(USER_AGENT, ""),
+                user_agent=_user_agent(request),
             )
         except DatabaseError:
             # An open lost is better than a broken image in someone's inbox.
@@ -68,7 +74,7 @@ def click_redirect(request: HttpRequest, token: str) -> HttpResponse:
                 position=position,
                 now=timezone.now(),
                 method=request.method,
-                user_agent=request.META.get(USER_AGENT, ""),
+                user_agent=_user_agent(request),
             )
         except DatabaseError:
             logger.exception("tracking: click of message %s: database unavailable", message_id)
