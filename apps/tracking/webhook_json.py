@@ -182,7 +182,8 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain(value: Any) -> bool:
-    """An object whose values are scalars or lists of scalars, no string too long."""
+    """An object whose values are scalars, or lists or objects of scalars
+    (SendGrid's `category` list, its `pool` object), no string too long."""
     if type(value) is not dict:
         return False
     for field in value.values():
@@ -190,14 +191,20 @@ def _plain(value: Any) -> bool:
         if kind is str:
             if len(field) > MAX_STRING:
                 return False
-        elif kind is list:
-            for element in field:
+        elif kind is list or kind is dict:
+            if kind is dict and not _short_keys(field):
+                return False
+            for element in field if kind is list else field.values():
                 if type(element) not in _SCALARS or (
                     type(element) is str and len(element) > MAX_STRING
                 ):
                     return False
         elif kind not in _SCALARS:
             return False
+    return _short_keys(value)
+
+
+def _short_keys(value: dict) -> bool:
     return not value or max(map(len, value)) <= MAX_STRING
 
 

@@ -272,3 +272,14 @@ def test_nul_escapes_are_removed_and_surrogate_pairs_kept(post_sendgrid, make_me
 
     assert response.json()["refused"] == 0
     assert ProviderEvent.objects.get().payload["useragent"] == "AB \U0001f600"
+
+
+def test_an_event_with_flat_nested_fields_is_stored_as_sent(post_sendgrid, make_message):
+    message = make_message()
+    item = sg_event("delivered", message, pool={"name": "main", "id": 210}, category=["a", "b"])
+
+    response = post_sendgrid([item])
+
+    assert response.json()["refused"] == 0
+    stored = ProviderEvent.objects.get().payload
+    assert (stored["pool"], stored["category"]) == ({"name": "main", "id": 210}, ["a", "b"])
