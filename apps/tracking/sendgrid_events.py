@@ -184,7 +184,8 @@ def _unreadable(item: webhook_json.Item, problem: str, *, received_at: datetime)
         occurred_at=received_at,
         payload={"unreadable_item": raw},
         address=webhook_json.safe_text(email[:MAX_TEXT]) if isinstance(email, str) else "",
-        error=f"refused: {problem}",
+        # A key with a NUL can be part of the path the problem names.
+        error=f"refused: {webhook_json.safe_text(problem)}",
     )
 
 

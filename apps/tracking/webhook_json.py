@@ -2,10 +2,11 @@
 
 A SendGrid batch is a JSON array that SendGrid retries for 24 hours until it
 is answered 2xx, so one unreadable item must never fail the whole batch:
-`array_items` reads the array one element at a time (the json module's own
-scanner, `raw_decode`, per element) and reports an element it cannot use
-with its raw text instead of raising; only a body that is not a JSON array
-at all raises `NotAnArray` (answered 400).
+`array_items` reads a batch of plain events in one parse and any other one
+element at a time (the json module's own scanner, `raw_decode`, per
+element), and reports an element it cannot use with its raw text instead of
+raising; only a body that is not a JSON array at all raises `NotAnArray`
+(answered 400).
 
 `clean` returns a parsed value as PostgreSQL's jsonb, SQLite and the admin
 can hold it: NUL characters removed (text and jsonb cannot contain them; they
@@ -117,7 +118,7 @@ def clean(value: Any, path: str = "", depth: int = 0) -> Any:
     if isinstance(value, list):
         return [clean(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     return {
-        _clean_text(k, path): clean(v, f"{path}.{k}" if path else str(k), depth + 1)
+        _clean_text(k, path): clean(v, f"{path}.{k[:50]}" if path else k[:50], depth + 1)
         for k, v in value.items()
     }
 
@@ -134,7 +135,7 @@ def _clean_text(text: str, path: str) -> str:
 
 
 def safe_text(text: str) -> str:
-    """Any text as it can be stored: NUL removed, lone surrogates replaced."""
+    """Any text as it can be stored: NUL removed, lone surrogates as "?"."""
     text = text.replace("\x00", "")
     return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 

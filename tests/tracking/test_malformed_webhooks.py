@@ -181,6 +181,8 @@ def _deep(depth: int) -> str:
     ("odd", "problem"),
     [
         ('"useragent": NaN', "NaN"),
+        ('"a\\u0000b": {"c\\ud800": 1}', "surrogate"),
+        ('"a\\u0000b": [NaN]', "ab[0]: NaN"),
         ('"useragent": Infinity', "Infinity"),
         ('"useragent": -Infinity', "Infinity"),
         ('"useragent": 1e400', "out of range"),
