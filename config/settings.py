@@ -237,6 +237,10 @@ COMPANY_POSTAL_ADDRESS = env.str(
 SENDGRID_API_KEY = env.str("SENDGRID_API_KEY", default="")
 SENDGRID_API_HOST = env.str("SENDGRID_API_HOST", default="https://api.sendgrid.com")
 SENDGRID_WEBHOOK_PUBLIC_KEY = env.str("SENDGRID_WEBHOOK_PUBLIC_KEY", default="")
+# How old a signed event webhook post may be (its signed timestamp), in seconds:
+# older ones are refused as replays. SendGrid retries for up to 24 hours and may
+# keep the first attempt's timestamp, so the default takes 25 hours.
+SENDGRID_WEBHOOK_MAX_AGE_S = env.int("SENDGRID_WEBHOOK_MAX_AGE_S", default=25 * 3600)
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")

@@ -6,6 +6,7 @@ Every view is thin: it reads the request, calls one service and shows what
 happened."""
 
 import copy
+import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
@@ -189,12 +190,20 @@ def link_invalid(request: HttpRequest, problem: str, *, status: int = 400) -> Te
 
 def client_ip(request: HttpRequest) -> str | None:
     """The address the request came from (behind a proxy, configure it to
-    set REMOTE_ADDR; X-Forwarded-For is not trusted here)."""
-    return request.META.get("REMOTE_ADDR") or None
+    set REMOTE_ADDR; X-Forwarded-For is not trusted here), None when it is
+    not an IP address (a Unix socket, an odd server): the consent ledger
+    stores only addresses."""
+    address = request.META.get("REMOTE_ADDR") or ""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 def user_agent(request: HttpRequest) -> str:
-    return request.META.get("HTTP_USER_AGENT", "")[:500]
+    # gunicorn refuses control characters in headers; other servers may not,
+    # and PostgreSQL text cannot hold NUL.
+    return request.META.get("HTTP_USER_AGENT", "")[:500].replace("\x00", "")
 
 
 @csrf_exempt

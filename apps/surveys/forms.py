@@ -31,7 +31,10 @@ class AnswerForm(forms.Form):
 def score_param(value: str | None) -> int | None:
     """A `?score=` from a link, when it is one of 0..10 (anything else shows
     the page with nothing chosen)."""
-    if value is None or not value.strip().isdigit():
+    value = (value or "").strip()
+    # isdigit() takes other scripts' digits and any length (int() refuses
+    # more than 4,300 digits with a ValueError).
+    if not (value.isascii() and value.isdigit() and len(value) <= 2):
         return None
-    score = int(value.strip())
+    score = int(value)
     return score if 0 <= score <= 10 else None

@@ -11,7 +11,8 @@ segments extend the customer's."""
 import json
 
 from django.contrib import admin, messages
-from django.db.models import Q
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -19,8 +20,34 @@ from django.utils.html import format_html
 from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyInline
 from apps.messaging.models import Message
 
-from . import services
+from . import services, webhook_json
 from .models import Engagement, InboundSms, ProviderEvent, TrackedLink
+
+# Characters of a stored payload the event page shows.
+PAYLOAD_SHOWN = 100_000
+
+
+def payload_display(text: str | None) -> str:
+    """A stored payload (its JSON text, as the database returns it) as the
+    page shows it: pretty-printed when it is ordinary, else as stored. Rows
+    written before the webhooks refused odd input can nest a thousand levels
+    deep, beyond what json can load or dump (RecursionError), or hold huge
+    strings; the page must open all the same."""
+    text = text or ""
+    if len(text) > PAYLOAD_SHOWN:
+        return f"{text[:PAYLOAD_SHOWN]}… ({len(text):,} characters in all)"
+    try:
+        value = json.loads(text)
+        webhook_json.clean(value)  # bounded depth and strings: safe to dump with indent
+        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return text
+
+
+def _without_payload(queryset):
+    """Rows without their payload: the lists never show it, and loading an odd
+    one (nested beyond what json can read) would fail the whole page."""
+    return queryset.defer("payload")
 
 
 def _message_link(message_id: int | None):
@@ -81,6 +108,12 @@ class ProviderEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = ("payload_pretty",)
     exclude = ("payload",)
 
+    def get_queryset(self, request):
+        # The payload is shown as its stored text, never loaded as JSON.
+        return _without_payload(super().get_queryset(request)).annotate(
+            payload_text=Cast("payload", TextField())
+        )
+
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if not term:
@@ -99,7 +132,7 @@ class ProviderEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="payload")
     def payload_pretty(self, obj: ProviderEvent):
-        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True))
+        return format_html("<pre>{}</pre>", payload_display(obj.payload_text))
 
 
 @admin.register(Engagement)
@@ -202,6 +235,9 @@ class InboundSmsAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields if f.name != "payload"]
 
+    def get_queryset(self, request):
+        return _without_payload(super().get_queryset(request))
+
     def has_add_permission(self, request):
         return False
 
@@ -280,6 +316,9 @@ class MessageProviderEventInline(ShownOnlyInline):
     fields = readonly_fields = ("occurred_at", "provider", "kind", "processed_at", "error")
     ordering = ("occurred_at", "id")
     verbose_name_plural = "Provider events"
+
+    def get_queryset(self, request):
+        return _without_payload(super().get_queryset(request))
 
 
 # Extend whatever admin messaging registered for messages, keeping all of it.

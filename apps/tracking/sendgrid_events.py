@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +28,7 @@ from apps.customers.schemas import describe_errors
 from apps.messaging.models import Message, Suppression
 from apps.messaging.providers.sendgrid import CUSTOM_ARG_MESSAGE_ID
 
+from . import webhook_json
 from .events import IncomingEvent, Outcome
 from .models import Engagement, ProviderEvent
 
@@ -36,6 +37,8 @@ TIMESTAMP_HEADER = "HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_TIMESTAMP"
 # The custom arg the SendGrid provider puts on every message it sends.
 MESSAGE_ID_ARG = CUSTOM_ARG_MESSAGE_ID
 MAX_TEXT = 254
+# How far ahead of our clock a signed timestamp may be (clocks differ a little).
+MAX_AHEAD = timedelta(minutes=5)
 
 
 class PayloadError(ValueError):
@@ -47,15 +50,34 @@ def _verifier(public_key: str) -> EventWebhook:
     return EventWebhook(public_key)
 
 
-def verify(body: bytes, *, signature: str, timestamp: str, public_key: str) -> str | None:
-    """None when `body` carries a valid signature; otherwise what is wrong, in
+def verify(
+    body: bytes,
+    *,
+    signature: str,
+    timestamp: str,
+    public_key: str,
+    now: datetime,
+    max_age: timedelta,
+    max_ahead: timedelta = MAX_AHEAD,
+) -> str | None:
+    """None when `body` carries a valid signature made within the window
+    (`max_age` back, `max_ahead` ahead of `now`); otherwise what is wrong, in
     words. The SDK's EventWebhook loads the key; the signature is checked over
     the raw bytes as received (the SDK's `verify_signature` takes text, which
-    a body that is not UTF-8 could not even be turned into)."""
+    a body that is not UTF-8 could not even be turned into).
+
+    The window refuses a captured post replayed later. It must still take
+    SendGrid's own retries: they come for up to 24 hours after the event and
+    nothing in SendGrid's documentation says a retry is signed anew, so one
+    may carry its first attempt's timestamp (SENDGRID_WEBHOOK_MAX_AGE_S,
+    25 hours by default). A replay inside the window stores nothing new: events
+    are stored once per `sg_event_id`."""
     if not public_key:
         return "SENDGRID_WEBHOOK_PUBLIC_KEY is not set: events cannot be verified"
     if not signature or not timestamp:
         return "missing X-Twilio-Email-Event-Webhook-Signature or -Timestamp header"
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return "X-Twilio-Email-Event-Webhook-Timestamp: not a Unix time in seconds"
     try:
         key = _verifier(public_key).public_key
     except (ValueError, TypeError):
@@ -69,6 +91,17 @@ def verify(body: bytes, *, signature: str, timestamp: str, public_key: str) -> s
         return "malformed signature"
     except InvalidSignature:
         return "invalid signature"
+    age = now.timestamp() - int(timestamp)
+    if age > max_age.total_seconds():
+        return (
+            f"X-Twilio-Email-Event-Webhook-Timestamp: signed {int(age)} s ago, more than the "
+            f"{int(max_age.total_seconds())} s accepted (a replay?)"
+        )
+    if -age > max_ahead.total_seconds():
+        return (
+            f"X-Twilio-Email-Event-Webhook-Timestamp: {int(-age)} s in the future, more than "
+            f"the {int(max_ahead.total_seconds())} s of clock difference accepted"
+        )
     return None
 
 
@@ -92,56 +125,67 @@ class _Event(BaseModel):
 
 def parse(body: bytes, *, received_at: datetime) -> list[IncomingEvent]:
     """The batch's events, in order. Raises PayloadError when the body is not a
-    JSON array of objects; an object that is not a valid event is returned
-    with its `error` (stored, never processed) rather than failing the batch."""
+    JSON array. An item that is not a valid event (not an object, a missing
+    or odd field, NaN, 1e400, a lone surrogate, deep nesting, an over-long
+    string) is returned with its `error` (stored, never processed) rather
+    than failing the batch, which SendGrid would retry for 24 hours."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not JSON: {exc}") from None
-    if not isinstance(data, list):
-        raise PayloadError(f"body must be a JSON array of events, got {type(data).__name__}")
-    if b"\\u0000" in body:
-        data = _without_nul(data)  # PostgreSQL text and jsonb cannot hold NUL
-    events = []
-    for index, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise PayloadError(f"[{index}]: must be an object, got {type(item).__name__}")
-        events.append(_incoming(item, received_at=received_at))
-    return events
+        items = list(webhook_json.array_items(body))
+    except webhook_json.NotAnArray as exc:
+        raise PayloadError(str(exc)) from None
+    return [_incoming(item, received_at=received_at) for item in items]
 
 
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    return value
-
-
-def _incoming(item: dict, *, received_at: datetime) -> IncomingEvent:
+def _incoming(item: webhook_json.Item, *, received_at: datetime) -> IncomingEvent:
+    problem, value = item.problem, item.value
+    if not problem and not isinstance(value, dict):
+        problem = f"[{item.index}]: must be an object, got {type(value).__name__}"
+    if problem:
+        return _unreadable(item, problem, received_at=received_at)
     try:
-        event = _Event.model_validate(item)
+        event = _Event.model_validate(value)
     except ValidationError as exc:
-        kind = item.get("event")
+        kind = value.get("event")
         return IncomingEvent(
             provider=ProviderEvent.Provider.SENDGRID,
-            event_id=_event_id(item),
+            event_id=_event_id(value),
             kind=kind[:40] if isinstance(kind, str) and kind else "invalid",
             occurred_at=received_at,
-            payload=item,
-            address=str(item.get("email") or "")[:MAX_TEXT],
+            payload=value,
+            address=str(value.get("email") or "")[:MAX_TEXT],
             error=f"refused: {describe_errors(exc)}",
         )
     return IncomingEvent(
         provider=ProviderEvent.Provider.SENDGRID,
-        event_id=event.sg_event_id or _event_id(item),
+        event_id=event.sg_event_id or _event_id(value),
         kind=event.event,
         occurred_at=datetime.fromtimestamp(event.timestamp, tz=UTC),
-        payload=item,
+        payload=value,
         address=event.email.strip().lower(),
         provider_message_id=event.sg_message_id or "",
+    )
+
+
+def _unreadable(item: webhook_json.Item, problem: str, *, received_at: datetime) -> IncomingEvent:
+    """An item that cannot be stored as it came: kept as (the start of) its
+    raw text, known by its `sg_event_id` when that much is readable, else by
+    its raw text, so a retried batch stores it once."""
+    raw = webhook_json.safe_text(item.raw[: webhook_json.RAW_KEPT])
+    value = item.value if isinstance(item.value, dict) else {}
+    event_id = value.get("sg_event_id")
+    if not (isinstance(event_id, str) and 0 < len(event_id) <= 200):
+        event_id = "sha256:" + hashlib.sha256(item.raw.encode("utf-8", "replace")).hexdigest()
+    kind = value.get("event")
+    email = value.get("email")
+    return IncomingEvent(
+        provider=ProviderEvent.Provider.SENDGRID,
+        event_id=webhook_json.safe_text(event_id),
+        kind=webhook_json.safe_text(kind[:40]) if isinstance(kind, str) and kind else "invalid",
+        occurred_at=received_at,
+        payload={"unreadable_item": raw},
+        address=webhook_json.safe_text(email[:MAX_TEXT]) if isinstance(email, str) else "",
+        # A key with a NUL can be part of the path the problem names.
+        error=f"refused: {webhook_json.safe_text(problem)}",
     )
 
 

@@ -930,47 +930,39 @@ def _staged_update(model, name: str, columns: Sequence[tuple[str, str]], rows: l
 # --- inbound SMS --------------------------------------------------------------
 
 
-def inbound_sms_receive(*, params: dict, now: datetime) -> InboundSms:
-    """Store and act on an inbound text (Twilio's posted parameters). Keywords
+def inbound_sms_receive(*, text: twilio_events.InboundText, now: datetime) -> InboundSms:
+    """Store and act on an inbound text (Twilio's posted parameters, read by
+    `twilio_events.inbound_text`). Keywords
     act at once: STOP-type opt the number out (suppression + a consent
     record per customer with that number), START/YES/UNSTOP opt it back in,
     HELP answers with SMS_HELP_TEXT. Other text is offered to the listeners
     (`hooks.on_inbound_sms`: an NPS score), else kept as free text, flagged
     for review when it reads like a request to stop. A repeated MessageSid
-    (Twilio retrying) returns the stored message and does nothing again.
-    ValueError names a missing parameter."""
-    sid = str(params.get("MessageSid") or params.get("SmsSid") or "")
-    number = str(params.get("From") or "").strip()
-    if not sid:
-        raise ValueError("MessageSid: missing")
-    if not number:
-        raise ValueError("From: missing")
-    if len(sid) > 64 or len(number) > 32:
-        raise ValueError("MessageSid or From: too long")
-    existing = InboundSms.objects.filter(message_sid=sid).first()
+    (Twilio retrying) returns the stored message and does nothing again."""
+    existing = InboundSms.objects.filter(message_sid=text.sid).first()
     if existing is not None:
         return existing
-    body = str(params.get("Body") or "")
     try:
         with transaction.atomic():
-            return _inbound_act(sid, number, body, params, now=now)
+            return _inbound_act(text, now=now)
     except IntegrityError:
         # The same message delivered twice at once: the other one acted.
-        return InboundSms.objects.get(message_sid=sid)
+        return InboundSms.objects.get(message_sid=text.sid)
 
 
-def _inbound_act(sid: str, number: str, body: str, params: dict, *, now: datetime) -> InboundSms:
+def _inbound_act(text: twilio_events.InboundText, *, now: datetime) -> InboundSms:
+    sid, number, body = text.sid, text.number, text.body
     customers = list(Customer.objects.filter(phone=number).order_by("id"))
     kind = twilio_events.keyword(body)
     inbound = InboundSms.objects.create(
         message_sid=sid,
         from_number=number,
-        to_number=str(params.get("To") or "")[:32],
+        to_number=text.to,
         body=body,
         customer=customers[0] if customers else None,
         kind=kind or InboundSms.Kind.TEXT,
         received_at=now,
-        payload=params,
+        payload=text.params,
     )
     event = None
     if kind == InboundSms.Kind.OPT_OUT:

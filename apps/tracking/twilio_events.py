@@ -10,6 +10,7 @@ from `PUBLIC_BASE_URL`, with the scheme the proxy reports in
 """
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -18,6 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from apps.messaging.models import Message, Suppression
 
+from . import webhook_json
 from .events import IncomingEvent, Outcome
 from .models import Engagement, InboundSms, ProviderEvent
 
@@ -66,29 +68,104 @@ def verify(request: HttpRequest) -> str | None:
 
 
 def params_dict(post: QueryDict) -> dict:
-    """Every posted parameter (repeated ones as lists), for the payload."""
-    return {key: (values[0] if len(values) == 1 else values) for key, values in post.lists()}
+    """Every posted parameter (repeated ones as lists), for the payload, with
+    NUL characters removed (PostgreSQL text and jsonb cannot hold them). The
+    form parser has already read bytes that are not UTF-8, and
+    percent-escapes that are not valid, as U+FFFD."""
+    return {
+        webhook_json.safe_text(key): (
+            webhook_json.safe_text(values[0])
+            if len(values) == 1
+            else [webhook_json.safe_text(v) for v in values]
+        )
+        for key, values in post.lists()
+    }
+
+
+# Twilio's ids: two letters and 32 hex digits; any letters and digits up to
+# the column's 64 are accepted (test numbers, other id families).
+_SID = re.compile(r"[A-Za-z0-9]{1,64}")
+_STATUS = re.compile(r"[a-z_-]{1,40}")
+# Numbers are E.164 (16 characters with the +), short codes, alphanumeric
+# sender ids or channel addresses ("whatsapp:+1415..."): all fit in 32.
+MAX_NUMBER = 32
+# An SMS Twilio relays is at most 1,600 characters (it joins the segments);
+# WhatsApp allows 4,096. Longer cannot come from Twilio.
+MAX_BODY = 4096
+
+
+def _field(post: QueryDict, *names: str, required: bool = True) -> str:
+    """The first of `names` posted (a parameter and its older alias); a
+    ValueError names it when it is missing or holds a NUL (no identifier
+    Twilio sends does: it is not Twilio's)."""
+    value = next((post.get(name) for name in names if post.get(name)), "")
+    if not value and required:
+        raise ValueError(f"{names[0]}: missing")
+    if "\x00" in value:
+        raise ValueError(f"{names[0]}: contains a NUL character")
+    return value
+
+
+def _number(post: QueryDict, name: str, *, required: bool) -> str:
+    number = _field(post, name, required=required).strip()
+    if len(number) > MAX_NUMBER:
+        raise ValueError(f"{name}: longer than {MAX_NUMBER} characters")
+    return number
+
+
+def _sid(post: QueryDict) -> str:
+    sid = _field(post, "MessageSid", "SmsSid")
+    if not _SID.fullmatch(sid):
+        raise ValueError("MessageSid: must be 1 to 64 letters and digits")
+    return sid
 
 
 def status_event(post: QueryDict, *, received_at: datetime) -> IncomingEvent:
-    """A status callback as an event; ValueError names a missing parameter."""
-    sid = post.get("MessageSid") or post.get("SmsSid") or ""
-    status = (post.get("MessageStatus") or post.get("SmsStatus") or "").strip().lower()
-    if not sid:
-        raise ValueError("MessageSid: missing")
-    if not status:
-        raise ValueError("MessageStatus: missing")
-    if len(sid) > 64 or len(status) > 40:
-        raise ValueError("MessageSid or MessageStatus: too long")
+    """A status callback as an event; ValueError names a missing or invalid
+    parameter."""
+    sid = _sid(post)
+    status = _field(post, "MessageStatus", "SmsStatus").strip().lower()
+    if not _STATUS.fullmatch(status):
+        raise ValueError("MessageStatus: must be 1 to 40 letters, '-' or '_'")
+    to = _number(post, "To", required=False)
     return IncomingEvent(
         provider=ProviderEvent.Provider.TWILIO,
         event_id=f"{sid}:{status}",
         kind=status,
         occurred_at=received_at,
         payload=params_dict(post),
-        address=(post.get("To") or "")[:32],
+        address=to,
         provider_message_id=sid,
     )
+
+
+@dataclass(frozen=True)
+class InboundText:
+    """An inbound SMS as posted: its identifiers checked, its text as it can
+    be stored."""
+
+    sid: str
+    number: str
+    to: str
+    body: str
+    params: dict
+
+
+def inbound_text(post: QueryDict) -> InboundText:
+    """The fields of an inbound SMS; ValueError names a missing or invalid one.
+
+    The text is a person's: NUL characters in it are removed, not refused
+    (some handsets and gateways put one where GSM-7 has '@', whose code is 0;
+    refusing would lose a text Twilio already accepted, perhaps a STOP), and
+    the rest is kept as sent. Identifiers (sid, numbers) are Twilio's own and
+    are refused when odd."""
+    sid = _sid(post)
+    number = _number(post, "From", required=True)
+    to = _number(post, "To", required=False)
+    body = webhook_json.safe_text(post.get("Body") or "")
+    if len(body) > MAX_BODY:
+        raise ValueError(f"Body: longer than {MAX_BODY} characters")
+    return InboundText(sid=sid, number=number, to=to, body=body, params=params_dict(post))
 
 
 def outcome(row: ProviderEvent) -> Outcome:

@@ -13,6 +13,7 @@ providers' webhooks. Thin: verify, then one service call.
 import base64
 import logging
 from dataclasses import asdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -33,6 +34,12 @@ PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAA
 USER_AGENT = "HTTP_USER_AGENT"
 
 
+def _user_agent(request: HttpRequest) -> str:
+    # gunicorn refuses control characters in headers; other servers may not,
+    # and PostgreSQL text cannot hold NUL.
+    return request.META.get(USER_AGENT, "").replace("\x00", "")
+
+
 def _no_store(response: HttpResponse) -> HttpResponse:
     response["Cache-Control"] = "no-store"
     return response
@@ -47,7 +54,7 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
                 message_id=message_id,
                 now=timezone.now(),
                 method=request.method,
-                user_agent=request.META.get(USER_AGENT, ""),
+                user_agent=_user_agent(request),
             )
         except DatabaseError:
             # An open lost is better than a broken image in someone's inbox.
@@ -67,7 +74,7 @@ def click_redirect(request: HttpRequest, token: str) -> HttpResponse:
                 position=position,
                 now=timezone.now(),
                 method=request.method,
-                user_agent=request.META.get(USER_AGENT, ""),
+                user_agent=_user_agent(request),
             )
         except DatabaseError:
             logger.exception("tracking: click of message %s: database unavailable", message_id)
@@ -86,21 +93,30 @@ def _refused(status: int, problem: str) -> JsonResponse:
 @csrf_exempt
 @require_POST
 def sendgrid_webhook(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
     problem = sendgrid_events.verify(
         request.body,
         signature=request.META.get(sendgrid_events.SIGNATURE_HEADER, ""),
         timestamp=request.META.get(sendgrid_events.TIMESTAMP_HEADER, ""),
         public_key=settings.SENDGRID_WEBHOOK_PUBLIC_KEY,
+        now=now,
+        max_age=timedelta(seconds=settings.SENDGRID_WEBHOOK_MAX_AGE_S),
     )
     if problem is not None:
         logger.warning("tracking: SendGrid webhook refused: %s", problem)
         return _refused(403, problem)
-    now = timezone.now()
     try:
         events = sendgrid_events.parse(request.body, received_at=now)
     except sendgrid_events.PayloadError as exc:
         return _refused(400, str(exc))
-    return JsonResponse(asdict(services.provider_events_store(events, now=now)))
+    result = services.provider_events_store(events, now=now)
+    if result.refused:
+        first = next(e.error for e in events if e.error)
+        logger.warning(
+            "tracking: SendGrid webhook: %s of %s events refused (stored with their error), "
+            "first: %s", result.refused, result.received, first[:300],
+        )  # fmt: skip
+    return JsonResponse(asdict(result))
 
 
 @csrf_exempt
@@ -129,11 +145,10 @@ def twilio_inbound(request: HttpRequest) -> HttpResponse:
         logger.warning("tracking: Twilio inbound SMS refused: %s", problem)
         return _refused(403, problem)
     try:
-        inbound = services.inbound_sms_receive(
-            params=twilio_events.params_dict(request.POST), now=timezone.now()
-        )
+        text = twilio_events.inbound_text(request.POST)
     except ValueError as exc:
         return _refused(400, str(exc))
+    inbound = services.inbound_sms_receive(text=text, now=timezone.now())
     twiml = MessagingResponse()
     if inbound.reply:
         twiml.message(inbound.reply)

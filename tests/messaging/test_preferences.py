@@ -234,3 +234,22 @@ def test_a_link_for_a_customer_who_is_gone_is_a_404_page(browser, ada):
     response = browser.get(path)
 
     assert response.status_code == 404
+
+
+def test_odd_form_values_and_an_odd_user_agent_never_break_the_page(ada, topics):
+    """Boxes are booleans: any value is ticked or not. A NUL in the user agent
+    (gunicorn refuses it; another server may not) is left out of the ledger."""
+    client = Client(HTTP_USER_AGENT="Odd\x00Browser", REMOTE_ADDR="not an address")
+    path = path_of(ada)
+
+    saved = client.post(
+        path,
+        "channel_email=%00&topic_offers=%ED%A0%80&%FF%00=%zz&channel_sms=" + "x" * 5000,
+        content_type="application/x-www-form-urlencoded",
+    )
+    shown = client.get(path + "?saved=%00&x=%FF")
+
+    assert saved.status_code == 302
+    assert shown.status_code == 200
+    records = ConsentRecord.objects.all()
+    assert records and {(r.user_agent, r.ip_address) for r in records} == {("OddBrowser", None)}

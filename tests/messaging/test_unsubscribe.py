@@ -182,12 +182,36 @@ def test_a_tampered_token_gets_a_friendly_page_and_changes_nothing(mail_client, 
 
 
 @pytest.mark.parametrize(
-    "token", ["preview", "x", "e30:invalid", "%00", "a" * 300, "eyJtIjoxfQ:bad:sig"]
-)
-def test_malformed_tokens_are_a_400_never_a_500(mail_client, token):
-    response = one_click(mail_client, f"/u/{token}")
+    "token",
+    [
+        "preview", "x", "e30:invalid", "%00", "a" * 300, "eyJtIjoxfQ:bad:sig",
+        "%ED%A0%80", "%FF%FE", "%zz", "a%00b:c", "x" * 20_000, "a:b:c:" * 100,
+    ],
+    ids=lambda t: t[:12],
+)  # fmt: skip
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_malformed_tokens_are_a_400_never_a_500(mail_client, token, method):
+    if method == "get":
+        response = mail_client.get(f"/u/{token}")
+    else:
+        response = one_click(mail_client, f"/u/{token}")
 
     assert response.status_code == 400
+    assert not Suppression.objects.exists()
+
+
+def test_an_odd_user_agent_or_client_address_still_unsubscribes(make_message):
+    """gunicorn refuses NUL in headers and sets REMOTE_ADDR from the socket,
+    but another server may pass either on: the ledger stores what it can."""
+    message = make_message()
+    client = Client(HTTP_USER_AGENT="Mail\x00Scanner", REMOTE_ADDR="unix:/run/tenure.sock")
+
+    response = one_click(client, path_of(message))
+
+    assert response.status_code == 200
+    record = ConsentRecord.objects.get()
+    assert (record.user_agent, record.ip_address) == ("MailScanner", None)
+    assert Suppression.objects.filter(address=message.to_address).exists()
 
 
 def test_a_preferences_token_does_not_unsubscribe(mail_client, make_message):

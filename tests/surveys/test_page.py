@@ -202,7 +202,9 @@ def test_a_bad_answer_is_a_400_naming_the_problem_and_records_nothing(
 
 
 @pytest.mark.parametrize(
-    "token", ["nope", "A" * 22, "x" * 300, "%00", "preview.."], ids=lambda t: t[:10]
+    "token",
+    ["nope", "A" * 22, "x" * 300, "%00", "preview..", "%ED%A0%80", "%FF%FE", "%zz", "x" * 20_000],
+    ids=lambda t: t[:10],
 )
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_an_invalid_token_gets_a_friendly_page(client, invitation, token, method):
@@ -210,6 +212,44 @@ def test_an_invalid_token_gets_a_friendly_page(client, invitation, token, method
 
     assert response.status_code == 404
     assert "This survey link does not work" in response.content.decode()
+    assert not SurveyResponse.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "score", ["9" * 5000, "\u0665", "\uff15", "05", "-1", "11", "1e400", "abc", "%00"]
+)
+def test_a_link_with_an_odd_score_shows_the_page_with_nothing_chosen(client, invitation, score):
+    response = client.get(f"/nps/{invitation.token}?score={score}")
+
+    assert response.status_code == 200
+    chosen = 'value="5" checked' in response.content.decode()
+    assert chosen == (score == "05")
+    assert not SurveyResponse.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "score", ["abc", "1e400", "", "-1", "11", "5\x00", "9" * 5000, "\uff15", "NaN", "5.0"]
+)
+def test_an_odd_score_posted_is_a_400_and_records_nothing(client, invitation, score):
+    response = client.post(f"/nps/{invitation.token}", {"score": score, "comment": "ok"})
+
+    assert response.status_code == 400
+    assert "Choose a score from 0 to 10." in response.content.decode()
+    assert not SurveyResponse.objects.exists()
+
+
+def test_a_comment_with_a_nul_character_is_a_400_and_records_nothing(client, invitation):
+    response = client.post(f"/nps/{invitation.token}", {"score": "8", "comment": "fi\x00ne"})
+
+    assert response.status_code == 400
+    assert "Null characters are not allowed." in response.content.decode()
+    assert not SurveyResponse.objects.exists()
+
+
+def test_an_over_long_comment_is_a_400_and_records_nothing(client, invitation):
+    response = client.post(f"/nps/{invitation.token}", {"score": "8", "comment": "x" * 100_000})
+
+    assert response.status_code == 400
     assert not SurveyResponse.objects.exists()
 
 
