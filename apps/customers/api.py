@@ -15,6 +15,8 @@ from ninja.errors import HttpError
 from ninja.security import HttpBearer
 from pydantic import ValidationError
 
+from apps.core import jsonsafe
+
 from . import services
 from .schemas import (
     Accepted,
@@ -48,7 +50,7 @@ def read_json_object(request: HttpRequest) -> dict:
     if not request.body:
         raise HttpError(400, "request body is empty; expected a JSON object")
     try:
-        data = json.loads(request.body.decode("utf-8"))
+        data = jsonsafe.loads(request.body.decode("utf-8"))
     except UnicodeDecodeError:
         raise HttpError(400, "request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -56,6 +58,8 @@ def read_json_object(request: HttpRequest) -> dict:
             400,
             f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
         ) from None
+    except ValueError as exc:
+        raise HttpError(400, f"request body {exc}") from None
     if not isinstance(data, dict):
         raise HttpError(400, f"request body must be a JSON object, got {type(data).__name__}")
     return data

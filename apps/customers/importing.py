@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from apps.core import jsonsafe
+
 from .schemas import TYPED_CALL, Call, IdentifyIn, TrackIn, describe_errors, parse_call
 from .services import IngestResult, ingest
 
@@ -105,11 +107,13 @@ def _jsonl_call(raw: bytes) -> Call | str:
     if call is not None and not (isinstance(call, TrackIn) and call.message_id is None):
         return call
     try:
-        item = json.loads(raw.decode("utf-8"))
+        item = jsonsafe.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return "not UTF-8 text"
     except json.JSONDecodeError as exc:
         return f"not valid JSON: {exc.msg} (column {exc.colno})"
+    except ValueError as exc:
+        return f"the line {exc}"
     try:
         call = call or parse_call(item)
     except ValueError as exc:

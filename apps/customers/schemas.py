@@ -1,11 +1,14 @@
 """The Segment-spec shaped calls Tenure accepts, as typed models. The HTTP API,
 `import_events` and `seed_demo` all speak them."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -13,12 +16,14 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
+from apps.core import jsonsafe
 from apps.core.fixtures import describe_errors
 
-from .models import CONTACT_FIELDS
+from .models import CONTACT_FIELDS, Customer
 from .validation import validate_email, validate_phone, validate_timezone
 
 
@@ -30,24 +35,76 @@ def _id_to_str(value: Any) -> Any:
 
 
 def _parse_timestamp(value: Any) -> Any:
-    if value is None or isinstance(value, datetime):
+    """An ISO-8601 text (UTC when it names no offset) within the ingestion
+    window (`INGEST_TIMESTAMP_MIN` to `INGEST_TIMESTAMP_MAX_FUTURE_S` ahead
+    of now), in UTC. Python reads offsets up to ±23:59 and PostgreSQL only up
+    to ±15:59; once in UTC any offset Python reads is stored as the moment it
+    names. The clock is read here, as the request's own time: the window is a
+    rule of input, like a length."""
+    if value is None:
         return value
-    if not isinstance(value, str):
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
+    elif not isinstance(value, datetime):
         raise ValueError("must be an ISO-8601 string like 2026-01-31T09:30:00Z")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    # Compared before any conversion: year 9999 at -14:00 is past what a
+    # Python datetime can hold in UTC, but comparing it is exact.
+    earliest = settings.INGEST_TIMESTAMP_MIN
+    if value < earliest:
+        raise ValueError(f"is before {earliest.isoformat()}, the earliest time accepted")
+    latest = timezone.now() + timedelta(seconds=settings.INGEST_TIMESTAMP_MAX_FUTURE_S)
+    if value > latest:
+        raise ValueError(
+            f"is more than {settings.INGEST_TIMESTAMP_MAX_FUTURE_S} s ahead of now "
+            f"({latest.isoformat(timespec='seconds')} at the latest)"
+        )
+    return value.astimezone(UTC)
 
+
+def _storable_text(value: str) -> str:
+    reason = jsonsafe.problem(value, "")
+    if reason:
+        raise ValueError(reason.removeprefix(": "))
+    return value
+
+
+# A text column's value: bounded, and free of what PostgreSQL cannot store.
+StoredText = AfterValidator(_storable_text)
 
 UserId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    StoredText,
     BeforeValidator(_id_to_str),  # runs first: before-validators apply outermost-first
+    # Segment SDKs send numbers too; the document says so (stored as text).
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": 200},
+                {"type": "integer"},
+            ],
+            "title": "userId",
+            "description": "The business's own user id; a number is stored as its text.",
+        }
+    ),
 ]
-Timestamp = Annotated[datetime | None, BeforeValidator(_parse_timestamp)]
-MessageId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Timestamp = Annotated[
+    datetime | None,
+    BeforeValidator(_parse_timestamp),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+            "description": "ISO-8601 (UTC when no offset is given), from 1970-01-01 "
+            "(INGEST_TIMESTAMP_MIN) to one day ahead of now (INGEST_TIMESTAMP_MAX_FUTURE_S).",
+        }
+    ),
+]
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=200), StoredText]
 
 _CONTACT_VALIDATORS = {
     "email": validate_email,
@@ -55,6 +112,18 @@ _CONTACT_VALIDATORS = {
     "timezone": validate_timezone,
     "locale": lambda value: None,
 }
+# The columns' sizes: a longer value cannot be stored (PostgreSQL refuses it).
+_CONTACT_MAX_LENGTH = {f: Customer._meta.get_field(f).max_length for f in CONTACT_FIELDS}
+
+
+def _json_problem(value: dict, path: str) -> None:
+    """Refuses a traits or properties object that cannot be stored (NUL,
+    lone surrogates, NaN/Infinity, nesting past INGEST_JSON_MAX_DEPTH),
+    naming the path inside it: `traits.a.b: ...`."""
+    if value:
+        reason = jsonsafe.problem(value, path)
+        if reason:
+            raise ValueError(reason)
 
 
 class _Call(BaseModel):
@@ -74,13 +143,18 @@ class IdentifyIn(_Call):
     traits: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _contact_traits_are_valid(self):
+    def _traits_can_be_stored(self):
+        _json_problem(self.traits, "traits")
         for field in CONTACT_FIELDS:
             value = self.traits.get(field)
             if value is None:
                 continue
             if not isinstance(value, str):
                 raise ValueError(f"traits.{field}: must be a string")
+            if len(value) > _CONTACT_MAX_LENGTH[field]:
+                raise ValueError(
+                    f"traits.{field}: must be at most {_CONTACT_MAX_LENGTH[field]} characters"
+                )
             try:
                 _CONTACT_VALIDATORS[field](value)
             except DjangoValidationError as exc:
@@ -92,8 +166,15 @@ class TrackIn(_Call):
     """Appends an event to a customer's history (creating the customer if new)."""
 
     type: Literal["track"] = "track"
-    event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    event: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), StoredText
+    ]
     properties: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _properties_can_be_stored(self):
+        _json_problem(self.properties, "properties")
+        return self
 
 
 Call = IdentifyIn | TrackIn

@@ -23,6 +23,7 @@ from apps.customers.models import Customer
 from apps.customers.schemas import (
     ErrorOut,
     IdentifyIn,
+    StoredText,
     Timestamp,
     UserId,
     describe_errors,
@@ -55,12 +56,12 @@ class ConsentIn(BaseModel):
         str, StringConstraints(strip_whitespace=True, pattern=r"^[-a-zA-Z0-9_]*$", max_length=50)
     ] = Field(default="", description="An email topic; blank for the whole channel.")
     source: Source = Field(default="api", description="Where the consent was given.")
-    wording: Annotated[str, StringConstraints(max_length=5000)] = Field(
+    wording: Annotated[str, StringConstraints(max_length=5000), StoredText] = Field(
         default="", description="What the customer was shown when they said yes or no."
     )
     timestamp: Timestamp = Field(default=None, description="When; now if absent.")
     ip: IPvAnyAddress | None = None
-    user_agent: Annotated[str, StringConstraints(max_length=500)] = Field(
+    user_agent: Annotated[str, StringConstraints(max_length=500), StoredText] = Field(
         default="", alias="userAgent"
     )
 
