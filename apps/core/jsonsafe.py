@@ -16,6 +16,8 @@ to the 10 us pydantic takes to validate the call.
 
 import json
 import math
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -88,3 +90,144 @@ def _walk(value: Any, path: str, depth_left: int) -> str | None:
 
 # Values that need no look: everything but text, floats and containers.
 _SCALARS = frozenset({int, bool, type(None)})
+
+
+def _in_a_fresh_thread(work: Callable[[], Any]) -> Any:
+    """`work()` run in a new thread, whose stack starts empty, and its result
+    (or its exception) handed back."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # handed back to the caller below
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name="deep-json")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"] from None
+    return result["value"]
+
+
+class DeepJSONDecoder(json.JSONDecoder):
+    """Reads stored JSON however deep the stack of the reader is. Python's
+    json counts each level of nesting against the recursion limit, so a value
+    nested 900 levels (which older versions stored) reads in a shallow task
+    but raises RecursionError deep in a template (the event page loads the
+    customer while rendering). On that error only, the value is read again in
+    a new thread, whose stack starts empty: the common path costs nothing."""
+
+    def decode(self, s, *args, **kwargs):
+        try:
+            return super().decode(s, *args, **kwargs)
+        except RecursionError:
+            return _in_a_fresh_thread(lambda: json.JSONDecoder.decode(self, s, *args, **kwargs))
+
+
+class DeepJSONEncoder(json.JSONEncoder):
+    """Writes such a value back (an admin edit of the customer's email writes
+    the traits too) the same way: again in a fresh thread on RecursionError."""
+
+    def encode(self, o):
+        try:
+            return super().encode(o)
+        except RecursionError:
+            return _in_a_fresh_thread(lambda: json.JSONEncoder.encode(self, o))
+
+
+# --- display ------------------------------------------------------------------
+
+ELLIPSIS = "…"
+
+
+class _Full(Exception):
+    pass
+
+
+class _Preview:
+    def __init__(self, *, max_depth: int, max_chars: int, max_items: int, indent: int | None):
+        self.max_depth, self.max_chars, self.max_items = max_depth, max_chars, max_items
+        self.indent = indent
+        self.parts: list[str] = []
+        self.size = 0
+        self.cut = False
+
+    def emit(self, text: str) -> None:
+        if self.size + len(text) > self.max_chars:
+            self.cut = True
+            raise _Full
+        self.parts.append(text)
+        self.size += len(text)
+
+    def newline(self, depth: int) -> str:
+        return "" if self.indent is None else "\n" + " " * (self.indent * depth)
+
+    def value(self, value: Any, depth: int) -> None:
+        if isinstance(value, dict | list):
+            self.container(value, depth)
+        elif isinstance(value, str):
+            if len(value) > self.max_chars:
+                self.cut = True
+                value = value[: self.max_chars]
+                self.emit(json.dumps(value)[:-1] + ELLIPSIS + '"')
+            else:
+                self.emit(json.dumps(value))
+        elif isinstance(value, bool) or value is None:
+            self.emit(json.dumps(value))
+        elif isinstance(value, int):
+            # Python refuses to write out integers past 4,300 digits.
+            self.emit(str(value) if value.bit_length() < 10_000 else ELLIPSIS)
+        elif isinstance(value, float):
+            self.emit(repr(value) if math.isfinite(value) else json.dumps(value))
+        else:
+            self.emit(json.dumps(str(value)))
+
+    def container(self, value: dict | list, depth: int) -> None:
+        opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
+        if not value:
+            self.emit(opening + closing)
+            return
+        if depth >= self.max_depth:
+            self.cut = True
+            self.emit(opening + ELLIPSIS + closing)
+            return
+        items = (
+            sorted(value.items(), key=lambda kv: str(kv[0])) if isinstance(value, dict) else value
+        )
+        separator = "," if self.indent is not None else ", "
+        self.emit(opening)
+        for n, item in enumerate(items):
+            if n >= self.max_items:
+                self.cut = True
+                self.emit(separator + self.newline(depth + 1) + f"{ELLIPSIS} {len(value) - n} more")
+                break
+            self.emit((separator if n else "") + self.newline(depth + 1))
+            if isinstance(value, dict):
+                key, item = item
+                self.emit(json.dumps(str(key)) + ": ")
+            self.value(item, depth + 1)
+        self.emit(self.newline(depth) + closing)
+
+
+def preview(
+    value: Any,
+    *,
+    indent: int | None = 2,
+    max_depth: int = 12,
+    max_chars: int = 20_000,
+    max_items: int = 200,
+) -> tuple[str, bool]:
+    """Stored JSON as text to show, bounded whatever it holds: containers
+    past `max_depth` levels, past `max_items` entries, and text past
+    `max_chars` in all are cut, with an ellipsis where they are. Returns the
+    text and whether anything was cut. Keys are sorted, as the admin always
+    showed them. Written by hand because `json.dumps(indent=…)` recurses in
+    Python (a few hundred levels raise RecursionError) and has no bound."""
+    writer = _Preview(max_depth=max_depth, max_chars=max_chars, max_items=max_items, indent=indent)
+    try:
+        writer.value(value, 0)
+    except _Full:
+        writer.parts.append(ELLIPSIS)
+    return "".join(writer.parts), writer.cut
