@@ -192,13 +192,17 @@ class BatchIn(BaseModel):
 
 
 class BatchError(BaseModel):
-    index: int
-    error: str
+    """An item of the batch that was refused, and why."""
+
+    index: int = Field(description="The item's position in `batch`, from 0.")
+    error: str = Field(description="Each offending field and what is wrong with it.")
 
 
 class BatchOut(BaseModel):
-    accepted: int
-    errors: list[BatchError]
+    """What a batch stored and what it refused; a refused item never fails the others."""
+
+    accepted: int = Field(description="How many items were valid and stored.")
+    errors: list[BatchError] = Field(description="The refused items, by index.")
 
 
 class Accepted(BaseModel):
@@ -206,6 +210,8 @@ class Accepted(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """A refusal: what is wrong, naming each offending field."""
+
     error: str
 
 
