@@ -27,7 +27,13 @@ def loads(text: str | bytes) -> Any:
     """`json.loads`, with every failure a ValueError whose message says what
     is wrong (JSONDecodeError, a subclass, keeps its position)."""
     try:
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except RecursionError:
+            # Deep in a request's stack: again from an empty one, so that only
+            # nesting past Python's recursion limit itself is refused here
+            # (and a batch item nested 900 levels is refused by `problem`, alone).
+            return _in_a_fresh_thread(lambda: json.loads(text))
     except json.JSONDecodeError:
         raise
     except RecursionError:

@@ -17,6 +17,14 @@ def _traits_preview(customer: Customer) -> tuple[str, bool]:
     return customer._traits_preview
 
 
+def _trait(customer: Customer, name: str) -> str:
+    """A trait for a list column, bounded; blank if the traits are not an
+    object (an older version stored whatever it was given)."""
+    traits = customer.traits
+    value = traits.get(name, "") if isinstance(traits, dict) else ""
+    return value if isinstance(value, str | int | float) else jsonsafe.preview(value)[0][:100]
+
+
 class TraitFilter(admin.SimpleListFilter):
     """Filter customers by the value of one trait."""
 
@@ -76,11 +84,11 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description="plan")
     def plan(self, obj):
-        return obj.traits.get("plan", "")
+        return _trait(obj, "plan")
 
     @admin.display(description="status")
     def status(self, obj):
-        return obj.traits.get("status", "")
+        return _trait(obj, "status")
 
     def get_fieldsets(self, request, obj=None):
         # Traits too deep or too big to show in full are not offered for editing:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from apps.core import jsonsafe
+from apps.core.jsonsafe import DeepJSONEncoder
 
 from .schemas import TYPED_CALL, Call, IdentifyIn, TrackIn, describe_errors, parse_call
 from .services import IngestResult, ingest
@@ -126,7 +127,9 @@ def _jsonl_call(raw: bytes) -> Call | str:
 def _content_id(item: dict) -> str:
     """A stable id for a track call that came without one: identical lines are
     one event, and importing the same file twice stores each event once."""
-    canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        item, sort_keys=True, separators=(",", ":"), ensure_ascii=False, cls=DeepJSONEncoder
+    )
     return "import-" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 

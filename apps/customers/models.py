@@ -5,7 +5,7 @@ from django.db.models.functions import Upper
 
 from apps.core.jsonsafe import DeepJSONDecoder, DeepJSONEncoder
 
-from .validation import validate_email, validate_phone, validate_timezone
+from .validation import validate_email, validate_phone, validate_timezone, validate_traits
 
 # Traits that also live in their own columns (identify fills both).
 CONTACT_FIELDS = ("email", "phone", "timezone", "locale")
@@ -24,7 +24,11 @@ class Customer(models.Model):
     # DeepJSON*: traits stored nested hundreds of levels deep by older versions
     # still load and save wherever that happens (see apps/core/jsonsafe.py).
     traits = models.JSONField(
-        default=dict, blank=True, encoder=DeepJSONEncoder, decoder=DeepJSONDecoder
+        default=dict,
+        blank=True,
+        encoder=DeepJSONEncoder,
+        decoder=DeepJSONDecoder,
+        validators=[validate_traits],
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -39,17 +39,17 @@ def _parse_timestamp(value: Any) -> Any:
     window (`INGEST_TIMESTAMP_MIN` to `INGEST_TIMESTAMP_MAX_FUTURE_S` ahead
     of now), in UTC. Python reads offsets up to ±23:59 and PostgreSQL only up
     to ±15:59; once in UTC any offset Python reads is stored as the moment it
-    names. The clock is read here, as the request's own time: the window is a
-    rule of input, like a length."""
-    if value is None:
+    names. The window is a rule of input, like a length, so the clock is read
+    here; a datetime is what our own code passes (its `now`, which may be a
+    simulated one) and is taken as it is."""
+    if value is None or isinstance(value, datetime):
         return value
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
-    elif not isinstance(value, datetime):
+    if not isinstance(value, str):
         raise ValueError("must be an ISO-8601 string like 2026-01-31T09:30:00Z")
+    try:
+        value = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     # Compared before any conversion: year 9999 at -14:00 is past what a
@@ -220,8 +220,11 @@ def parse_call(item: Any) -> Call:
     if not isinstance(item, dict):
         raise ValueError(f"must be an object, got {type(item).__name__}")
     kind = item.get("type")
-    if kind not in CALL_TYPES:
-        raise ValueError(f"type: must be 'identify' or 'track', got {kind!r}")
+    if not isinstance(kind, str) or kind not in CALL_TYPES:  # a dict or list: unhashable
+        # Named by its type unless it is short text: its repr could be megabytes
+        # long, or nested past what repr can walk.
+        got = repr(kind) if isinstance(kind, str) and len(kind) <= 50 else type(kind).__name__
+        raise ValueError(f"type: must be 'identify' or 'track', got {got}")
     try:
         return CALL_TYPES[kind].model_validate(item)
     except ValidationError as exc:

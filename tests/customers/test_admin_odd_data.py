@@ -119,3 +119,45 @@ def test_a_customer_with_odd_traits_can_still_be_edited_and_keeps_them(admin_cli
     customer.refresh_from_db()
     assert customer.email == "new@example.com"
     assert customer.traits == {**stored, "email": "new@example.com"}
+
+
+@pytest.mark.parametrize("traits", [["a", "list"], "text", 7, None])
+def test_traits_stored_as_something_else_than_an_object_are_shown(admin_client, traits):
+    customer, _ = write_raw(traits, {})
+
+    listing = admin_client.get(reverse("admin:customers_customer_changelist"))
+    page = admin_client.get(reverse("admin:customers_customer_change", args=[customer.pk]))
+
+    assert (listing.status_code, page.status_code) == (200, 200)
+
+
+def test_the_admin_form_refuses_traits_that_are_not_an_object(admin_client):
+    customer = Customer.objects.create(external_id="u-1")
+
+    response = admin_client.post(
+        reverse("admin:customers_customer_change", args=[customer.pk]),
+        {"external_id": "u-1", "traits": '["a"]',
+         "event_stats-TOTAL_FORMS": "0", "event_stats-INITIAL_FORMS": "0"},
+    )  # fmt: skip
+
+    assert response.status_code == 200
+    assert "must be a JSON object" in response.content.decode()
+    customer.refresh_from_db()
+    assert customer.traits == {}
+
+
+def test_a_last_seen_time_far_ahead_is_repaired_to_the_last_write():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    repair = import_module("apps.customers.migrations.0005_last_seen_never_ahead").repair
+    far = Customer.objects.create(external_id="far", last_seen_at=datetime(9999, 1, 1, tzinfo=UTC))
+    near = Customer.objects.create(external_id="near", last_seen_at=AT)
+
+    repair(apps, None)
+
+    far.refresh_from_db()
+    near.refresh_from_db()
+    assert far.last_seen_at == far.updated_at
+    assert near.last_seen_at == AT

@@ -186,3 +186,36 @@ def test_an_import_refuses_only_the_hostile_lines(tmp_path):
     assert "timestamp: " in report.errors[1][1]
     assert "traits.n: " in report.errors[2][1]
     assert sorted(Event.objects.values_list("name", flat=True)) == ["a", "d"]
+
+
+@pytest.mark.parametrize("kind", [nested(950), {}, ["track"], "x" * 100_000])
+def test_an_odd_item_type_is_refused_for_that_item_only(api, kind):
+    bad = json.dumps({"type": kind, "userId": "u-bad"})
+    good = json.dumps({"type": "track", "userId": "u-good", "event": "login"})
+    response = api("batch", None, raw=f'{{"batch": [{good}, {bad}]}}'.encode())
+
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 1
+    assert response.json()["errors"][0]["error"].startswith("type: must be 'identify' or 'track'")
+    assert len(response.json()["errors"][0]["error"]) < 200
+
+
+def test_an_import_line_with_deep_fields_that_are_ignored_still_imports(tmp_path):
+    line = {"type": "track", "userId": "u-1", "event": "a", "context": nested(950)}
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+
+    report = import_file(path, received_at=NOW)
+
+    assert (report.accepted, report.errors) == (1, [])
+    assert Event.objects.get().name == "a"
+
+
+def test_identify_over_traits_an_older_version_stored_as_a_non_object_replaces_them(api):
+    customer = Customer.objects.create(external_id="u-1", traits=["odd"])
+
+    response = api("identify", {"userId": "u-1", "traits": {"plan": "pro"}})
+
+    assert response.status_code == 200
+    customer.refresh_from_db()
+    assert customer.traits == {"plan": "pro"}
