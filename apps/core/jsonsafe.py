@@ -58,44 +58,47 @@ def problem(value: Any, path: str, *, max_depth: int | None = None) -> str | Non
     """Why `value` cannot be stored, as `path.to.part: reason`, or None.
     Nesting is counted in containers: `{"a": {"b": 1}}` is 2 deep."""
     limit = settings.INGEST_JSON_MAX_DEPTH if max_depth is None else max_depth
-    return _walk(value, path, limit)
+    kind = type(value)
+    if kind is dict or kind is list:
+        return _walk(value, path, limit, limit)
+    return _scalar_problem(value, path)
 
 
-def _walk(value: Any, path: str, depth_left: int) -> str | None:
+def _scalar_problem(value: Any, path: str) -> str | None:
     kind = type(value)
     if kind is str:
         reason = _string_problem(value)
         return f"{path}: {reason}" if reason else None
-    if kind is float:
-        if not math.isfinite(value):
-            return f"{path}: must be a finite number (NaN, Infinity and 1e400 are not)"
-        return None
-    if kind is dict or kind is list:
-        if depth_left <= 0:
-            return f"{path}: is nested too deeply (the limit is {settings.INGEST_JSON_MAX_DEPTH})"
-        if kind is dict:
-            for key, item in value.items():
-                reason = _string_problem(key) if type(key) is str else None
-                if reason:
-                    return f"{path}: a key {reason}"
-                if type(item) in _SCALARS:
-                    continue
-                found = _walk(item, f"{path}.{key}", depth_left - 1)
-                if found:
-                    return found
-        else:
-            for index, item in enumerate(value):
-                if type(item) in _SCALARS:
-                    continue
-                found = _walk(item, f"{path}.{index}", depth_left - 1)
-                if found:
-                    return found
-        return None
+    if kind is float and not math.isfinite(value):
+        return f"{path}: must be a finite number (NaN, Infinity and 1e400 are not)"
     return None
 
 
-# Values that need no look: everything but text, floats and containers.
-_SCALARS = frozenset({int, bool, type(None)})
+def _walk(value: dict | list, path: str, depth_left: int, limit: int) -> str | None:
+    """The first problem inside a container. Scalars are checked inline, with
+    no call each: this runs on every traits and properties object ingested."""
+    if depth_left <= 0:
+        return f"{path}: is nested too deeply (the limit is {limit})"
+    is_dict = type(value) is dict
+    for key, item in value.items() if is_dict else enumerate(value):
+        if is_dict and type(key) is str and ("\x00" in key or not key.isascii()):
+            reason = _string_problem(key)
+            if reason:
+                return f"{path}: a key {reason}"
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item or not item.isascii():
+                found = _scalar_problem(item, f"{path}.{key}")
+                if found:
+                    return found
+        elif kind is float:
+            if not math.isfinite(item):
+                return _scalar_problem(item, f"{path}.{key}")
+        elif kind is dict or kind is list:
+            found = _walk(item, f"{path}.{key}", depth_left - 1, limit)
+            if found:
+                return found
+    return None
 
 
 def _in_a_fresh_thread(work: Callable[[], Any]) -> Any:

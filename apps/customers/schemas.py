@@ -2,11 +2,13 @@
 `import_events` and `seed_demo` all speak them."""
 
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.utils import timezone
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -54,16 +56,29 @@ def _parse_timestamp(value: Any) -> Any:
         value = value.replace(tzinfo=UTC)
     # Compared before any conversion: year 9999 at -14:00 is past what a
     # Python datetime can hold in UTC, but comparing it is exact.
-    earliest = settings.INGEST_TIMESTAMP_MIN
+    earliest, ahead = _window()
     if value < earliest:
         raise ValueError(f"is before {earliest.isoformat()}, the earliest time accepted")
-    latest = timezone.now() + timedelta(seconds=settings.INGEST_TIMESTAMP_MAX_FUTURE_S)
+    latest = datetime.now(UTC) + ahead
     if value > latest:
         raise ValueError(
-            f"is more than {settings.INGEST_TIMESTAMP_MAX_FUTURE_S} s ahead of now "
+            f"is more than {ahead.total_seconds():.0f} s ahead of now "
             f"({latest.isoformat(timespec='seconds')} at the latest)"
         )
     return value.astimezone(UTC)
+
+
+@cache
+def _window() -> tuple[datetime, timedelta]:
+    """The window's settings, read once (a settings read per timestamp was a
+    third of the check's cost); tests that change them clear this."""
+    return settings.INGEST_TIMESTAMP_MIN, timedelta(seconds=settings.INGEST_TIMESTAMP_MAX_FUTURE_S)
+
+
+@receiver(setting_changed)
+def _window_changed(*, setting: str, **kwargs) -> None:
+    if setting.startswith("INGEST_TIMESTAMP_"):
+        _window.cache_clear()
 
 
 def _storable_text(value: str) -> str:
@@ -79,7 +94,6 @@ StoredText = AfterValidator(_storable_text)
 UserId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    StoredText,
     BeforeValidator(_id_to_str),  # runs first: before-validators apply outermost-first
     # Segment SDKs send numbers too; the document says so (stored as text).
     WithJsonSchema(
@@ -104,7 +118,7 @@ Timestamp = Annotated[
         }
     ),
 ]
-MessageId = Annotated[str, StringConstraints(min_length=1, max_length=200), StoredText]
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 _CONTACT_VALIDATORS = {
     "email": validate_email,
@@ -114,6 +128,15 @@ _CONTACT_VALIDATORS = {
 }
 # The columns' sizes: a longer value cannot be stored (PostgreSQL refuses it).
 _CONTACT_MAX_LENGTH = {f: Customer._meta.get_field(f).max_length for f in CONTACT_FIELDS}
+
+
+def _text_problem(value: str | None, field: str) -> None:
+    # Inline first: a Python call per field per call would cost more than the
+    # check (the ingestion hot path; see apps/core/jsonsafe.py).
+    if value and ("\x00" in value or not value.isascii()):
+        reason = jsonsafe.problem(value, field)
+        if reason:
+            raise ValueError(reason)
 
 
 def _json_problem(value: dict, path: str) -> None:
@@ -143,7 +166,12 @@ class IdentifyIn(_Call):
     traits: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _traits_can_be_stored(self):
+    def _can_be_stored(self):
+        """Text and traits PostgreSQL can store, and contact traits that fit
+        their columns: one validator for the whole call (each costs a call
+        from pydantic's Rust into Python)."""
+        _text_problem(self.user_id, "userId")
+        _text_problem(self.message_id, "messageId")
         _json_problem(self.traits, "traits")
         for field in CONTACT_FIELDS:
             value = self.traits.get(field)
@@ -166,13 +194,14 @@ class TrackIn(_Call):
     """Appends an event to a customer's history (creating the customer if new)."""
 
     type: Literal["track"] = "track"
-    event: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), StoredText
-    ]
+    event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     properties: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _properties_can_be_stored(self):
+    def _can_be_stored(self):
+        _text_problem(self.user_id, "userId")
+        _text_problem(self.message_id, "messageId")
+        _text_problem(self.event, "event")
         _json_problem(self.properties, "properties")
         return self
 

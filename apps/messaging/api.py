@@ -49,7 +49,7 @@ class ConsentIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    user_id: UserId = Field(alias="userId")
+    user_id: Annotated[UserId, StoredText] = Field(alias="userId")
     channel: Literal["email", "sms"]
     status: Literal["granted", "revoked"]
     topic: Annotated[
