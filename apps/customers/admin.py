@@ -22,7 +22,9 @@ def _trait(customer: Customer, name: str) -> str:
     object (an older version stored whatever it was given)."""
     traits = customer.traits
     value = traits.get(name, "") if isinstance(traits, dict) else ""
-    return value if isinstance(value, str | int | float) else jsonsafe.preview(value)[0][:100]
+    if isinstance(value, str):
+        return value if len(value) <= 100 else value[:100] + jsonsafe.ELLIPSIS
+    return jsonsafe.preview(value, indent=None, max_chars=100)[0]
 
 
 class TraitFilter(admin.SimpleListFilter):

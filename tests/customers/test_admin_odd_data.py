@@ -161,3 +161,14 @@ def test_a_last_seen_time_far_ahead_is_repaired_to_the_last_write():
     near.refresh_from_db()
     assert far.last_seen_at == far.updated_at
     assert near.last_seen_at == AT
+
+
+def test_a_huge_plan_is_cut_short_in_the_list_and_left_out_of_the_filter(admin_client):
+    Customer.objects.create(external_id="big", traits={"plan": "x" * 1_000_000})
+    Customer.objects.create(external_id="small", traits={"plan": "pro"})
+
+    listing = admin_client.get(reverse("admin:customers_customer_changelist"))
+
+    assert listing.status_code == 200
+    assert len(listing.content) < 200_000
+    assert "?plan=pro" in listing.content.decode()
