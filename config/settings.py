@@ -6,6 +6,7 @@ filesystem transport and a file cache under `data/`, and console providers.
 """
 
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 
 import environ
@@ -28,6 +29,12 @@ def _local_secret_key() -> str:
         path.write_text(secrets.token_urlsafe(50))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _aware(text: str) -> datetime:
+    """An ISO-8601 date or time from the environment, in UTC when it names no offset."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -185,6 +192,17 @@ CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 # Django refuses bigger bodies itself; ours answer 413 first (BodySizeLimitMiddleware).
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
+# The times a call may carry (`timestamp`): from INGEST_TIMESTAMP_MIN (an ISO
+# date or time, UTC if no offset) to this many seconds ahead of now. Outside
+# it, the call is refused naming the field: a year-9999 time at -14:00 is
+# past what Python can read back, and an event a year ahead would sit at the
+# top of every timeline. A day ahead allows a client clock running fast.
+INGEST_TIMESTAMP_MIN = _aware(env.str("INGEST_TIMESTAMP_MIN", default="1970-01-01T00:00:00+00:00"))
+INGEST_TIMESTAMP_MAX_FUTURE_S = env.int("INGEST_TIMESTAMP_MAX_FUTURE_S", default=86_400)
+# How deep traits and event properties may nest (`{"a": {"b": 1}}` is 2).
+# Deeper calls are refused naming the path; far deeper JSON than Python's
+# recursion limit would break reading and showing the data back.
+INGEST_JSON_MAX_DEPTH = env.int("INGEST_JSON_MAX_DEPTH", default=32)
 
 # --- Segments -------------------------------------------------------------
 # PostgreSQL work_mem for a segment refresh's transaction (hashing member sets).

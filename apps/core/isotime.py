@@ -2,7 +2,9 @@
 
 Used to compare JSON traits holding times in SQL without ever raising on a
 malformed value: a string that does not match (or names a day that does not
-exist, like 2026-02-30) is simply not a time.
+exist, like 2026-02-30) is simply not a time. Offsets stop at ±15:59, where
+PostgreSQL's do (Python reads up to ±23:59): past that the cast raised, and
+one customer's trait failed every segment refresh comparing that trait.
 """
 
 import re
@@ -10,7 +12,7 @@ import re
 ISO_TIME = (
     r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?"
-    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+    r"(Z|[+-](0[0-9]|1[0-5]):[0-5][0-9])?)?$"
 )
 ISO_TIME_RE = re.compile(ISO_TIME)
 

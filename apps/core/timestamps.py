@@ -9,7 +9,9 @@ value, and a chunk of enrollments with their customers reads thousands).
 every value carrying it) and has the C loader parse. Registered on each new
 connection (`connection_created`) when the C build is there."""
 
-from psycopg import adapters
+from datetime import datetime
+
+from psycopg import DataError, adapters
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 
@@ -20,6 +22,22 @@ _FAST = adapters.get_loader(TIMESTAMPTZ, Format.TEXT)
 def available() -> bool:
     """Whether psycopg's C build is installed (its loaders are not Python classes)."""
     return not _FAST.__module__.startswith("psycopg.")
+
+
+# A day inside Python's range: shown in any zone, they stay in range.
+EARLIEST = datetime(1, 1, 2)
+LATEST = datetime(9999, 12, 30)
+
+
+def _edge(data, zone) -> datetime:
+    """A stored time Python cannot hold (PostgreSQL keeps years up to 294276,
+    BC ones and ±infinity; Python stops at 1 and 9999) read as the nearest
+    time it can, a day inside so that it converts to any zone: one row with
+    such a time must not make every page or task that reads it fail. Older
+    versions let such times in; ingestion now refuses them."""
+    text = bytes(data)
+    early = text.startswith(b"-") or text.endswith(b" BC")
+    return (EARLIEST if early else LATEST).replace(tzinfo=zone)
 
 
 def register(sender, connection, **kwargs) -> None:
@@ -36,6 +54,9 @@ def register(sender, connection, **kwargs) -> None:
             self._load = _FAST(oid, context).load
 
         def load(self, data):
-            return self._load(data).replace(tzinfo=self.timezone)
+            try:
+                return self._load(data).replace(tzinfo=self.timezone)
+            except DataError:
+                return _edge(data, self.timezone)
 
     connection.connection.adapters.register_loader(TIMESTAMPTZ, TimestamptzLoader)

@@ -1,13 +1,30 @@
-import json
-
 from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from apps.core import jsonsafe
 from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
 
 from . import selectors, services
 from .models import ApiKey, Customer, Event, EventStat
+
+
+def _traits_preview(customer: Customer) -> tuple[str, bool]:
+    """The customer's traits as shown (cut short if need be), and whether they
+    were cut; worked out once per page."""
+    if not hasattr(customer, "_traits_preview"):
+        customer._traits_preview = jsonsafe.preview(customer.traits)
+    return customer._traits_preview
+
+
+def _trait(customer: Customer, name: str) -> str:
+    """A trait for a list column, bounded; blank if the traits are not an
+    object (an older version stored whatever it was given)."""
+    traits = customer.traits
+    value = traits.get(name, "") if isinstance(traits, dict) else ""
+    if isinstance(value, str):
+        return value if len(value) <= 100 else value[:100] + jsonsafe.ELLIPSIS
+    return jsonsafe.preview(value, indent=None, max_chars=100)[0]
 
 
 class TraitFilter(admin.SimpleListFilter):
@@ -69,15 +86,33 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description="plan")
     def plan(self, obj):
-        return obj.traits.get("plan", "")
+        return _trait(obj, "plan")
 
     @admin.display(description="status")
     def status(self, obj):
-        return obj.traits.get("status", "")
+        return _trait(obj, "status")
+
+    def get_fieldsets(self, request, obj=None):
+        # Traits too deep or too big to show in full are not offered for editing:
+        # the form would write out every byte of them (and raise RecursionError
+        # past some hundreds of levels). They are shown cut short instead.
+        if obj is not None and _traits_preview(obj)[1]:
+            return tuple(
+                (name, {**options, "fields": tuple(f for f in options["fields"] if f != "traits")})
+                for name, options in self.fieldsets
+            )
+        return super().get_fieldsets(request, obj)
 
     @admin.display(description="Traits (read)")
     def traits_pretty(self, obj):
-        return format_html("<pre>{}</pre>", json.dumps(obj.traits, indent=2, sort_keys=True))
+        text, cut = _traits_preview(obj)
+        if cut:
+            return format_html(
+                "<pre>{}</pre><p>Shown cut short ({}); too big or too deep to edit here.</p>",
+                text,
+                jsonsafe.ELLIPSIS,
+            )
+        return format_html("<pre>{}</pre>", text)
 
     @admin.display(description="Recent events")
     def recent_events(self, obj):
@@ -91,7 +126,7 @@ class CustomerAdmin(admin.ModelAdmin):
                 (
                     timezone.localtime(e.occurred_at).strftime("%Y-%m-%d %H:%M"),
                     e.name,
-                    json.dumps(e.properties),
+                    jsonsafe.preview(e.properties, indent=None, max_chars=500)[0],
                 )
                 for e in events
             ),
@@ -108,6 +143,8 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read only: events are history, and EventStat must stay exact."""
 
     list_display = ("name", "customer", "occurred_at", "received_at", "message_id")
+    fields = ("customer", "name", "properties_pretty", "occurred_at", "received_at", "message_id")
+    readonly_fields = ("properties_pretty",)
     list_select_related = ("customer",)
     search_fields = ("name",)  # the search itself is event_search
     search_help_text = "Exact customer external id, event name or message id."
@@ -118,6 +155,11 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         return selectors.event_search(queryset, search_term), False
+
+    @admin.display(description="Properties")
+    def properties_pretty(self, obj):
+        # Bounded: properties stored by older versions may be huge or deep.
+        return format_html("<pre>{}</pre>", jsonsafe.preview(obj.properties)[0])
 
 
 @admin.register(ApiKey)

@@ -15,6 +15,8 @@ from ninja.errors import HttpError
 from ninja.security import HttpBearer
 from pydantic import ValidationError
 
+from apps.core import jsonsafe
+
 from . import services
 from .schemas import (
     Accepted,
@@ -35,12 +37,25 @@ class ApiKeyAuth(HttpBearer):
 
 router = Router(auth=ApiKeyAuth(), tags=["ingestion"])
 
-_ERRORS: dict[int | str, Any] = {400: ErrorOut, 401: ErrorOut, 413: ErrorOut}
+# Every endpoint's refusals, all `{"error": "..."}` (ErrorOut).
+ERRORS: dict[int | str, Any] = {400: ErrorOut, 401: ErrorOut, 413: ErrorOut}
+_ERROR_DESCRIPTIONS = {
+    400: "The body is not valid JSON, or a field is invalid: `error` names each "
+    "offending field (`userId: Field required`, `traits.a.b: contains a NUL character`).",
+    401: "No API key, or a wrong or revoked one.",
+    413: "The body is over API_MAX_BODY_BYTES (1 MiB by default).",
+}
 
 
-def _body_doc(schema_name: str) -> dict:
+def body_doc(schema_name: str, *, ok: str) -> dict:
+    """The OpenAPI of an endpoint that reads its body itself: the body's
+    schema, and what each answer means (`ok` for the 200)."""
     ref = {"$ref": f"#/components/schemas/{schema_name}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+    descriptions = {200: ok, **_ERROR_DESCRIPTIONS}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
+        "responses": {status: {"description": text} for status, text in descriptions.items()},
+    }
 
 
 def read_json_object(request: HttpRequest) -> dict:
@@ -48,7 +63,7 @@ def read_json_object(request: HttpRequest) -> dict:
     if not request.body:
         raise HttpError(400, "request body is empty; expected a JSON object")
     try:
-        data = json.loads(request.body.decode("utf-8"))
+        data = jsonsafe.loads(request.body.decode("utf-8"))
     except UnicodeDecodeError:
         raise HttpError(400, "request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -56,6 +71,8 @@ def read_json_object(request: HttpRequest) -> dict:
             400,
             f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
         ) from None
+    except ValueError as exc:
+        raise HttpError(400, f"request body {exc}") from None
     if not isinstance(data, dict):
         raise HttpError(400, f"request body must be a JSON object, got {type(data).__name__}")
     return data
@@ -69,7 +86,9 @@ def _validated(model, data: dict):
 
 
 @router.post(
-    "/identify", response={200: Accepted, **_ERRORS}, openapi_extra=_body_doc("IdentifyIn")
+    "/identify",
+    response={200: Accepted, **ERRORS},
+    openapi_extra=body_doc("IdentifyIn", ok="The customer is stored."),
 )
 def identify(request: HttpRequest):
     """Create or update a customer. Traits merge into the stored ones."""
@@ -78,7 +97,11 @@ def identify(request: HttpRequest):
     return Accepted()
 
 
-@router.post("/track", response={200: Accepted, **_ERRORS}, openapi_extra=_body_doc("TrackIn"))
+@router.post(
+    "/track",
+    response={200: Accepted, **ERRORS},
+    openapi_extra=body_doc("TrackIn", ok="The event is stored (or was already, by `messageId`)."),
+)
 def track(request: HttpRequest):
     """Record an event. A repeated `messageId` stores nothing and still succeeds."""
     call = _validated(TrackIn, read_json_object(request))
@@ -86,7 +109,16 @@ def track(request: HttpRequest):
     return Accepted()
 
 
-@router.post("/batch", response={200: BatchOut, **_ERRORS}, openapi_extra=_body_doc("BatchIn"))
+@router.post(
+    "/batch",
+    response={200: BatchOut, **ERRORS},
+    openapi_extra=body_doc(
+        "BatchIn",
+        ok="The valid items are stored, even when others are refused: each refused "
+        "item is listed in `errors` by its index, with the field at fault, and nothing "
+        "of it is written. A 400 is only for a body that is not a batch at all.",
+    ),
+)
 def batch(request: HttpRequest):
     """Many identify/track calls at once. Valid items are stored; invalid ones
     are reported by index and nothing of them is written."""

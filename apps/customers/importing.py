@@ -21,6 +21,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from apps.core import jsonsafe
+from apps.core.jsonsafe import DeepJSONEncoder
+
 from .schemas import TYPED_CALL, Call, IdentifyIn, TrackIn, describe_errors, parse_call
 from .services import IngestResult, ingest
 
@@ -105,11 +108,13 @@ def _jsonl_call(raw: bytes) -> Call | str:
     if call is not None and not (isinstance(call, TrackIn) and call.message_id is None):
         return call
     try:
-        item = json.loads(raw.decode("utf-8"))
+        item = jsonsafe.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return "not UTF-8 text"
     except json.JSONDecodeError as exc:
         return f"not valid JSON: {exc.msg} (column {exc.colno})"
+    except ValueError as exc:
+        return f"the line {exc}"
     try:
         call = call or parse_call(item)
     except ValueError as exc:
@@ -122,7 +127,9 @@ def _jsonl_call(raw: bytes) -> Call | str:
 def _content_id(item: dict) -> str:
     """A stable id for a track call that came without one: identical lines are
     one event, and importing the same file twice stores each event once."""
-    canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        item, sort_keys=True, separators=(",", ":"), ensure_ascii=False, cls=DeepJSONEncoder
+    )
     return "import-" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 

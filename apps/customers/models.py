@@ -3,7 +3,9 @@ import hashlib
 from django.db import models
 from django.db.models.functions import Upper
 
-from .validation import validate_email, validate_phone, validate_timezone
+from apps.core.jsonsafe import DeepJSONDecoder, DeepJSONEncoder
+
+from .validation import validate_email, validate_phone, validate_timezone, validate_traits
 
 # Traits that also live in their own columns (identify fills both).
 CONTACT_FIELDS = ("email", "phone", "timezone", "locale")
@@ -19,7 +21,15 @@ class Customer(models.Model):
         max_length=64, blank=True, validators=[validate_timezone], help_text="IANA zone"
     )
     locale = models.CharField(max_length=35, blank=True)
-    traits = models.JSONField(default=dict, blank=True)
+    # DeepJSON*: traits stored nested hundreds of levels deep by older versions
+    # still load and save wherever that happens (see apps/core/jsonsafe.py).
+    traits = models.JSONField(
+        default=dict,
+        blank=True,
+        encoder=DeepJSONEncoder,
+        decoder=DeepJSONDecoder,
+        validators=[validate_traits],
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
@@ -52,7 +62,9 @@ class Event(models.Model):
         Customer, on_delete=models.CASCADE, related_name="events", db_index=False
     )
     name = models.CharField(max_length=200)
-    properties = models.JSONField(default=dict, blank=True)
+    properties = models.JSONField(
+        default=dict, blank=True, encoder=DeepJSONEncoder, decoder=DeepJSONDecoder
+    )
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField()
     # The sender's deduplication key; NULLs never collide, so events without one

@@ -1,11 +1,16 @@
 """The Segment-spec shaped calls Tenure accepts, as typed models. The HTTP API,
 `import_events` and `seed_demo` all speak them."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Annotated, Any, Literal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -13,12 +18,14 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
+from apps.core import jsonsafe
 from apps.core.fixtures import describe_errors
 
-from .models import CONTACT_FIELDS
+from .models import CONTACT_FIELDS, Customer
 from .validation import validate_email, validate_phone, validate_timezone
 
 
@@ -30,23 +37,87 @@ def _id_to_str(value: Any) -> Any:
 
 
 def _parse_timestamp(value: Any) -> Any:
+    """An ISO-8601 text (UTC when it names no offset) within the ingestion
+    window (`INGEST_TIMESTAMP_MIN` to `INGEST_TIMESTAMP_MAX_FUTURE_S` ahead
+    of now), in UTC. Python reads offsets up to ±23:59 and PostgreSQL only up
+    to ±15:59; once in UTC any offset Python reads is stored as the moment it
+    names. The window is a rule of input, like a length, so the clock is read
+    here; a datetime is what our own code passes (its `now`, which may be a
+    simulated one) and is taken as it is."""
     if value is None or isinstance(value, datetime):
         return value
     if not isinstance(value, str):
         raise ValueError("must be an ISO-8601 string like 2026-01-31T09:30:00Z")
     try:
-        parsed = datetime.fromisoformat(value)
+        value = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    # Compared before any conversion: year 9999 at -14:00 is past what a
+    # Python datetime can hold in UTC, but comparing it is exact.
+    earliest, ahead = _window()
+    if value < earliest:
+        raise ValueError(f"is before {earliest.isoformat()}, the earliest time accepted")
+    latest = datetime.now(UTC) + ahead
+    if value > latest:
+        raise ValueError(
+            f"is more than {ahead.total_seconds():.0f} s ahead of now "
+            f"({latest.isoformat(timespec='seconds')} at the latest)"
+        )
+    return value.astimezone(UTC)
 
+
+@cache
+def _window() -> tuple[datetime, timedelta]:
+    """The window's settings, read once (a settings read per timestamp was a
+    third of the check's cost); tests that change them clear this."""
+    return settings.INGEST_TIMESTAMP_MIN, timedelta(seconds=settings.INGEST_TIMESTAMP_MAX_FUTURE_S)
+
+
+@receiver(setting_changed)
+def _window_changed(*, setting: str, **kwargs) -> None:
+    if setting.startswith("INGEST_TIMESTAMP_"):
+        _window.cache_clear()
+
+
+def _storable_text(value: str) -> str:
+    reason = jsonsafe.problem(value, "")
+    if reason:
+        raise ValueError(reason.removeprefix(": "))
+    return value
+
+
+# A text column's value: bounded, and free of what PostgreSQL cannot store.
+StoredText = AfterValidator(_storable_text)
 
 UserId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     BeforeValidator(_id_to_str),  # runs first: before-validators apply outermost-first
+    # Segment SDKs send numbers too; the document says so (stored as text).
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": 200},
+                {"type": "integer"},
+            ],
+            "title": "userId",
+            "description": "The business's own user id; a number is stored as its text.",
+        }
+    ),
 ]
-Timestamp = Annotated[datetime | None, BeforeValidator(_parse_timestamp)]
+Timestamp = Annotated[
+    datetime | None,
+    BeforeValidator(_parse_timestamp),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+            "description": "ISO-8601 (UTC when no offset is given), from 1970-01-01 "
+            "(INGEST_TIMESTAMP_MIN) to one day ahead of now (INGEST_TIMESTAMP_MAX_FUTURE_S).",
+        }
+    ),
+]
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 _CONTACT_VALIDATORS = {
@@ -55,6 +126,27 @@ _CONTACT_VALIDATORS = {
     "timezone": validate_timezone,
     "locale": lambda value: None,
 }
+# The columns' sizes: a longer value cannot be stored (PostgreSQL refuses it).
+_CONTACT_MAX_LENGTH = {f: Customer._meta.get_field(f).max_length for f in CONTACT_FIELDS}
+
+
+def _text_problem(value: str | None, field: str) -> None:
+    # Inline first: a Python call per field per call would cost more than the
+    # check (the ingestion hot path; see apps/core/jsonsafe.py).
+    if value and ("\x00" in value or not value.isascii()):
+        reason = jsonsafe.problem(value, field)
+        if reason:
+            raise ValueError(reason)
+
+
+def _json_problem(value: dict, path: str) -> None:
+    """Refuses a traits or properties object that cannot be stored (NUL,
+    lone surrogates, NaN/Infinity, nesting past INGEST_JSON_MAX_DEPTH),
+    naming the path inside it: `traits.a.b: ...`."""
+    if value:
+        reason = jsonsafe.problem(value, path)
+        if reason:
+            raise ValueError(reason)
 
 
 class _Call(BaseModel):
@@ -74,13 +166,23 @@ class IdentifyIn(_Call):
     traits: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _contact_traits_are_valid(self):
+    def _can_be_stored(self):
+        """Text and traits PostgreSQL can store, and contact traits that fit
+        their columns: one validator for the whole call (each costs a call
+        from pydantic's Rust into Python)."""
+        _text_problem(self.user_id, "userId")
+        _text_problem(self.message_id, "messageId")
+        _json_problem(self.traits, "traits")
         for field in CONTACT_FIELDS:
             value = self.traits.get(field)
             if value is None:
                 continue
             if not isinstance(value, str):
                 raise ValueError(f"traits.{field}: must be a string")
+            if len(value) > _CONTACT_MAX_LENGTH[field]:
+                raise ValueError(
+                    f"traits.{field}: must be at most {_CONTACT_MAX_LENGTH[field]} characters"
+                )
             try:
                 _CONTACT_VALIDATORS[field](value)
             except DjangoValidationError as exc:
@@ -94,6 +196,14 @@ class TrackIn(_Call):
     type: Literal["track"] = "track"
     event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     properties: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _can_be_stored(self):
+        _text_problem(self.user_id, "userId")
+        _text_problem(self.message_id, "messageId")
+        _text_problem(self.event, "event")
+        _json_problem(self.properties, "properties")
+        return self
 
 
 Call = IdentifyIn | TrackIn
@@ -111,13 +221,17 @@ class BatchIn(BaseModel):
 
 
 class BatchError(BaseModel):
-    index: int
-    error: str
+    """An item of the batch that was refused, and why."""
+
+    index: int = Field(description="The item's position in `batch`, from 0.")
+    error: str = Field(description="Each offending field and what is wrong with it.")
 
 
 class BatchOut(BaseModel):
-    accepted: int
-    errors: list[BatchError]
+    """What a batch stored and what it refused; a refused item never fails the others."""
+
+    accepted: int = Field(description="How many items were valid and stored.")
+    errors: list[BatchError] = Field(description="The refused items, by index.")
 
 
 class Accepted(BaseModel):
@@ -125,6 +239,8 @@ class Accepted(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """A refusal: what is wrong, naming each offending field."""
+
     error: str
 
 
@@ -133,8 +249,11 @@ def parse_call(item: Any) -> Call:
     if not isinstance(item, dict):
         raise ValueError(f"must be an object, got {type(item).__name__}")
     kind = item.get("type")
-    if kind not in CALL_TYPES:
-        raise ValueError(f"type: must be 'identify' or 'track', got {kind!r}")
+    if not isinstance(kind, str) or kind not in CALL_TYPES:  # a dict or list: unhashable
+        # Named by its type unless it is short text: its repr could be megabytes
+        # long, or nested past what repr can walk.
+        got = repr(kind) if isinstance(kind, str) and len(kind) <= 50 else type(kind).__name__
+        raise ValueError(f"type: must be 'identify' or 'track', got {got}")
     try:
         return CALL_TYPES[kind].model_validate(item)
     except ValidationError as exc:

@@ -3,10 +3,12 @@
 from django.core.cache import cache
 from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KT
+from django.db.models.functions import Length
 
 from .models import Customer, Event
 
 TRAIT_CHOICES_TTL_S = 300
+TRAIT_CHOICE_MAX_LENGTH = 100
 
 
 def customer_search(queryset: QuerySet[Customer], term: str) -> QuerySet[Customer]:
@@ -36,10 +38,14 @@ def trait_values(trait: str, *, limit: int = 50) -> list[str]:
     key = f"tenure:trait-values:{trait}"
     values = cache.get(key)
     if values is None:
+        # Short values only: a filter choice is a link, and a trait an older
+        # version stored may be megabytes long.
         values = sorted(
             v
             for v in Customer.objects.annotate(v=KT(f"traits__{trait}"))
             .exclude(v__isnull=True)
+            .annotate(n=Length("v"))
+            .filter(n__lte=TRAIT_CHOICE_MAX_LENGTH)
             .values_list("v", flat=True)
             .distinct()[:limit]
             if v not in ("", None)

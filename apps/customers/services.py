@@ -155,7 +155,10 @@ def _apply_identities(
             customer.last_seen_at = seen
             seen_changed[customer.pk] = customer
         if isinstance(call, IdentifyIn) and call.traits:
-            merged = {**customer.traits, **call.traits}
+            # Traits an older version stored as something else than an object
+            # (a list, a text) are replaced: they cannot be merged into.
+            stored = customer.traits if isinstance(customer.traits, dict) else {}
+            merged = {**stored, **call.traits}
             contact = {c: call.traits[c] or "" for c in CONTACT_FIELDS if c in call.traits}
             if merged != customer.traits or any(
                 getattr(customer, c) != v for c, v in contact.items()

@@ -29,6 +29,11 @@ def validate_timezone(value: str) -> None:
         )
 
 
+def validate_traits(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError('Traits must be a JSON object, like {"plan": "pro"}.', code="traits")
+
+
 def validate_email(value: str) -> None:
     if value:
         try:

@@ -2,7 +2,7 @@
 ledger (same key, errors and body handling as the ingestion API)."""
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from django.http import HttpRequest
 from django.utils import timezone
@@ -15,14 +15,15 @@ from pydantic import (
     IPvAnyAddress,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
-from apps.customers.api import ApiKeyAuth, read_json_object
+from apps.customers.api import ERRORS, ApiKeyAuth, body_doc, read_json_object
 from apps.customers.models import Customer
 from apps.customers.schemas import (
-    ErrorOut,
     IdentifyIn,
+    StoredText,
     Timestamp,
     UserId,
     describe_errors,
@@ -48,19 +49,33 @@ class ConsentIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    user_id: UserId = Field(alias="userId")
+    user_id: Annotated[UserId, StoredText] = Field(alias="userId")
     channel: Literal["email", "sms"]
     status: Literal["granted", "revoked"]
     topic: Annotated[
         str, StringConstraints(strip_whitespace=True, pattern=r"^[-a-zA-Z0-9_]*$", max_length=50)
     ] = Field(default="", description="An email topic; blank for the whole channel.")
     source: Source = Field(default="api", description="Where the consent was given.")
-    wording: Annotated[str, StringConstraints(max_length=5000)] = Field(
+    wording: Annotated[str, StringConstraints(max_length=5000), StoredText] = Field(
         default="", description="What the customer was shown when they said yes or no."
     )
     timestamp: Timestamp = Field(default=None, description="When; now if absent.")
-    ip: IPvAnyAddress | None = None
-    user_agent: Annotated[str, StringConstraints(max_length=500)] = Field(
+    # pydantic documents IPvAnyAddress with a format of its own, which no
+    # client generator knows: the standard formats it accepts instead.
+    ip: Annotated[
+        IPvAnyAddress | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "format": "ipv4"},
+                    {"type": "string", "format": "ipv6"},
+                    {"type": "null"},
+                ],
+                "description": "The device's address when consent was given (IPv4 or IPv6).",
+            }
+        ),
+    ] = None
+    user_agent: Annotated[str, StringConstraints(max_length=500), StoredText] = Field(
         default="", alias="userAgent"
     )
 
@@ -82,18 +97,10 @@ class ConsentOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-def _consent_body_doc() -> dict:
-    ref = {"$ref": "#/components/schemas/ConsentIn"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
-
-
-_ERRORS: dict[int | str, Any] = {400: ErrorOut, 401: ErrorOut, 413: ErrorOut}
-
-
 @router.post(
     "/consent",
-    response={200: ConsentOut, **_ERRORS},
-    openapi_extra=_consent_body_doc(),
+    response={200: ConsentOut, **ERRORS},
+    openapi_extra=body_doc("ConsentIn", ok="Recorded; `consent` is the state it leaves."),
     by_alias=True,
 )
 def consent(request: HttpRequest):

@@ -1,0 +1,44 @@
+from django.db import migrations, models
+
+import apps.core.jsonsafe
+import apps.customers.validation
+
+
+class Migration(migrations.Migration):
+    """Python-side only (the JSON encoder, decoder and validators): nothing
+    changes in the database. State only, because SQLite's schema editor
+    rebuilds the table for any altered field, and a rebuild drops the touch
+    stamping triggers of 0002."""
+
+    dependencies = [
+        ("customers", "0003_eventstat_name_last_covering"),
+    ]
+
+    operations = [
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name="customer",
+                    name="traits",
+                    field=models.JSONField(
+                        blank=True,
+                        decoder=apps.core.jsonsafe.DeepJSONDecoder,
+                        default=dict,
+                        encoder=apps.core.jsonsafe.DeepJSONEncoder,
+                        validators=[apps.customers.validation.validate_traits],
+                    ),
+                ),
+                migrations.AlterField(
+                    model_name="event",
+                    name="properties",
+                    field=models.JSONField(
+                        blank=True,
+                        decoder=apps.core.jsonsafe.DeepJSONDecoder,
+                        default=dict,
+                        encoder=apps.core.jsonsafe.DeepJSONEncoder,
+                    ),
+                ),
+            ],
+            database_operations=[],
+        ),
+    ]

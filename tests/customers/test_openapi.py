@@ -1,0 +1,80 @@
+"""The OpenAPI document says what the API does, so that a client generated from
+it is right (issue 15): and each fact it states is checked against the API."""
+
+import json
+
+import pytest
+
+from apps.customers.models import Customer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def doc(client):
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+def resolve(doc: dict, schema: dict) -> dict:
+    ref = schema.get("$ref")
+    return doc["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema
+
+
+def test_user_id_is_documented_as_a_string_or_an_integer(doc, api):
+    schemas = doc["components"]["schemas"]
+    for name in ("IdentifyIn", "TrackIn", "ConsentIn"):
+        kinds = {option["type"] for option in schemas[name]["properties"]["userId"]["anyOf"]}
+        assert kinds == {"string", "integer"}, name
+
+    track = api("track", {"userId": 7, "event": "login"})
+    batch = api("batch", {"batch": [{"type": "identify", "userId": 8}]})
+    consent = api("consent", {"userId": 9, "channel": "email", "status": "granted"})
+
+    assert [track.status_code, batch.status_code, consent.status_code] == [200, 200, 200]
+    assert batch.json() == {"accepted": 1, "errors": []}
+    assert set(Customer.objects.values_list("external_id", flat=True)) == {"7", "8", "9"}
+
+
+def test_a_batch_is_documented_to_answer_200_with_per_item_errors(doc, api):
+    responses = doc["paths"]["/api/v1/batch"]["post"]["responses"]
+    out = resolve(doc, responses["200"]["content"]["application/json"]["schema"])
+    error = resolve(doc, out["properties"]["errors"]["items"])
+
+    assert out["properties"]["accepted"]["type"] == "integer"
+    assert set(error["required"]) == {"index", "error"}
+    assert "refused" in responses["200"]["description"]
+
+    answer = api("batch", {"batch": [{"type": "track", "userId": "u"}]})
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "accepted": 0,
+        "errors": [{"index": 0, "error": "event: Field required"}],
+    }
+
+
+def test_the_consent_ip_is_documented_as_an_ipv4_or_ipv6_address(doc, api):
+    ip = doc["components"]["schemas"]["ConsentIn"]["properties"]["ip"]
+    formats = {option.get("format") for option in ip["anyOf"]}
+
+    assert formats == {"ipv4", "ipv6", None}  # None: the null option
+    for address in ("203.0.113.7", "2001:db8::1"):
+        body = {"userId": "u", "channel": "email", "status": "granted", "ip": address}
+        assert api("consent", body).status_code == 200
+
+
+def test_every_operation_documents_its_errors_with_their_shape(doc, api):
+    for path, operations in doc["paths"].items():
+        if path.endswith(("/openapi.json", "/docs")):
+            continue
+        for method, operation in operations.items():
+            for status in ("400", "401", "413"):
+                response = operation["responses"][status]
+                schema = resolve(doc, response["content"]["application/json"]["schema"])
+                assert schema["required"] == ["error"], (path, method, status)
+                assert response["description"] not in ("", "OK"), (path, method, status)
+            assert "names each" in operation["responses"]["400"]["description"]
+
+    assert set(api("track", {}, key=None).json()) == {"error"}
+    assert set(api("track", {"userId": ""}).json()) == {"error"}
