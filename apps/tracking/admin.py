@@ -8,8 +8,6 @@ its engagements and provider events, from here: messaging never imports
 tracking, so tracking extends the message admin the way journeys and
 segments extend the customer's."""
 
-import json
-
 from django.contrib import admin, messages
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
@@ -17,10 +15,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from apps.core import jsonsafe
 from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyInline
 from apps.messaging.models import Message
 
-from . import services, webhook_json
+from . import services
 from .models import Engagement, InboundSms, ProviderEvent, TrackedLink
 
 # Characters of a stored payload the event page shows.
@@ -29,19 +28,19 @@ PAYLOAD_SHOWN = 100_000
 
 def payload_display(text: str | None) -> str:
     """A stored payload (its JSON text, as the database returns it) as the
-    page shows it: pretty-printed when it is ordinary, else as stored. Rows
-    written before the webhooks refused odd input can nest a thousand levels
-    deep, beyond what json can load or dump (RecursionError), or hold huge
+    page shows it: pretty-printed (jsonsafe.preview) when that shows it whole,
+    else as stored. Rows written before the
+    webhooks refused odd input can nest a thousand levels deep or hold huge
     strings; the page must open all the same."""
     text = text or ""
     if len(text) > PAYLOAD_SHOWN:
         return f"{text[:PAYLOAD_SHOWN]}… ({len(text):,} characters in all)"
     try:
-        value = json.loads(text)
-        webhook_json.clean(value)  # bounded depth and strings: safe to dump with indent
-        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
-    except (ValueError, RecursionError):
+        value = jsonsafe.loads(text)
+    except ValueError:
         return text
+    shown, cut = jsonsafe.preview(value, max_chars=PAYLOAD_SHOWN)
+    return text if cut else shown
 
 
 def _without_payload(queryset):
