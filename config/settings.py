@@ -213,6 +213,11 @@ JOURNEY_ENROLL_WORK_MEM = env.str("JOURNEY_ENROLL_WORK_MEM", default="256MB")
 # may still happen (beat was down, a trait was set just after its moment).
 JOURNEY_TRIGGER_CHECK_INTERVAL_S = env.int("JOURNEY_TRIGGER_CHECK_INTERVAL_S", default=60)
 JOURNEY_TRIGGER_LOOKBACK_S = env.int("JOURNEY_TRIGGER_LOOKBACK_S", default=6 * 3600)
+# How often beat runs the ingest work sweeper (apps/journeys/ingest_work.py),
+# and how long a published row may wait before it publishes it again (its task
+# lost; a broker that lost its data is noticed at once, not after this).
+JOURNEY_INGEST_SWEEP_INTERVAL_S = env.int("JOURNEY_INGEST_SWEEP_INTERVAL_S", default=10)
+JOURNEY_INGEST_REPUBLISH_AFTER_S = env.int("JOURNEY_INGEST_REPUBLISH_AFTER_S", default=300)
 # Webhook nodes: signed with the secret named by the node (JOURNEY_WEBHOOK_SECRETS,
 # "name=value,...") or JOURNEY_WEBHOOK_SECRET; without one the call is refused.
 JOURNEY_WEBHOOK_SECRET = env.str("JOURNEY_WEBHOOK_SECRET", default="")
