@@ -343,3 +343,6 @@ EMAIL_MARKETING_REQUIRES_OPT_IN = env.bool("EMAIL_MARKETING_REQUIRES_OPT_IN", de
 # --- Operations -----------------------------------------------------------
 HEALTH_CHECK_TIMEOUT_S = env.float("HEALTH_CHECK_TIMEOUT_S", default=2.0)
 HEARTBEAT_INTERVAL_S = env.int("HEARTBEAT_INTERVAL_S", default=30)
+# A worker heartbeat older than this is reported unhealthy by /healthz (a few
+# intervals: one late beat, under load, is not a dead worker).
+HEARTBEAT_MAX_AGE_S = env.int("HEARTBEAT_MAX_AGE_S", default=3 * HEARTBEAT_INTERVAL_S)

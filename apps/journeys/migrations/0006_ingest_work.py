@@ -2,11 +2,19 @@
 
 from django.db import migrations, models
 
+from apps.core.roles import roles_ensure
+
+
+def roles_see_the_new_model(apps, schema_editor):
+    # The roles view every model of ours (apps/core/roles.py): this one too.
+    roles_ensure(apps)
+
 
 class Migration(migrations.Migration):
 
     dependencies = [
         ('journeys', '0005_step_enrollment_index_dropped'),
+        ('core', '0002_roles'),
     ]
 
     operations = [
@@ -23,4 +31,5 @@ class Migration(migrations.Migration):
                 ('error', models.TextField(blank=True)),
             ],
         ),
+        migrations.RunPython(roles_see_the_new_model, migrations.RunPython.noop),
     ]
