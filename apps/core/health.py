@@ -120,10 +120,7 @@ def health_report(
     down = [part for part, error in errors.items() if error]
     # Unknown (the cache is down, and reported as such) is not a worker down.
     worker_ok = report["worker"]["status"] in ("ok", "unknown")
-    if down:
-        status = "unavailable"
-    else:
-        status = "ok" if worker_ok else "degraded"
+    status = "unavailable" if down else "ok" if worker_ok else "degraded"
     report = {"status": status, **report}
     if down or not worker_ok:
         report["down"] = down + ([] if worker_ok else ["worker"])
