@@ -227,3 +227,49 @@ def test_rows_published_to_a_broker_that_lost_its_data_are_republished_at_once(
         assert ingest_work_sweep(now=T0) == 1  # at once, not JOURNEY_INGEST_REPUBLISH_AFTER_S on
         assert own_redis.queued() == 1
         assert ingest_work_sweep(now=T0) == 0  # the broker kept it this time
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("other_run", "enrolled"), [("commit", 0), ("rollback", 1)])
+def test_a_run_waits_for_a_concurrent_claim_of_its_row_and_enrolls_only_if_that_failed(
+    live, api, empty_broker, other_run, enrolled
+):
+    import threading
+
+    import psycopg
+    from django.db import connection
+
+    journey = live(reentry="always")
+    api("track", {"userId": "u-9", "event": "signed_up"})  # commits: the row is published
+    (work,) = IngestWork.objects.all()
+    queued_tasks()
+    s = connection.settings_dict
+    dsn = f"host={s['HOST']} port={s['PORT'] or 5432} dbname={s['NAME']} user={s['USER']}"
+    results = []
+
+    with psycopg.connect(dsn) as other:
+        # Another run has claimed the row (deleted it) and not yet committed.
+        table = IngestWork._meta.db_table
+        other.execute(f"DELETE FROM {table} WHERE id = %s", [work.pk])  # noqa: S608
+        run = threading.Thread(
+            target=lambda: results.append(ingest_work_process([work.pk], now=T0).enrolled)
+        )
+        run.start()
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        with psycopg.connect(dsn, autocommit=True) as watcher:
+            for _ in range(100):
+                if watcher.execute(waiting).fetchone()[0]:
+                    break
+                threading.Event().wait(0.05)
+            else:
+                pytest.fail("the second run never waited on the first one's claim")
+        getattr(other, other_run)()
+        run.join(timeout=10)
+
+    assert results == [enrolled]
+    assert Enrollment.objects.filter(journey=journey).count() == enrolled
+    assert not IngestWork.objects.exists()
