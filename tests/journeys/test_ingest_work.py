@@ -273,3 +273,16 @@ def test_a_run_waits_for_a_concurrent_claim_of_its_row_and_enrolls_only_if_that_
     assert results == [enrolled]
     assert Enrollment.objects.filter(journey=journey).count() == enrolled
     assert not IngestWork.objects.exists()
+
+
+def test_rows_left_for_review_are_listed_in_the_admin_with_their_error(admin_client):
+    from django.urls import reverse
+
+    IngestWork.objects.create(
+        received_at=T0, attempts=MAX_ATTEMPTS, error="TypeError: the stored ids are not ids"
+    )
+
+    response = admin_client.get(reverse("admin:journeys_ingestwork_changelist"))
+
+    assert response.status_code == 200
+    assert "the stored ids are not ids" in response.content.decode()
