@@ -49,6 +49,16 @@ def system_schedule() -> dict:
             "schedule": float(settings.JOURNEY_TRIGGER_CHECK_INTERVAL_S),
             "options": {"queue": "default", "expires": settings.JOURNEY_TRIGGER_CHECK_INTERVAL_S},
         },
+        # Live ingested data whose task the broker lost or never took
+        # (apps/journeys/ingest_work.py): a row first, republished here.
+        "sweep-ingested": {
+            "task": "apps.journeys.tasks.sweep_ingested",
+            "schedule": float(settings.JOURNEY_INGEST_SWEEP_INTERVAL_S),
+            "options": {
+                "queue": "default",
+                "expires": settings.JOURNEY_INGEST_SWEEP_INTERVAL_S * 2,
+            },
+        },
         "heartbeat": {
             "task": "apps.core.tasks.heartbeat",
             "schedule": float(settings.HEARTBEAT_INTERVAL_S),

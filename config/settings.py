@@ -231,6 +231,11 @@ JOURNEY_ENROLL_WORK_MEM = env.str("JOURNEY_ENROLL_WORK_MEM", default="256MB")
 # may still happen (beat was down, a trait was set just after its moment).
 JOURNEY_TRIGGER_CHECK_INTERVAL_S = env.int("JOURNEY_TRIGGER_CHECK_INTERVAL_S", default=60)
 JOURNEY_TRIGGER_LOOKBACK_S = env.int("JOURNEY_TRIGGER_LOOKBACK_S", default=6 * 3600)
+# How often beat runs the ingest work sweeper (apps/journeys/ingest_work.py),
+# and how long a published row may wait before it publishes it again (its task
+# lost; a broker that lost its data is noticed at once, not after this).
+JOURNEY_INGEST_SWEEP_INTERVAL_S = env.int("JOURNEY_INGEST_SWEEP_INTERVAL_S", default=10)
+JOURNEY_INGEST_REPUBLISH_AFTER_S = env.int("JOURNEY_INGEST_REPUBLISH_AFTER_S", default=300)
 # Webhook nodes: signed with the secret named by the node (JOURNEY_WEBHOOK_SECRETS,
 # "name=value,...") or JOURNEY_WEBHOOK_SECRET; without one the call is refused.
 JOURNEY_WEBHOOK_SECRET = env.str("JOURNEY_WEBHOOK_SECRET", default="")
@@ -360,3 +365,6 @@ EMAIL_MARKETING_REQUIRES_OPT_IN = env.bool("EMAIL_MARKETING_REQUIRES_OPT_IN", de
 # --- Operations -----------------------------------------------------------
 HEALTH_CHECK_TIMEOUT_S = env.float("HEALTH_CHECK_TIMEOUT_S", default=2.0)
 HEARTBEAT_INTERVAL_S = env.int("HEARTBEAT_INTERVAL_S", default=30)
+# A worker heartbeat older than this is reported unhealthy by /healthz (a few
+# intervals: one late beat, under load, is not a dead worker).
+HEARTBEAT_MAX_AGE_S = env.int("HEARTBEAT_MAX_AGE_S", default=3 * HEARTBEAT_INTERVAL_S)

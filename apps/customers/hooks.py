@@ -10,6 +10,15 @@ a Celery task.
 
     @on_ingest
     def start_event_journeys(*, event_ids, changed_customer_ids, now, source): ...
+
+Work that must not be lost (the broker may be down at commit, or the process
+may die between the commit and its publication) is written as a row in the
+ingest's own transaction instead: `on_ingest_in_transaction` listeners are
+called with the same arguments before the commit, and what they write commits
+or rolls back with the events. An error there fails the ingest (nothing is
+half-written), so such a listener does one cheap write and nothing else; it
+may publish its row from `transaction.on_commit`, and a sweeper of its own
+publishes whatever that publication missed.
 """
 
 import logging
@@ -32,6 +41,7 @@ class IngestListener(Protocol):
 
 
 _listeners: list[IngestListener] = []
+_in_transaction: list[IngestListener] = []
 
 
 def on_ingest(fn: IngestListener) -> IngestListener:
@@ -41,9 +51,31 @@ def on_ingest(fn: IngestListener) -> IngestListener:
     return fn
 
 
+def on_ingest_in_transaction(fn: IngestListener) -> IngestListener:
+    """Register `fn` to be called inside the ingest's transaction (see the
+    module's docstring); registering twice is a no-op."""
+    if fn not in _in_transaction:
+        _in_transaction.append(fn)
+    return fn
+
+
 def remove_listener(fn: IngestListener) -> None:
-    if fn in _listeners:
-        _listeners.remove(fn)
+    for registry in (_listeners, _in_transaction):
+        if fn in registry:
+            registry.remove(fn)
+
+
+def notify_in_transaction(
+    event_ids: Sequence[int], changed_customer_ids: Sequence[int], now: datetime, source: str
+) -> None:
+    """Call every in-transaction listener; an error propagates and rolls the
+    ingest back."""
+    if not event_ids and not changed_customer_ids:
+        return
+    for listener in list(_in_transaction):
+        listener(
+            event_ids=event_ids, changed_customer_ids=changed_customer_ids, now=now, source=source
+        )
 
 
 def notify(

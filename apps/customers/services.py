@@ -53,6 +53,8 @@ def ingest(calls: Sequence[Call], *, received_at: datetime, source: str = "api")
     Once the transaction commits, the listeners in `hooks` hear of the stored
     events and changed customers, and of the `source` ("api", "import",
     "demo"): a listener may ignore backfills, as event-triggered journeys do.
+    Durable work (a row) is written by its in-transaction listeners, before
+    the commit.
     """
     result = IngestResult()
     if not calls:
@@ -73,6 +75,7 @@ def ingest(calls: Sequence[Call], *, received_at: datetime, source: str = "api")
             created_pks = {customers[eid].pk for eid in created}
             _touch({row[0] for row in rows} - stamped - created_pks)
         changed_ids = [customers[eid].pk for eid in changed]
+        hooks.notify_in_transaction(list(result.event_ids), changed_ids, received_at, source)
         transaction.on_commit(
             partial(hooks.notify, list(result.event_ids), changed_ids, received_at, source)
         )

@@ -33,7 +33,7 @@ from apps.customers.models import Customer
 
 from . import selectors, services
 from .graph import JourneyError, parse_journey
-from .models import Enrollment, Journey, JourneyVersion
+from .models import Enrollment, IngestWork, Journey, JourneyVersion
 
 TIMELINE_SHOWN = 20
 CUSTOMER_TIMELINE_ENROLLMENTS = 100
@@ -397,6 +397,16 @@ class JourneyAdmin(admin.ModelAdmin):
 
 
 # --- enrollments --------------------------------------------------------------------------
+
+
+@admin.register(IngestWork)
+class IngestWorkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Live API data waiting for the journeys (ingest_work): normally gone
+    within a second; rows that failed show their attempts and error here."""
+
+    list_display = ("id", "received_at", "published_at", "attempts", "retry_after", "error")
+    ordering = ("-id",)
+    show_full_result_count = False
 
 
 @admin.register(Enrollment)

@@ -8,4 +8,4 @@ class JourneysConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the triggers' listeners on the segments' and ingestion hooks.
-        from . import triggers  # noqa: F401
+        from . import ingest_work, triggers  # noqa: F401

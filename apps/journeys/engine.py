@@ -6,7 +6,9 @@ PostgreSQL, so concurrent ticks take disjoint rows without waiting, plus a
 lease (`lease_until`, `lease_token`) set by the same statement, a
 compare-and-set that is all SQLite needs — and, once that commits, publishes
 their ids in chunks to worker tasks. A claim nobody processes (a lost task,
-a killed worker) expires and is claimed again.
+a killed worker) expires and is claimed again; one whose task the broker
+refused, or lost with its data (a Redis restarted without persistence,
+`apps.core.broker`), is released at once and claimed by the next tick.
 
 A worker (`enrollments_advance`) takes a chunk in one transaction, its rows
 locked and loaded at once with their customers (their journeys and versions
@@ -42,6 +44,7 @@ import secrets
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -50,6 +53,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.fields.json import KeyTransform
 
+from apps.core.broker import broker_lost_data
 from apps.core.bulk import rows_insert, rows_update
 from apps.customers.models import CONTACT_FIELDS, Customer, Event, EventStat
 from apps.customers.schemas import IdentifyIn
@@ -74,6 +78,9 @@ from .models import Enrollment, EnrollmentStep, Journey, JourneyVersion
 from .selectors import is_stale
 
 logger = logging.getLogger(__name__)
+
+# The tick's name for the broker's epoch (apps.core.broker).
+BROKER_EPOCH_NAME = "engine"
 
 # Nodes one advance may pass without waiting: the validator refuses cycles
 # without a wait, so reaching this means stored data the validator never saw.
@@ -108,6 +115,14 @@ def engine_tick(*, now: datetime, publish: Callable[[list[int]], None] | None = 
         def publish(ids: list[int]) -> None:
             advance_enrollments.delay(ids)
 
+    if broker_lost_data(BROKER_EPOCH_NAME, now=now):
+        # The broker lost its data (a Redis restarted without persistence):
+        # the tasks of the claims still outstanding went with it. Their
+        # leases end now, so this tick claims them again instead of waiting
+        # ENGINE_LEASE_S (and holding the backpressure budget meanwhile).
+        released = _outstanding_query(now=now).update(lease_until=now)
+        if released:
+            logger.warning("engine tick: the broker lost its data; %d claims released", released)
     result = TickResult(woken=wake_waiting(now=now), outstanding=_outstanding(now=now))
     # Backpressure: a backlog waits in the table, not in the broker, where its
     # claims would expire before a worker got to them and be taken again.
@@ -119,10 +134,8 @@ def engine_tick(*, now: datetime, publish: Callable[[list[int]], None] | None = 
         with transaction.atomic():
             ids = _claim(now=now, limit=limit, token=token)
             for start in range(0, len(ids), chunk):
-                # robust: a publish that fails is logged, the next ones still go
-                # (its claims expire and are taken again).
                 transaction.on_commit(
-                    lambda part=ids[start : start + chunk]: publish(part), robust=True
+                    partial(_publish_or_release, publish, ids[start : start + chunk], token, now)
                 )
                 result.tasks += 1
         result.claimed += len(ids)
@@ -131,6 +144,20 @@ def engine_tick(*, now: datetime, publish: Callable[[list[int]], None] | None = 
     if result.claimed:
         logger.info("engine tick: claimed %d enrollments in %d tasks", result.claimed, result.tasks)
     return result
+
+
+def _publish_or_release(
+    publish: Callable[[list[int]], None], ids: list[int], token: str, now: datetime
+) -> None:
+    """Publish a chunk of claimed enrollments; when the broker refuses it,
+    release the claims (the lease ends now) so the next tick takes them again
+    at once, rather than when their lease would have run out. The next
+    chunks are still tried."""
+    try:
+        publish(ids)
+    except Exception:
+        logger.exception("engine tick: publishing %d enrollments failed; released", len(ids))
+        Enrollment.objects.filter(pk__in=ids, lease_token=token).update(lease_until=now)
 
 
 _PG_CLAIM = """

@@ -196,3 +196,32 @@ class TriggerFire(models.Model):
 
     def __str__(self) -> str:
         return f"{self.journey_id} {self.key}"
+
+
+class IngestWork(models.Model):
+    """The journeys' work for one committed API ingest call: its stored events
+    and changed customers, for event triggers, waits for an event and goals.
+
+    Written in the ingest's own transaction (the customers' in-transaction
+    hook), so the work exists exactly when the events do; the broker only
+    carries its id. Processing claims the row by deleting it in the
+    transaction that enrolls, so a row processed twice (a task and a
+    sweeper's republication of it) enrolls once, and a failed run leaves it
+    for the next. See `ingest_work`.
+    """
+
+    event_ids = models.JSONField(default=list)
+    changed_customer_ids = models.JSONField(default=list)
+    received_at = models.DateTimeField()
+    # Set when the row is written, for the publication at its commit; cleared
+    # when the broker refuses it. Empty, or older than
+    # JOURNEY_INGEST_REPUBLISH_AFTER_S: the sweeper publishes it.
+    published_at = models.DateTimeField(null=True, blank=True)
+    # Failed processing runs (errors, not a lost broker message), the last
+    # one's error, and when the next may be tried.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    retry_after = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"ingest work {self.pk} ({len(self.event_ids)} events)"

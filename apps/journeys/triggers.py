@@ -4,8 +4,9 @@
   hook, told once per refresh with the id lists; each journey with that
   trigger enrolls the whole list in one statement. The same listener ends,
   as exited, enrollments of journeys that exit on leaving their segment.
-- `event`: a listener on ingestion that only publishes a task with the event
-  ids (an API request never waits for journeys); the task enrolls customers
+- `event`: live API data is a row first (`ingest_work`: written in the
+  ingest's transaction, published at its commit, swept if the broker lost
+  it; an API request never waits for journeys); its task enrolls customers
   whose event matches a live journey's trigger (name and `where`), with the
   event in the enrollment's context, wakes enrollments waiting for such an
   event, and converts enrollments whose goal is now met. Backfills ("import",
@@ -35,7 +36,6 @@ from django.db.models.fields.json import KeyTransform
 
 from apps.core.bulk import chunks
 from apps.core.isotime import ISO_TIME_RE
-from apps.customers.hooks import on_ingest
 from apps.customers.models import Customer, Event
 from apps.segments.conditions import TraitTimeBetween
 from apps.segments.hooks import on_membership_change
@@ -104,22 +104,6 @@ def segment_members_changed(
 
 
 # --- events ------------------------------------------------------------------------------
-
-
-@on_ingest
-def events_ingested(
-    *, event_ids: Sequence[int], changed_customer_ids: Sequence[int], now: datetime, source: str
-) -> None:
-    """Publish the journeys' work for live API data; backfills start nothing.
-    One indexed look at the journeys table keeps a system with no live
-    journey from publishing a task per API call."""
-    if source != "api":
-        return
-    if not Journey.objects.filter(status=Journey.Status.LIVE).exists():
-        return
-    from .tasks import journeys_ingested  # the task module imports this one
-
-    journeys_ingested.delay(list(event_ids), list(changed_customer_ids))
 
 
 @dataclass

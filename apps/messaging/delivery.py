@@ -35,7 +35,10 @@ The row is the source of truth; the broker only carries ids.
   messages never published (retries, deferrals, a broker outage) or
   published long ago and still waiting (a task lost with the broker, or a
   send's process that died between its commit and its publication) are
-  published.
+  published; and when the broker lost its data since the last sweep (a
+  Redis restarted without persistence: `apps.core.broker`), every message
+  still waiting is published again at once, not DELIVERY_REPUBLISH_AFTER_S
+  later.
 
 Waits are rows with `send_after`, never Celery countdowns.
 """
@@ -56,6 +59,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+
+from apps.core.broker import broker_lost_data
 
 from . import ratelimit
 from .consent import BLOCKS_TRANSACTIONAL, SUPPRESSION_WORDS, consent_record, suppression_add
@@ -79,6 +84,8 @@ MAX_RATE_WAIT_S = 1.0
 BATCH_BUDGET_SHARE = 0.5
 # How many messages one sweep publishes at most (the rest: the next sweep).
 SWEEP_PUBLISH_LIMIT_BATCHES = 100
+# The sweeper's name for the broker's epoch (apps.core.broker).
+BROKER_EPOCH_NAME = "delivery"
 LEASE_EXPIRED = (
     "the worker sending it stopped before recording the provider's answer (lease expired): "
     "it may or may not have been sent"
@@ -705,6 +712,16 @@ def messages_sweep(*, now: datetime) -> SweepReport:
     if expired:
         logger.warning("delivery: %d message(s) past their lease marked unknown", expired)
 
+    if broker_lost_data(BROKER_EPOCH_NAME, now=now):
+        # Every task published before the loss went with it: the messages
+        # still waiting are unpublished now, and go out at once instead of
+        # after DELIVERY_REPUBLISH_AFTER_S (within the limit below per sweep;
+        # the next sweeps take the rest, as for any unpublished message).
+        lost = Message.objects.filter(status__in=PENDING, published_at__isnull=False).update(
+            published_at=None
+        )
+        if lost:
+            logger.warning("delivery: the broker lost its data; republishing %d message(s)", lost)
     stale = now - timedelta(seconds=settings.DELIVERY_REPUBLISH_AFTER_S)
     limit = settings.DELIVERY_BATCH_SIZE * SWEEP_PUBLISH_LIMIT_BATCHES
     ids = list(

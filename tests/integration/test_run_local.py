@@ -1,7 +1,8 @@
 """`make run`'s process runner, for real: web, worker and beat start on the
-embedded defaults, the system schedule reaches the worker, and Ctrl-C stops
-every process."""
+embedded defaults, the system schedule reaches the worker, a dead worker is
+restarted, and Ctrl-C stops every process."""
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,55 @@ def test_run_local_starts_everything_and_ctrl_c_stops_every_process(local_env):
                          and "zombie" not in Path(f"/proc/{pid}/status").read_text()}  # fmt: skip
         assert still_running == set()
         assert health(port) is None
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+
+
+def children_named(pid: int, word: str) -> set[int]:
+    """The runner's direct children whose command line has `word`."""
+    found = set()
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    for kid in (int(p) for p in path.read_text().split()):
+        with contextlib.suppress(OSError):
+            if word in Path(f"/proc/{kid}/cmdline").read_bytes().decode().split("\0"):
+                found.add(kid)
+    return found
+
+
+def test_a_worker_killed_with_sigkill_is_restarted_and_heartbeats_again(local_env, tmp_path):
+    port = free_port()
+    log = tmp_path / "run_local.log"
+    with log.open("wb") as out:
+        runner = subprocess.Popen(
+            [sys.executable, "manage.py", "run_local", "--port", str(port)],
+            cwd=ROOT, env=local_env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (h := health(port)) and h["worker"]["status"] == "ok", timeout=90)
+        (worker,) = children_named(runner.pid, "worker")
+
+        os.kill(worker, signal.SIGKILL)
+        killed_at = datetime.now(UTC)
+
+        new = wait_for(lambda: children_named(runner.pid, "worker") - {worker}, timeout=30)
+        assert len(new) == 1
+        # The new worker consumes: a heartbeat beat scheduled after the kill is run.
+        wait_for(
+            lambda: (
+                (h := health(port))
+                and h["worker"]["last_heartbeat"]
+                and datetime.fromisoformat(h["worker"]["last_heartbeat"]) > killed_at
+            ),
+            timeout=90,
+        )
+        assert runner.poll() is None  # web and beat went on
+        text = log.read_text()
+        assert "worker exited with status -9" in text
+        assert "worker restarted" in text
+
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=30) == 0
     finally:
         if runner.poll() is None:
             runner.kill()

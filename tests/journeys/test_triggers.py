@@ -1,7 +1,6 @@
 """Triggers (segments, events, date traits, schedules), re-entry, the one
 active enrollment, and the holdout."""
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,14 +12,12 @@ from apps.journeys.models import Enrollment, EnrollmentStep, TriggerFire
 from apps.journeys.services import journey_pause
 from apps.journeys.triggers import (
     date_triggers_check,
-    events_ingested,
     events_received,
     latest_slot,
     schedule_triggers_check,
     segment_members_changed,
 )
 from apps.segments.services import segment_refresh, segment_static_upload
-from config.celery import app
 
 from .conftest import T0
 
@@ -246,51 +243,6 @@ def test_an_arriving_event_converts_an_enrollment_whose_goal_it_meets(
     assert result.converted == 1
     assert (enrollment.state, enrollment.finished_at) == ("converted", T0 + DAY)
     assert steps_of(enrollment)[-1] == ("(goal)", 1, "converted")
-
-
-def _queued_tasks(queue: str = "default") -> list[tuple[str, list]]:
-    """Every task message waiting in the broker's queue (taken off it)."""
-    found = []
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        while (message := channel.basic_get(queue, no_ack=True)) is not None:
-            args, _kwargs, _embed = json.loads(message.body)
-            found.append((message.headers["task"], args))
-    return found
-
-
-@pytest.fixture
-def empty_broker():
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("default")
-
-
-def test_an_api_event_publishes_one_task_with_its_ids_and_nothing_more(
-    live, api, empty_broker, django_capture_on_commit_callbacks
-):
-    live({"type": "event", "event": "signed_up"})
-
-    with django_capture_on_commit_callbacks(execute=True):
-        response = api("track", {"userId": "u-9", "event": "signed_up"})
-
-    assert response.status_code == 200
-    (task,) = _queued_tasks()
-    from apps.customers.models import Event
-
-    assert task == ("apps.journeys.tasks.journeys_ingested", [[Event.objects.get().pk], []])
-    assert not Enrollment.objects.exists()  # enrolling is the task's work, not the request's
-
-
-def test_backfilled_events_and_systems_without_live_journeys_publish_nothing(
-    live, api, empty_broker, customer, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        api("track", {"userId": "u-9", "event": "signed_up"})  # no live journey yet
-    live({"type": "event", "event": "signed_up"})
-
-    events_ingested(event_ids=[1], changed_customer_ids=[], now=T0, source="import")
-
-    assert _queued_tasks() == []
 
 
 # --- date traits -----------------------------------------------------------------------------

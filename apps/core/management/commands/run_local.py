@@ -1,9 +1,23 @@
+"""`make run`'s process runner: web, a Celery worker and Celery beat, with
+the restarts a platform gives the Procfile's processes.
+
+A worker or beat that dies (a crash, kill -9, the out-of-memory killer, a
+Celery worker's "Unrecoverable error" after a Redis restart: kombu 5.7.0,
+the newest, still has it) is started again after a backoff (1 s, doubling to
+30 s; back to 1 s once it has run for a minute), with a log line each time;
+whatever it left of its process group (a worker's pool processes) is killed
+first. The web server is not restarted: it exits on errors a person must
+see (the port is taken, the code does not load), so its exit stops them all,
+as Ctrl-C does.
+"""
+
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -11,12 +25,36 @@ from django.core.management.base import BaseCommand
 from config.celery import QUEUES
 
 STOP_GRACE_S = 15
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 30.0
+# A process that ran this long before dying starts again after BACKOFF_START_S.
+STABLE_AFTER_S = 60.0
+POLL_S = 0.5
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    restart: bool
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    delay: float = BACKOFF_START_S
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        # Its own session: the terminal's Ctrl-C reaches only the runner, which
+        # then stops every child (and the children's children).
+        self.process = subprocess.Popen(self.command, cwd=settings.BASE_DIR, start_new_session=True)
+        self.started_at = time.monotonic()
+        self.restart_at = None
 
 
 class Command(BaseCommand):
     help = (
-        "Run web, a Celery worker and Celery beat together for local use; Ctrl-C (or "
-        "any one of them exiting) stops them all. `make run` uses it."
+        "Run web, a Celery worker and Celery beat together for local use; a worker or "
+        "beat that dies is restarted (with backoff); Ctrl-C, or web exiting, stops them "
+        "all. `make run` uses it."
     )
 
     def add_arguments(self, parser):
@@ -24,35 +62,60 @@ class Command(BaseCommand):
 
     def handle(self, *args, port: int, **options):
         python = sys.executable
-        commands = {
-            "web": [python, "manage.py", "runserver", f"127.0.0.1:{port}"],
-            "worker": [python, "-m", "celery", "-A", "config", "worker", "--queues",
-                       ",".join(QUEUES), "--concurrency", "2", "--loglevel", "INFO"],
-            "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
-        }  # fmt: skip
+        children = [
+            Child("web", [python, "manage.py", "runserver", f"127.0.0.1:{port}"], restart=False),
+            Child("worker", [python, "-m", "celery", "-A", "config", "worker", "--queues",
+                             ",".join(QUEUES), "--concurrency", "2", "--loglevel", "INFO"],
+                  restart=True),
+            Child("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
+                  restart=True),
+        ]  # fmt: skip
         # Handlers first, for SIGINT too: a process started in the background of
         # a script inherits SIGINT as ignored, and so would its children (an
         # ignored signal stays ignored across exec; a handler does not).
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _raise_interrupt)
-        # Each child gets its own session: the terminal's Ctrl-C reaches only this
-        # process, which then stops every child (and the children's children).
-        children = {
-            name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True)
-            for name, cmd in commands.items()
-        }
-        exited = None
+        for child in children:
+            child.start()
+        stopped = None
         try:
-            while exited is None:
-                exited = next((n for n, p in children.items() if p.poll() is not None), None)
-                time.sleep(0.5)
-            self.stderr.write(f"{exited} exited with status {children[exited].returncode}")
+            while stopped is None:
+                stopped = self._supervise(children)
+                time.sleep(POLL_S)
+            self.stderr.write(f"{stopped.name} exited with status {stopped.process.returncode}")
         except KeyboardInterrupt:
             self.stdout.write("Stopping web, worker and beat…")
         finally:
-            _stop(children.values())
-        if exited:
+            _stop([child.process for child in children if child.process is not None])
+        if stopped:
             sys.exit(1)
+
+    def _supervise(self, children: list[Child]) -> Child | None:
+        """Restart what is due, schedule a restart for what died; returns a
+        child whose exit stops everything (web), if any."""
+        now = time.monotonic()
+        for child in children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.start()
+                    self.stderr.write(f"{child.name} restarted (pid {child.process.pid})")
+                continue
+            code = child.process.poll()
+            if code is None:
+                continue
+            if not child.restart:
+                return child
+            _signal_group(child.process, signal.SIGKILL)  # what it left behind
+            ran = now - child.started_at
+            if ran >= STABLE_AFTER_S:
+                child.delay = BACKOFF_START_S
+            child.restart_at = now + child.delay
+            self.stderr.write(
+                f"{child.name} exited with status {code} after {ran:.0f}s; "
+                f"restarting it in {child.delay:.0f}s"
+            )
+            child.delay = min(child.delay * 2, BACKOFF_MAX_S)
+        return None
 
 
 def _raise_interrupt(signum, frame):
@@ -75,5 +138,5 @@ def _stop(children) -> None:
 
 
 def _signal_group(child: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, sig)
