@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('core', '0002_roles'),
+        ('core', '0003_iso_offsets_postgresql_reads'),
     ]
 
     operations = [
