@@ -179,15 +179,27 @@ def trait_date(value: Any, zone) -> date | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(zone).date()
+    try:
+        return moment.astimezone(zone).date()
+    except OverflowError:  # 9999-12-31T23:00Z east of UTC: past what Python holds
+        return None
+
+
+NEVER_BEFORE = datetime.min.replace(tzinfo=UTC)
+NEVER_AFTER = datetime.max.replace(tzinfo=UTC)
 
 
 def fire_moment(target: date, offset_days: int, at: str, zone) -> datetime:
     """When a date trait's trigger fires: `offset_days` from `target` at
-    `at` (HH:MM) in `zone`, in UTC."""
+    `at` (HH:MM) in `zone`, in UTC. A moment past what Python can hold (a
+    trait in the year 9999 and a positive offset) never comes: the latest
+    or the earliest UTC moment, outside any window a check looks at."""
     hour, minute = (int(part) for part in at.split(":"))
-    day = target + timedelta(days=offset_days)
-    return datetime.combine(day, time(hour, minute), tzinfo=zone).astimezone(UTC)
+    try:
+        day = target + timedelta(days=offset_days)
+        return datetime.combine(day, time(hour, minute), tzinfo=zone).astimezone(UTC)
+    except OverflowError:
+        return NEVER_BEFORE if offset_days < 0 else NEVER_AFTER
 
 
 def date_triggers_check(*, now: datetime) -> int:

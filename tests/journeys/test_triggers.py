@@ -1,7 +1,8 @@
 """Triggers (segments, events, date traits, schedules), re-entry, the one
 active enrollment, and the holdout."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -11,11 +12,15 @@ from apps.journeys.enrollment import enrollment_start, enrollments_start, in_hol
 from apps.journeys.models import Enrollment, EnrollmentStep, TriggerFire
 from apps.journeys.services import journey_pause
 from apps.journeys.triggers import (
+    NEVER_AFTER,
+    NEVER_BEFORE,
     date_triggers_check,
     events_received,
+    fire_moment,
     latest_slot,
     schedule_triggers_check,
     segment_members_changed,
+    trait_date,
 )
 from apps.segments.services import segment_refresh, segment_static_upload
 
@@ -323,6 +328,16 @@ def test_a_time_trait_counts_by_its_date_in_the_customers_zone(live, make_custom
 
     assert date_triggers_check(now=datetime(2026, 3, 13, 1, 0, tzinfo=UTC)) == 0
     assert date_triggers_check(now=datetime(2026, 3, 14, 1, 0, tzinfo=UTC)) == 1
+
+
+def test_a_date_past_what_python_holds_is_no_date_and_its_moment_never_comes():
+    tokyo, honolulu = ZoneInfo("Asia/Tokyo"), ZoneInfo("Pacific/Honolulu")
+
+    assert trait_date("9999-12-31T23:00:00Z", tokyo) is None
+    assert trait_date("0001-01-01T01:00:00+05:00", honolulu) is None
+    assert fire_moment(date(9999, 12, 31), 1, "10:00", tokyo) == NEVER_AFTER
+    assert fire_moment(date(9999, 12, 31), 0, "23:00", honolulu) == NEVER_AFTER
+    assert fire_moment(date(1, 1, 1), -1, "10:00", tokyo) == NEVER_BEFORE
 
 
 def test_a_moment_older_than_the_lookback_or_the_journey_does_not_fire(
