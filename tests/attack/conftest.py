@@ -51,6 +51,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("fuzz" if FUZZ_EX
 
 
 @contextmanager
+def shows(**inputs):
+    """Whatever fails inside says the input: schemathesis' pytest plugin (loaded
+    with it) leaves hypothesis' "Failing test case" without its values."""
+    try:
+        yield
+    except BaseException as exc:
+        exc.add_note("reproduce with: " + ", ".join(f"{k}={v!r}" for k, v in inputs.items()))
+        raise
+
+
+@contextmanager
 def rolled_back():
     """One example's writes, undone after it (the next example starts from the
     same rows); the assertions inside see them."""
