@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from apps.messaging.models import Category, Channel, Template
@@ -39,6 +39,8 @@ FRAGMENTS = [
     "{{ [1] * 10**8 }}", "{{ dict(a=1).items() | list }}",
     "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}",
 ]  # fmt: skip
+NOTHING = dict(channel=Channel.EMAIL, category=Category.TRANSACTIONAL, subject="Hi", html="",
+               text="", body="")  # fmt: skip
 sources = st.one_of(
     st.lists(st.sampled_from(FRAGMENTS), max_size=6).map("".join),
     st.text(max_size=40),
@@ -70,6 +72,10 @@ def odd_customer(make_customer):
     )  # fmt: skip
 
 
+# The attack run's templates, always tried (a loop of 10**9 steps, 100 MB built).
+@example(**{**NOTHING, "subject": "{{ 'A' * 100000000 }}"})
+@example(**{**NOTHING, "channel": Channel.SMS, "body": FRAGMENTS[-1] + "x"})
+@example(**{**NOTHING, "html": "{{ 'x' | center(100000000) }}"})
 @given(
     channel=st.sampled_from([Channel.EMAIL, Channel.SMS]),
     category=st.sampled_from([Category.MARKETING, Category.TRANSACTIONAL]),
