@@ -74,6 +74,7 @@ class Row:
     unknown: int = 0
     lost: int = 0  # still queued, deferred or sending at the end
     worker_deaths: int = 0
+    sweep_errors: int = 0  # sweeps that raised (beat would run the next one)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -87,10 +88,10 @@ def pytest_terminal_summary(terminalreporter):
     tr = terminalreporter
     tr.section(f"chaos: {MESSAGES} messages x {REPEAT} repetition(s) per scenario")
     head = ("scenario", "messages", "requests", "duplicates", "sent", "failed", "unknown",
-            "lost", "worker deaths", "seconds")  # fmt: skip
+            "lost", "worker deaths", "sweep errors", "seconds")  # fmt: skip
     lines = [head] + [
         (r.scenario, r.messages, r.requests, r.duplicates, r.sent, r.failed, r.unknown, r.lost,
-         r.worker_deaths, f"{r.seconds:.1f}")
+         r.worker_deaths, r.sweep_errors, f"{r.seconds:.1f}")
         for r in ROWS
     ]  # fmt: skip
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]

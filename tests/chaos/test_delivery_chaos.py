@@ -69,19 +69,25 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.01) -> None:
         time.sleep(interval)
 
 
-def settle(ids: list[int], *, timeout: float, tick=lambda: None) -> None:
-    """Run the sweeper as beat would until no message waits (or `timeout`)."""
-    deadline = time.monotonic() + timeout
+def settle(ids: list[int], *, timeout: float, tick=lambda: None) -> list[str]:
+    """Run the sweeper as beat would until no message waits (or `timeout`).
+    As under beat, a sweep that raises is followed by the next one; what it
+    raised is returned (a sweeper failing under load is a defect too)."""
+    deadline, errors = time.monotonic() + timeout, []
     pending = Message.objects.filter(pk__in=ids, status__in=[S.QUEUED, S.DEFERRED, S.SENDING])
     while pending.exists() and time.monotonic() < deadline:
         tick()
-        messages_sweep(now=timezone.now())
+        try:
+            messages_sweep(now=timezone.now())
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
         time.sleep(0.3)
+    return errors
 
 
 def tally(
     scenario: str, ids: list[int], provider: ChaosProviderServer, started: float, *,
-    unknown_allowed: str, in_flight_lost: int = 0, deaths: int = 0,
+    unknown_allowed: str, in_flight_lost: int = 0, deaths: int = 0, sweep_errors=(),
 ) -> Row:  # fmt: skip
     """The row of this repetition, with every broken rule in `problems`."""
     final = dict(Message.objects.filter(pk__in=ids).values_list("pk", "status"))
@@ -92,6 +98,8 @@ def tally(
         .values("pk", "attempts", "send_after", "published_at", "lease_until", "error")
     }
     row = Row(scenario, len(ids), worker_deaths=deaths, seconds=time.monotonic() - started)
+    row.sweep_errors = len(sweep_errors)
+    row.problems += [f"the sweeper raised: {error}" for error in sweep_errors]
     for pk in ids:
         status = final.get(pk)
         asked, took = provider.requests_for[str(pk)], provider.accepted_for[str(pk)]
@@ -151,9 +159,9 @@ def test_a_worker_killed_mid_batch_sends_nothing_twice_and_leaves_nothing_waitin
         wait_until(lambda: chaos_provider.total >= rows_total(rows) + MESSAGES // 4, timeout=60)
         worker.kill()  # kill -9 of the worker and its pool, mid-call
         worker.start()  # what the supervisor (or the platform) does
-        settle(ids, timeout=60 + MESSAGES * 0.05)
+        errors = settle(ids, timeout=60 + MESSAGES * 0.05)
         rows.append(
-            tally("worker kill -9", ids, chaos_provider, started,
+            tally("worker kill -9", ids, chaos_provider, started, sweep_errors=errors,
                   unknown_allowed="in_flight", in_flight_lost=in_flight())
         )  # fmt: skip
     check(rows, f"{MESSAGES} emails, the worker killed (-9) after a quarter went out")
@@ -183,9 +191,9 @@ def test_the_broker_killed_and_restarted_loses_nothing_and_sends_nothing_twice(
                 deaths += 1
                 worker.start()
 
-        settle(ids, timeout=60 + MESSAGES * 0.05, tick=supervise)
+        errors = settle(ids, timeout=60 + MESSAGES * 0.05, tick=supervise)
         rows.append(
-            tally("broker kill -9 + restart", ids, chaos_provider, started,
+            tally("broker kill -9 + restart", ids, chaos_provider, started, sweep_errors=errors,
                   unknown_allowed="in_flight", in_flight_lost=deaths * in_flight(), deaths=deaths)
         )  # fmt: skip
     check(rows, f"{MESSAGES} emails, the broker (own redis-server) killed after a quarter")
@@ -206,9 +214,9 @@ def test_a_provider_error_storm_is_retried_and_nothing_goes_twice(chaos_provider
                 chaos_provider.set_weather(Weather())
 
         ids = enqueue(MESSAGES, "storm")
-        settle(ids, timeout=60 + MESSAGES * 0.1, tick=blow_over)
+        errors = settle(ids, timeout=60 + MESSAGES * 0.1, tick=blow_over)
         rows.append(tally("429/5xx storm (50%)", ids, chaos_provider, started,
-                          unknown_allowed="none"))  # fmt: skip
+                          unknown_allowed="none", sweep_errors=errors))  # fmt: skip
     check(rows, f"{MESSAGES} emails, half the provider's answers 429, 500 or 503 for a while")
 
 
@@ -221,7 +229,7 @@ def test_a_provider_slower_than_the_timeout_sends_nothing_twice(chaos_provider, 
     for _ in range(REPEAT):
         started = time.monotonic()
         ids = enqueue(MESSAGES, "slow")
-        settle(ids, timeout=60 + MESSAGES * 0.1)
+        errors = settle(ids, timeout=60 + MESSAGES * 0.1)
         rows.append(tally("provider slower than timeout (5%)", ids, chaos_provider, started,
-                          unknown_allowed="reached"))  # fmt: skip
+                          unknown_allowed="reached", sweep_errors=errors))  # fmt: skip
     check(rows, f"{MESSAGES} emails, 5% answered {timeout + 0.5}s late (timeout {timeout}s)")
