@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from apps.customers.schemas import IdentifyIn, TrackIn
@@ -150,6 +150,13 @@ def population(db) -> list[int]:
     return list(Customer.objects.order_by("pk").values_list("pk", flat=True))
 
 
+# What the attack run and earlier fuzzing found, always tried.
+@example(definition={"trait": "renewal_at", "op": "within_last", "days": 2**31})
+@example(definition={"event": "signed_up", "op": "since", "days": 10**9})
+@example(definition={"event": "signed_up", "op": "dropped_by", "days": 2**31, "percent": 1})
+@example(definition={"nps": "promoter", "within_days": 10**10})
+@example(definition={"trait": "plan", "op": "contains", "value": 2**63})
+@example(definition={"trait": "mrr", "op": "gt", "value": float("nan")})
 @given(definition=trees)
 def test_any_condition_is_refused_naming_its_path_or_evaluates(population, definition):
     for context in ("segment", "journey"):

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 from django.utils import timezone
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
@@ -111,6 +111,9 @@ def test_a_signed_sendgrid_post_of_any_shape_is_never_5xx_and_a_refusal_writes_n
     settings.SENDGRID_WEBHOOK_PUBLIC_KEY = signer.public_key
     email, _ = sent_messages
 
+    @example(body=b'[{"event": "open", "timestamp": 1e400}]')
+    @example(body=b'[{"event": "open", "timestamp": NaN, "email": "a\\u0000b"}]')
+    @example(body=json.dumps([{"event": "open", "nested": deep(900)}]).encode())
     @given(body=sendgrid_bodies(email.pk, email.provider_message_id))
     def attack(body):
         with shows(body=body), rolled_back():
@@ -161,6 +164,23 @@ def test_a_signed_twilio_callback_of_any_shape_is_never_5xx_and_a_refusal_writes
     _, sms = sent_messages
     validator = RequestValidator(TWILIO_TOKEN)
 
+    @example(
+        form=(
+            "status",
+            {"MessageSid": sms.provider_message_id, "MessageStatus": "sent", "SmsStatus": "\x00"},
+        )
+    )
+    @example(
+        form=(
+            "inbound",
+            {
+                "MessageSid": "SM" + "1" * 32,
+                "From": "+15005550001",
+                "To": "+15005550006",
+                "Body": "a\x00b",
+            },
+        )
+    )
     @given(form=twilio_forms(sms))
     def attack(form):
         kind, params = form
