@@ -13,7 +13,8 @@ PG_ENV = DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL)/1
 SQLITE_ENV = DATABASE_URL= CELERY_BROKER_URL=filesystem:// CACHE_URL= \
 	TENURE_DATA_DIR=$(CURDIR)/data/test-sqlite
 
-.PHONY: install frontend run test test-postgres test-sqlite screenshots lint format bench services clean
+.PHONY: install frontend run test test-postgres test-sqlite fuzz chaos screenshots lint format bench \
+	services clean
 
 install: $(STAMP)
 
@@ -70,6 +71,25 @@ test-postgres: install
 
 test-sqlite: install
 	$(SQLITE_ENV) $(PY) -m pytest -m "not postgres" $(PYTEST_ARGS)
+
+# The attack inputs at scale (tests/attack): schemathesis against the OpenAPI
+# document with every check, and the hypothesis properties of the public pages,
+# webhooks, conditions, journey files and templates, FUZZ_EXAMPLES (1,000)
+# examples each; `make test` runs 20, the same ones every time. Here new ones
+# each run; failing ones are kept in data/hypothesis and tried first next time.
+FUZZ_EXAMPLES ?= 1000
+fuzz: install services
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PG_ENV) $(PY) -m pytest tests/attack $(PYTEST_ARGS)
+
+# Fault injection at scale (tests/chaos): each scenario (worker kill -9, broker
+# kill and restart, provider 429/5xx storm, provider slower than the timeout)
+# with CHAOS_MESSAGES emails, CHAOS_REPEAT times, then a table of the counts.
+# `make test` runs 60 messages once.
+CHAOS_MESSAGES ?= 2000
+CHAOS_REPEAT ?= 10
+chaos: install services
+	CHAOS_MESSAGES=$(CHAOS_MESSAGES) CHAOS_REPEAT=$(CHAOS_REPEAT) $(PG_ENV) \
+		$(PY) -m pytest tests/chaos $(PYTEST_ARGS)
 
 # docs/screenshots/*.png (the builder and each dashboard, shown in the README):
 # the browser tests, run with TENURE_SCREENSHOTS=1 so they save what they see.

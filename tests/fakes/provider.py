@@ -25,9 +25,11 @@ messaging benchmark uses that).
 
 import argparse
 import base64
+import collections
 import contextlib
 import itertools
 import json
+import random
 import secrets
 import threading
 import time
@@ -373,6 +375,104 @@ def _handler_for(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+# --- under attack: storms, slow answers, per-message counts (tests/chaos) -------------
+
+
+@dataclass
+class Weather:
+    """How a ChaosProviderServer answers, per provider request:
+
+    - `storm`: the share (0-1) of requests answered with an error from
+      `storm_statuses` (429 carries the SendGrid/Twilio rate-limit answer),
+      before the request is taken: proof that nothing was sent.
+    - `slow`: the share of requests taken (the provider accepts them: 202 or
+      201) but answered after `slow_delay` seconds, past the client's timeout.
+    Decided by a seeded random generator, so a run can be repeated."""
+
+    storm: float = 0.0
+    storm_statuses: tuple[int, ...] = (429, 500, 503)
+    slow: float = 0.0
+    slow_delay: float = 0.0
+    seed: int = 15
+
+
+def message_key(service: str, body: bytes) -> str:
+    """Which of our messages a provider request carries: SendGrid's
+    custom_args tenure_message_id (one per personalization: a group's
+    request names several, joined by commas), or Twilio's To number (the
+    chaos scenarios give each customer its own)."""
+    try:
+        if service == "sendgrid":
+            data = json.loads(body)
+            ids = [
+                str((p.get("custom_args") or {}).get("tenure_message_id", ""))
+                for p in data.get("personalizations") or []
+            ]
+            top = str((data.get("custom_args") or {}).get("tenure_message_id", ""))
+            return ",".join(i for i in ids if i) or top
+        form = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
+        return form.get("To", "")
+    except (ValueError, AttributeError):
+        return ""
+
+
+class ChaosProviderServer(FakeProviderServer):
+    """The fake, with weather (see Weather) and counts kept per message:
+    `requests_for[key]` every request naming the message, `accepted_for[key]`
+    those the provider took (a 2xx answer, sent late or not): a message
+    accepted twice reached its recipient twice."""
+
+    def __init__(self, *, weather: Weather | None = None, **kwargs) -> None:
+        kwargs.setdefault("keep_requests", False)
+        super().__init__(**kwargs)
+        self.weather = weather or Weather()
+        self._random = random.Random(self.weather.seed)
+        self.requests_for: collections.Counter[str] = collections.Counter()
+        self.accepted_for: collections.Counter[str] = collections.Counter()
+        self.total = 0
+
+    def set_weather(self, weather: Weather) -> None:
+        with self._lock:
+            self.weather = weather
+            self._random = random.Random(weather.seed)
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        reply = super().answer(method, path, headers, body)
+        if path != SENDGRID_PATH and not path.startswith(TWILIO_PREFIX):
+            return reply
+        service = "sendgrid" if path == SENDGRID_PATH else "twilio"
+        with self._lock:
+            weather, roll = self.weather, self._random.random()
+        if roll < weather.storm:
+            status = weather.storm_statuses[int(roll * 1e6) % len(weather.storm_statuses)]
+            reply = _storm_reply(service, status)
+        elif roll < weather.storm + weather.slow and 200 <= reply.status < 300:
+            reply = replace(reply, delay=weather.slow_delay)
+        taken = 200 <= reply.status < 300 and not reply.drop_connection
+        with self._lock:
+            self.total += 1
+            for key in message_key(service, body).split(","):
+                self.requests_for[key] += 1
+                if taken:
+                    self.accepted_for[key] += 1
+        return reply
+
+    def duplicates(self) -> list[str]:
+        """The messages the provider took more than once."""
+        with self._lock:
+            return sorted(k for k, n in self.accepted_for.items() if n > 1)
+
+
+def _storm_reply(service: str, status: int) -> Reply:
+    if service == "sendgrid":
+        if status == 429:
+            return Reply.sendgrid_rate_limited(reset_in=0.0)
+        return Reply.sendgrid_error(status, "service unavailable (storm)")
+    if status == 429:
+        return Reply.twilio_error(429, 20429, "Too Many Requests")
+    return Reply.twilio_error(status, 20500, "Internal Server Error (storm)")
 
 
 def main() -> None:
