@@ -205,9 +205,22 @@ def publish(ids: Sequence[int], *, now: datetime, stamped: bool = False) -> int:
         # stamp means nothing on a message no longer waiting, so it goes by
         # primary key only (see BY_ID_ONLY).
         if not stamped:
-            Message.objects.filter(pk__in=chunk).update(published_at=now)
+            _stamp_published(Message.objects.filter(pk__in=chunk), now)
         done += len(chunk)
     return done
+
+
+def _stamp_published(messages, value: datetime | None) -> int:
+    """Set `published_at` on these messages, but for rows another transaction
+    holds (a worker claiming them or recording their sends), which are
+    skipped instead of waited for: at 2,000 messages the sweeper's stamp and
+    a worker's sent-and-claim statement, each holding rows the other wanted,
+    deadlocked (tests/chaos), and PostgreSQL aborted one of them, sometimes
+    the worker's. A row skipped here is at worst published again later, and
+    claimed once. (SQLite locks the whole database: nothing to skip.)"""
+    with transaction.atomic():
+        holdable = messages.select_for_update(skip_locked=True).values("pk")
+        return Message.objects.filter(pk__in=holdable).update(published_at=value)
 
 
 # --- delivering ---------------------------------------------------------------------
@@ -717,10 +730,8 @@ def messages_sweep(*, now: datetime) -> SweepReport:
         # still waiting are unpublished now, and go out at once instead of
         # after DELIVERY_REPUBLISH_AFTER_S (within the limit below per sweep;
         # the next sweeps take the rest, as for any unpublished message).
-        lost = Message.objects.filter(status__in=PENDING, published_at__isnull=False).update(
-            published_at=None
-        )
-        if lost:
+        waiting = Message.objects.filter(status__in=PENDING, published_at__isnull=False)
+        if lost := _stamp_published(waiting, None):
             logger.warning("delivery: the broker lost its data; republishing %d message(s)", lost)
     stale = now - timedelta(seconds=settings.DELIVERY_REPUBLISH_AFTER_S)
     limit = settings.DELIVERY_BATCH_SIZE * SWEEP_PUBLISH_LIMIT_BATCHES
