@@ -177,8 +177,15 @@ def _compile(source: str, html: bool, strict: bool) -> JinjaTemplate:
 
 _SCALARS = (str, bool, int, float, Decimal, date, type(None))
 
+# How deep the context's data may nest. Stored traits and event properties
+# came from JSON that older versions took at any depth: a customer's traits
+# nested 900 levels deep overflowed Python's stack here and took the whole
+# send batch down (issue 15). Deeper data fails that customer's message
+# alone, naming the trait; no template needs more than a handful of levels.
+MAX_CONTEXT_DEPTH = 64
 
-def _plain(value: Any, path: str) -> Any:
+
+def _plain(value: Any, path: str, depth: int = 0) -> Any:
     """A copy of `value` made of plain data only, dicts named by their path.
     Anything else (a model, a queryset, a function) is refused: that is how
     templates are kept away from the ORM and the settings."""
@@ -186,24 +193,35 @@ def _plain(value: Any, path: str) -> Any:
     # only for names and errors): a context has dozens, on every render.
     if isinstance(value, _SCALARS):
         return value
+    if depth >= MAX_CONTEXT_DEPTH:
+        raise TemplateRenderError(
+            f"{_top(path)}: data nested more than {MAX_CONTEXT_DEPTH} levels deep "
+            "cannot be given to a template"
+        )
     if isinstance(value, Mapping):
         return _Namespace(
             {
-                str(k): v if isinstance(v, _SCALARS) else _plain(v, f"{path}.{k}")
+                str(k): v if isinstance(v, _SCALARS) else _plain(v, f"{path}.{k}", depth + 1)
                 for k, v in value.items()
             },
             path,
         )
     if isinstance(value, list | tuple):
         return [
-            v if isinstance(v, _SCALARS) else _plain(v, f"{path}[{i}]") for i, v in enumerate(value)
+            v if isinstance(v, _SCALARS) else _plain(v, f"{path}[{i}]", depth + 1)
+            for i, v in enumerate(value)
         ]
     if isinstance(value, Event):
-        return _plain(_event_data(value), path)
+        return _plain(_event_data(value), path, depth)
     raise TypeError(
         f"{path}: a {type(value).__name__} cannot be given to a template; pass plain data "
         "(dicts, lists, strings, numbers, times)"
     )
+
+
+def _top(path: str) -> str:
+    """`customer.tree` of `customer.tree.x.x[0].x`: the name a marketer knows."""
+    return ".".join(path.split("[", 1)[0].split(".")[:2])
 
 
 def _event_data(event: Event) -> dict:
