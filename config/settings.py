@@ -244,6 +244,16 @@ TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 # Optional second List-Unsubscribe target on marketing email (mailto:), beside the https one.
 LIST_UNSUBSCRIBE_MAILTO = env.str("LIST_UNSUBSCRIBE_MAILTO", default="")
+# Bounds on one message's render (apps/messaging/sandbox.py), in previews,
+# test sends and real sends alike; an over-limit template fails its own
+# message with an error naming the setting. Seconds a render may take (a
+# normal one takes well under a millisecond; kept short so a batch of 250
+# sends stays inside the task time limit even if every render runs out):
+TEMPLATE_MAX_RENDER_S = env.float("TEMPLATE_MAX_RENDER_S", default=0.5)
+# Loop iterations and calls (macros, methods) in one render, nested loops counted in all.
+TEMPLATE_MAX_STEPS = env.int("TEMPLATE_MAX_STEPS", default=200_000)
+# Characters a part's output (and any one value built on the way) may have.
+TEMPLATE_MAX_OUTPUT_CHARS = env.int("TEMPLATE_MAX_OUTPUT_CHARS", default=1_000_000)
 
 # --- Delivery (apps/messaging/delivery.py) ----------------------------------
 # Seconds one provider call may take (connect and each read).

@@ -7,6 +7,8 @@ Marketers write these templates, so they are treated as untrusted code:
   (`__class__`, `__globals__`, `cycler.__init__`), no mutation of the context,
   ranges bounded. An attempt fails the render at once with a `SecurityError`
   naming the attribute (it is never silently rendered as empty).
+- Bounded (apps/messaging/sandbox.py): a render that runs too long, loops
+  too much or builds too much fails with the limit and its setting named.
 - The context holds plain data only (dicts, lists, strings, numbers, times):
   `customer` is a dict built from the row, never the model, so no template can
   reach the ORM, a manager or the settings.
@@ -44,11 +46,10 @@ from jinja2 import (
 )
 from jinja2 import Template as JinjaTemplate
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from apps.customers.models import CONTACT_FIELDS, Customer, Event
 
-from . import links, render_hooks
+from . import links, render_hooks, sandbox
 from .models import Category, Channel, Message, Template
 
 # The top-level names a template may use (docs/templates.md). Callers may add
@@ -93,7 +94,7 @@ class _Namespace(dict):
 _HINT = "{path} is undefined (use {{{{ {path} | default(...) }}}} if it may be missing)"
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
+class _Sandbox(sandbox.BoundedSandbox):
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         # Fail at once, even under `is defined` or `default`: an attempt to
         # reach Python internals is an error to fix, never an empty string.
@@ -152,7 +153,7 @@ def _datetime_filter(ctx, value: Any, format: str = "%B %d, %Y") -> str:
 def _make_env(*, autoescape: bool, undefined: type[Undefined]) -> _Sandbox:
     env = _Sandbox(autoescape=autoescape, undefined=undefined, keep_trailing_newline=True)
     env.globals.pop("lipsum", None)  # a function object marketers do not need
-    env.filters["datetime"] = _datetime_filter
+    env.add_filter("datetime", _datetime_filter)
     return env
 
 
@@ -311,7 +312,7 @@ def _render_part(part: str, source: str, context: dict, *, html: bool, strict: b
     if not source:
         return ""
     try:
-        return _compile(source, html, strict).render(context)
+        return sandbox.render(_compile(source, html, strict), context)
     except Exception as exc:  # template code is the marketer's: any error is theirs
         raise TemplateRenderError(_describe(part, exc)) from exc
 
@@ -337,6 +338,11 @@ def render(
 
 
 def _render_all(template: Template, data: dict, *, strict: bool) -> Rendered:
+    with sandbox.budget():  # one for all of the message's parts
+        return _render_parts(template, data, strict=strict)
+
+
+def _render_parts(template: Template, data: dict, *, strict: bool) -> Rendered:
     if template.channel == Channel.SMS:
         return Rendered(body=_render_part("body", template.body, data, html=False, strict=strict))
     subject = _render_part("subject", template.subject, data, html=False, strict=strict)
