@@ -218,6 +218,10 @@ JOURNEY_TRIGGER_LOOKBACK_S = env.int("JOURNEY_TRIGGER_LOOKBACK_S", default=6 * 3
 JOURNEY_WEBHOOK_SECRET = env.str("JOURNEY_WEBHOOK_SECRET", default="")
 JOURNEY_WEBHOOK_SECRETS = env.dict("JOURNEY_WEBHOOK_SECRETS", default={})
 JOURNEY_WEBHOOK_TIMEOUT_S = env.float("JOURNEY_WEBHOOK_TIMEOUT_S", default=10.0)
+# Hosts webhook nodes may reach although they are (or resolve to) loopback,
+# private, link-local or reserved addresses, refused otherwise (SSRF): names,
+# addresses or networks, comma-separated ("crm.internal,10.1.0.0/16").
+JOURNEY_WEBHOOK_ALLOWED_HOSTS = env.list("JOURNEY_WEBHOOK_ALLOWED_HOSTS", default=[])
 # Calls per webhook step, the first included; retry n waits base * 2**(n-1) seconds.
 JOURNEY_WEBHOOK_MAX_ATTEMPTS = env.int("JOURNEY_WEBHOOK_MAX_ATTEMPTS", default=5)
 JOURNEY_WEBHOOK_BACKOFF_S = env.float("JOURNEY_WEBHOOK_BACKOFF_S", default=30.0)

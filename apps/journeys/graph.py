@@ -715,6 +715,13 @@ def _condition_errors(condition: Any, path: str, check_refs: bool) -> list[tuple
 
 def _node_ref_errors(node: _Node, check_refs: bool) -> list[tuple[str, str]]:
     path = f"nodes[{node.id}]"
+    if isinstance(node, WebhookNode) and check_refs:
+        # Here, not in the model: a version stored before this check still
+        # reads (the call refuses it, webhooks.call).
+        from .webhook_hosts import url_problem
+
+        problem = url_problem(node.url)
+        return [(f"{path}.url", problem)] if problem else []
     if isinstance(node, NpsSurveyNode):
         return _survey_errors(node, path) if check_refs else []
     if isinstance(node, BranchNode):

@@ -451,6 +451,8 @@ class Receiver:
 @pytest.fixture
 def receiver(settings):
     settings.JOURNEY_WEBHOOK_SECRET = SECRET
+    # The receiver is on loopback, which webhooks may reach only when allowed.
+    settings.JOURNEY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.JOURNEY_WEBHOOK_BACKOFF_S = 30
     settings.JOURNEY_WEBHOOK_MAX_ATTEMPTS = 3
     server = Receiver()
@@ -601,6 +603,38 @@ def test_a_webhook_signs_with_the_secret_it_names(run_journey, customer, receive
         signature_header=request["headers"]["X-Tenure-Signature"],
         now=T0,
     )
+
+
+def test_a_stored_webhook_to_loopback_is_refused_when_called_and_nothing_is_posted(
+    run_journey, customer, receiver, settings
+):
+    # Imported while allowed (as a version stored before this check would be)...
+    journey = run_journey(then_exit({"id": "crm", "type": "webhook", "url": receiver.url}))
+    enrollment = enroll(journey, customer)
+    settings.JOURNEY_WEBHOOK_ALLOWED_HOSTS = []
+
+    enrollments_advance([enrollment.pk], now=T0)
+
+    assert receiver.requests == []
+    called = step(enrollment, "crm")
+    assert called.outcome == "failed"  # for good: not retried
+    assert "may not post to 127.0.0.1: 127.0.0.1 is a loopback address" in called.detail
+
+
+def test_the_call_goes_to_the_checked_address_with_the_urls_host_header(
+    run_journey, customer, receiver, settings
+):
+    settings.JOURNEY_WEBHOOK_ALLOWED_HOSTS = ["localhost"]
+    port = receiver.server.server_address[1]
+    url = f"http://localhost:{port}/hooks/tenure"
+    journey = run_journey(then_exit({"id": "crm", "type": "webhook", "url": url}))
+    enrollment = enroll(journey, customer)
+
+    enrollments_advance([enrollment.pk], now=T0)
+
+    (request,) = receiver.requests
+    assert request["headers"]["Host"] == f"localhost:{port}"
+    assert step(enrollment, "crm").outcome == "called"
 
 
 def test_a_holdout_enrollment_calls_no_webhook(run_journey, customer, receiver):
