@@ -97,6 +97,32 @@ def test_an_sms_in_quiet_hours_is_deferred_and_the_step_says_until_when(
     assert enrollment.state == Enrollment.State.COMPLETED  # the message waits, not the journey
 
 
+def test_one_customers_deeply_nested_traits_fail_their_message_only(
+    run_journey, customer, make_customers
+):
+    journey = run_journey(then_exit({"id": "hello", "type": "email", "template": "welcome"}))
+    (deep,) = make_customers(1, prefix="deep")
+    tree: dict = {}
+    for _ in range(900):
+        tree = {"x": tree}
+    Customer.objects.filter(pk=deep.pk).update(traits={"first_name": "Deep", "tree": tree})
+    enrollments = [enroll(journey, customer), enroll(journey, deep)]
+
+    enrollments_advance([e.pk for e in enrollments], now=T0)  # one batch, one send call
+
+    fine, failed = (step(e, "hello") for e in enrollments)
+    assert fine.message.status == Message.Status.QUEUED
+    assert failed.message.status == Message.Status.FAILED
+    assert "customer.tree: data nested more than 64 levels deep" in failed.message.error
+    for enrollment in enrollments:
+        enrollment.refresh_from_db()
+    # A message that failed to render fails its enrollment (the engine's rule), no other.
+    assert [e.state for e in enrollments] == [
+        Enrollment.State.COMPLETED,
+        Enrollment.State.FAILED,
+    ]
+
+
 def test_a_suppressed_address_is_recorded_with_the_reason(run_journey, customer):
     suppression_add(
         channel="email",
