@@ -137,3 +137,17 @@ def test_an_odd_preview_customer_is_a_400_naming_the_field(api, live, term):
 def test_a_metric_with_a_nul_is_a_400_naming_it(api, live):
     response = api.get("journeys/onboarding/nodes/wait1/customers", metric="wait\x00ing")
     assert_400_naming(response, "metric")
+
+
+def test_a_webhook_to_the_metadata_service_is_refused_on_save_naming_the_node(api, live):
+    data = copy.deepcopy(BASE_FILE)
+    data["nodes"][0]["next"] = "leak"
+    welcome_next = BASE_FILE["nodes"][0]["next"]
+    data["nodes"].append(
+        {"id": "leak", "type": "webhook", "url": "http://169.254.169.254/", "next": welcome_next}
+    )
+
+    response = api.put("journeys/onboarding/draft", data)
+
+    body = assert_400_naming(response, "may not post to 169.254.169.254")
+    assert [(e["node"], e["field"]) for e in body["errors"]] == [("leak", "url")]
