@@ -241,6 +241,10 @@ JOURNEY_INGEST_REPUBLISH_AFTER_S = env.int("JOURNEY_INGEST_REPUBLISH_AFTER_S", d
 JOURNEY_WEBHOOK_SECRET = env.str("JOURNEY_WEBHOOK_SECRET", default="")
 JOURNEY_WEBHOOK_SECRETS = env.dict("JOURNEY_WEBHOOK_SECRETS", default={})
 JOURNEY_WEBHOOK_TIMEOUT_S = env.float("JOURNEY_WEBHOOK_TIMEOUT_S", default=10.0)
+# Hosts webhook nodes may reach although they are (or resolve to) loopback,
+# private, link-local or reserved addresses, refused otherwise (SSRF): names,
+# addresses or networks, comma-separated ("crm.internal,10.1.0.0/16").
+JOURNEY_WEBHOOK_ALLOWED_HOSTS = env.list("JOURNEY_WEBHOOK_ALLOWED_HOSTS", default=[])
 # Calls per webhook step, the first included; retry n waits base * 2**(n-1) seconds.
 JOURNEY_WEBHOOK_MAX_ATTEMPTS = env.int("JOURNEY_WEBHOOK_MAX_ATTEMPTS", default=5)
 JOURNEY_WEBHOOK_BACKOFF_S = env.float("JOURNEY_WEBHOOK_BACKOFF_S", default=30.0)
@@ -271,6 +275,16 @@ TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 # Optional second List-Unsubscribe target on marketing email (mailto:), beside the https one.
 LIST_UNSUBSCRIBE_MAILTO = env.str("LIST_UNSUBSCRIBE_MAILTO", default="")
+# Bounds on one message's render (apps/messaging/sandbox.py), in previews,
+# test sends and real sends alike; an over-limit template fails its own
+# message with an error naming the setting. Seconds a render may take (a
+# normal one takes well under a millisecond; kept short so a batch of 250
+# sends stays inside the task time limit even if every render runs out):
+TEMPLATE_MAX_RENDER_S = env.float("TEMPLATE_MAX_RENDER_S", default=0.5)
+# Loop iterations and calls (macros, methods) in one render, nested loops counted in all.
+TEMPLATE_MAX_STEPS = env.int("TEMPLATE_MAX_STEPS", default=200_000)
+# Characters a part's output (and any one value built on the way) may have.
+TEMPLATE_MAX_OUTPUT_CHARS = env.int("TEMPLATE_MAX_OUTPUT_CHARS", default=1_000_000)
 
 # --- Delivery (apps/messaging/delivery.py) ----------------------------------
 # Seconds one provider call may take (connect and each read).

@@ -30,7 +30,14 @@ from django.views.decorators.csrf import csrf_exempt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from apps.journeys import services
-from apps.journeys.graph import JourneyError, parse_journey
+from apps.journeys.graph import (
+    MAX_DEPTH,
+    NODE_ID_RE,
+    JourneyError,
+    data_problems,
+    parse_journey,
+    text_problem,
+)
 from apps.journeys.models import Journey
 from apps.journeys.simulation import MAX_DAYS, SimulationError, journey_simulate
 from apps.messaging.models import Template
@@ -43,6 +50,8 @@ logger = logging.getLogger(__name__)
 VIEW_PERMISSION = "journeys.view_journey"
 CHANGE_PERMISSION = "journeys.change_journey"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# A preview's customer: an external id, email or phone (the longest is 254).
+MAX_TERM = 254
 NODE_PATH_RE = re.compile(r"^nodes\[([^\]]+)\](?:\.(.+))?$")
 
 
@@ -165,8 +174,11 @@ class ConditionIn(_Body):
 
 
 def _json(request: HttpRequest) -> Any:
+    """The body's JSON, refused (400, naming the field) when it holds what
+    nothing here can store or walk: a NUL, a lone surrogate, `NaN` or
+    `1e400`, nesting past graph.MAX_DEPTH (each answered 500 before)."""
     try:
-        return json.loads(request.body or b"null")
+        data = json.loads(request.body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = (
             f" (line {exc.lineno}, column {exc.colno})"
@@ -175,6 +187,12 @@ def _json(request: HttpRequest) -> Any:
         )
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
         raise ApiError(400, f"body: not valid JSON: {reason}{where}") from None
+    except RecursionError:
+        raise ApiError(400, f"body: nested more than {MAX_DEPTH} levels deep") from None
+    problems = data_problems(data)
+    if problems:
+        raise _refusal(JourneyError(problems), data)
+    return data
 
 
 def _body(request: HttpRequest, model: type[BodyT]) -> BodyT:
@@ -389,6 +407,10 @@ def counts_view(request: HttpRequest, slug: str) -> JsonResponse:
 def node_customers_view(request: HttpRequest, slug: str, node_id: str) -> JsonResponse:
     """The customers behind one count: `?metric=waiting` (or entered, sent, …)."""
     journey = _journey(slug)
+    if not NODE_ID_RE.match(node_id):
+        raise ApiError(
+            400, f"node: not a node id (letters, digits, _ and -, at most 100): {node_id[:100]!r}"
+        )
     metric = request.GET.get("metric", "waiting")
     try:
         return JsonResponse(selectors.node_customers(journey, node_id, metric))
@@ -404,6 +426,9 @@ def template_preview_view(request: HttpRequest, slug: str) -> JsonResponse:
     if template is None:
         raise ApiError(404, f"no template {slug!r}")
     term = request.GET.get("customer", "")
+    problem = text_problem(term) if len(term) <= MAX_TERM else f"longer than {MAX_TERM} characters"
+    if problem:
+        raise ApiError(400, f"customer: {problem}")
     customer = selectors.preview_customer(template.channel, term)
     if customer is None:
         if term.strip():

@@ -32,7 +32,7 @@ from apps.core.bigtables import (
 from apps.customers.models import Customer
 
 from . import selectors, services
-from .graph import JourneyError, parse_journey
+from .graph import MAX_DEPTH, JourneyError, parse_journey
 from .models import Enrollment, IngestWork, Journey, JourneyVersion
 
 TIMELINE_SHOWN = 20
@@ -79,6 +79,10 @@ class JourneyFileField(forms.JSONField):
             raise ValidationError("Write the journey file here (JSON).", code="required")
         try:
             return super().to_python(value)
+        except RecursionError:  # deeper than Python's parser goes: answered 500 before
+            raise ValidationError(
+                f"Nested more than {MAX_DEPTH} levels deep.", code="invalid"
+            ) from None
         except ValidationError:
             try:
                 json.loads(value)
@@ -89,6 +93,12 @@ class JourneyFileField(forms.JSONField):
                     params={"error": exc.msg, "line": exc.lineno, "column": exc.colno},
                 ) from None
             raise
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:  # shown again as it was typed
+            return InvalidJSONInput(data)
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, InvalidJSONInput):

@@ -59,7 +59,9 @@ __all__ = [
     "JourneyError",
     "canonical_journey",
     "cron_fields",
+    "data_problems",
     "parse_journey",
+    "text_problem",
 ]
 
 MAX_NODE_ID = 100  # Enrollment.current_node's length
@@ -70,6 +72,10 @@ SECRET_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 HHMM_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_DURATION = timedelta(days=3660)  # ten years: longer is a typo
+# How deep a journey file may nest (conditions, traits, the builder's `ui`):
+# deeper is no journey anyone writes, and Python's recursion (parsing,
+# checking, storing) gives out near a thousand levels.
+MAX_DEPTH = 64
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 
 
@@ -140,12 +146,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+_UNIT_BOUND = 1_000_000  # days; timedelta holds up to 999,999,999
+
+
 class Duration(_Strict):
     """days/hours/minutes, summed; more than zero, at most ten years."""
 
-    days: int = Field(0, ge=0)
-    hours: int = Field(0, ge=0)
-    minutes: int = Field(0, ge=0)
+    # Each bounded by itself too, far above MAX_DURATION (which `_positive`
+    # names): `timedelta(days=10**20)` overflowed before the sum could be
+    # compared with it (a 500 in the builder).
+    days: int = Field(0, ge=0, le=_UNIT_BOUND)
+    hours: int = Field(0, ge=0, le=_UNIT_BOUND * 24)
+    minutes: int = Field(0, ge=0, le=_UNIT_BOUND * 24 * 60)
 
     @model_validator(mode="before")
     @classmethod
@@ -523,6 +535,10 @@ def parse_journey(data: Any, *, check_refs: bool = True) -> JourneyDefinition:
     errors: list[tuple[str, str]] = []
     if not isinstance(data, dict):
         raise JourneyError([("journey", f"must be a JSON object, got {_kind(data)}")])
+    if check_refs:  # a new file (a stored version was checked when it was one)
+        problems = data_problems(data)
+        if problems:
+            raise JourneyError(problems)
 
     header_errors = _header_errors(data)
     errors.extend(header_errors)
@@ -586,6 +602,54 @@ def parse_journey(data: Any, *, check_refs: bool = True) -> JourneyDefinition:
         return JourneyDefinition.model_validate(data)
     except ValidationError as exc:  # pragma: no cover - the checks above cover the model
         raise JourneyError(_pydantic_errors(exc, "")) from None
+
+
+_MAX_DATA_PROBLEMS = 20
+
+
+def data_problems(data: Any, *, max_depth: int = MAX_DEPTH) -> list[tuple[str, str]]:
+    """(path, problem) for what no journey file (or JSON body) may hold,
+    whatever its schema: a NUL character or a lone surrogate in a text or a
+    key (PostgreSQL refuses to store them: the save answered 500), a number
+    that is not finite (`1e400`, `NaN`), nesting deeper than `max_depth`.
+    Walked without recursion; nodes are named by their id, as elsewhere."""
+    problems: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack and len(problems) < _MAX_DATA_PROBLEMS:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem:
+                problems.append((path or "body", problem))
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                problems.append((path or "body", "must be a finite number"))
+        elif isinstance(value, dict | list):
+            if depth >= max_depth:
+                problems.append((path or "body", f"nested more than {max_depth} levels deep"))
+                continue
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    where = _node_path(item, i) if path == "nodes" else f"{path}[{i}]"
+                    stack.append((item, where, depth + 1))
+                continue
+            for key, item in value.items():
+                key_problem = text_problem(key) if isinstance(key, str) else None
+                if key_problem:
+                    problems.append((f"{path}.{key!r}" if path else repr(key), key_problem))
+                    continue
+                stack.append((item, f"{path}.{key}" if path else key, depth + 1))
+    return sorted(problems)
+
+
+def text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode)"
+    return None
 
 
 def canonical_journey(definition: JourneyDefinition) -> dict[str, Any]:
@@ -715,6 +779,13 @@ def _condition_errors(condition: Any, path: str, check_refs: bool) -> list[tuple
 
 def _node_ref_errors(node: _Node, check_refs: bool) -> list[tuple[str, str]]:
     path = f"nodes[{node.id}]"
+    if isinstance(node, WebhookNode) and check_refs:
+        # Here, not in the model: a version stored before this check still
+        # reads (the call refuses it, webhooks.call).
+        from .webhook_hosts import url_problem
+
+        problem = url_problem(node.url)
+        return [(f"{path}.url", problem)] if problem else []
     if isinstance(node, NpsSurveyNode):
         return _survey_errors(node, path) if check_refs else []
     if isinstance(node, BranchNode):

@@ -8,9 +8,12 @@ outcome here in a second transaction:
 - a connection error, timeout, 408, 429 or 5xx: retried up to
   JOURNEY_WEBHOOK_MAX_ATTEMPTS calls in all, each retry a row due later
   (`next_run_at`, JOURNEY_WEBHOOK_BACKOFF_S * 2^(n-1) seconds), never a sleeping worker;
-- any other answer (4xx, a redirect), no signing secret, or the last retry
-  failing: the step is "failed", and the node's `on_failure` says whether the
-  enrollment goes on (`continue`, the default) or fails.
+- any other answer (4xx, a redirect), no signing secret, a host that is or
+  resolves to a loopback, private, link-local or reserved address
+  (webhook_hosts.py: resolved once, every address checked, the connection
+  made to a checked one), or the last retry failing: the step is "failed",
+  and the node's `on_failure` says whether the enrollment goes on
+  (`continue`, the default) or fails.
 
 What the receiver gets: a JSON body (journey, node, enrollment, customer and
 the triggering event) and three headers. `X-Tenure-Timestamp` is the Unix
@@ -22,10 +25,14 @@ all three — and ignores a delivery id it has seen: a call whose answer was
 lost (a worker killed mid-call) is made again.
 """
 
+import functools
 import hashlib
 import hmac
+import http.client
 import json
 import logging
+import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import transaction
 
+from . import webhook_hosts
 from .models import Enrollment, EnrollmentStep
 
 if TYPE_CHECKING:
@@ -166,7 +174,66 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+def _connect(addresses: list[str], port: int, timeout: Any, source: Any) -> socket.socket:
+    """A connection to the first of the checked `addresses` that answers
+    (socket.create_connection's way, without resolving again)."""
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            sock = socket.create_connection((address, port), timeout, source)
+        except OSError as exc:
+            error = exc
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise error or OSError("no address to connect to")
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to addresses resolved and checked beforehand
+    (webhook_hosts.resolve); the Host header stays the URL's."""
+
+    def __init__(self, *args: Any, addresses: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.addresses = addresses
+
+    def connect(self) -> None:
+        self.sock = _connect(self.addresses, self.port, self.timeout, self.source_address)
+
+
+_TLS = ssl.create_default_context()
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """The same over TLS, the certificate checked for the URL's host (SNI)."""
+
+    def __init__(self, *args: Any, addresses: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, context=_TLS, **kwargs)
+        self.addresses = addresses
+
+    def connect(self) -> None:
+        sock = _connect(self.addresses, self.port, self.timeout, self.source_address)
+        self.sock = _TLS.wrap_socket(sock, server_hostname=self.host)
+
+
+class _PinnedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    def __init__(self, addresses: list[str]) -> None:
+        urllib.request.HTTPHandler.__init__(self)
+        self.addresses = addresses
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(functools.partial(_PinnedHTTP, addresses=self.addresses), req)
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(functools.partial(_PinnedHTTPS, addresses=self.addresses), req)
+
+
+def _opener(addresses: list[str]) -> urllib.request.OpenerDirector:
+    """An opener that reaches only `addresses`: no redirects, no proxy from
+    the environment (it would connect elsewhere than the checked address)."""
+    return urllib.request.build_opener(
+        _NoRedirect, urllib.request.ProxyHandler({}), _PinnedHandler(addresses)
+    )
 
 
 def call(pending: PendingCall, *, now: datetime) -> Outcome:
@@ -179,8 +246,17 @@ def call(pending: PendingCall, *, now: datetime) -> Outcome:
             else "JOURNEY_WEBHOOK_SECRET"
         )
         return Outcome(False, True, None, f"no signing secret: set {setting}", 0)
+    started = time.monotonic()
+    try:
+        # Resolved once and checked here, against DNS rebinding (SSRF).
+        addresses = webhook_hosts.resolve(pending.url)
+    except webhook_hosts.AddressRefused as exc:
+        return Outcome(False, True, None, f"refused: the URL {exc}", 0)
+    except OSError as exc:  # DNS failed: maybe for now
+        ms = round((time.monotonic() - started) * 1000)
+        return Outcome(False, False, None, f"{type(exc).__name__}: {exc}", ms)
     timestamp = int(now.timestamp())
-    request = urllib.request.Request(  # noqa: S310 - the validator allows http(s) only
+    request = urllib.request.Request(  # noqa: S310 - http(s) only (webhook_hosts.resolve)
         pending.url,
         data=pending.body,
         method="POST",
@@ -192,9 +268,9 @@ def call(pending: PendingCall, *, now: datetime) -> Outcome:
             "X-Tenure-Signature": signature(secret, pending.body, timestamp),
         },
     )
-    started = time.monotonic()
     try:
-        with _opener.open(request, timeout=settings.JOURNEY_WEBHOOK_TIMEOUT_S) as response:
+        opener = _opener(addresses)
+        with opener.open(request, timeout=settings.JOURNEY_WEBHOOK_TIMEOUT_S) as response:
             status = response.status
             response.read(65_536)
     except urllib.error.HTTPError as exc:

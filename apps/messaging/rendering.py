@@ -7,6 +7,8 @@ Marketers write these templates, so they are treated as untrusted code:
   (`__class__`, `__globals__`, `cycler.__init__`), no mutation of the context,
   ranges bounded. An attempt fails the render at once with a `SecurityError`
   naming the attribute (it is never silently rendered as empty).
+- Bounded (apps/messaging/sandbox.py): a render that runs too long, loops
+  too much or builds too much fails with the limit and its setting named.
 - The context holds plain data only (dicts, lists, strings, numbers, times):
   `customer` is a dict built from the row, never the model, so no template can
   reach the ORM, a manager or the settings.
@@ -44,11 +46,10 @@ from jinja2 import (
 )
 from jinja2 import Template as JinjaTemplate
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from apps.customers.models import CONTACT_FIELDS, Customer, Event
 
-from . import links, render_hooks
+from . import links, render_hooks, sandbox
 from .models import Category, Channel, Message, Template
 
 # The top-level names a template may use (docs/templates.md). Callers may add
@@ -93,7 +94,7 @@ class _Namespace(dict):
 _HINT = "{path} is undefined (use {{{{ {path} | default(...) }}}} if it may be missing)"
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
+class _Sandbox(sandbox.BoundedSandbox):
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         # Fail at once, even under `is defined` or `default`: an attempt to
         # reach Python internals is an error to fix, never an empty string.
@@ -152,7 +153,7 @@ def _datetime_filter(ctx, value: Any, format: str = "%B %d, %Y") -> str:
 def _make_env(*, autoescape: bool, undefined: type[Undefined]) -> _Sandbox:
     env = _Sandbox(autoescape=autoescape, undefined=undefined, keep_trailing_newline=True)
     env.globals.pop("lipsum", None)  # a function object marketers do not need
-    env.filters["datetime"] = _datetime_filter
+    env.add_filter("datetime", _datetime_filter)
     return env
 
 
@@ -177,8 +178,15 @@ def _compile(source: str, html: bool, strict: bool) -> JinjaTemplate:
 
 _SCALARS = (str, bool, int, float, Decimal, date, type(None))
 
+# How deep the context's data may nest. Stored traits and event properties
+# came from JSON that older versions took at any depth: a customer's traits
+# nested 900 levels deep overflowed Python's stack here and took the whole
+# send batch down (issue 15). Deeper data fails that customer's message
+# alone, naming the trait; no template needs more than a handful of levels.
+MAX_CONTEXT_DEPTH = 64
 
-def _plain(value: Any, path: str) -> Any:
+
+def _plain(value: Any, path: str, depth: int = 0) -> Any:
     """A copy of `value` made of plain data only, dicts named by their path.
     Anything else (a model, a queryset, a function) is refused: that is how
     templates are kept away from the ORM and the settings."""
@@ -186,24 +194,35 @@ def _plain(value: Any, path: str) -> Any:
     # only for names and errors): a context has dozens, on every render.
     if isinstance(value, _SCALARS):
         return value
+    if depth >= MAX_CONTEXT_DEPTH:
+        raise TemplateRenderError(
+            f"{_top(path)}: data nested more than {MAX_CONTEXT_DEPTH} levels deep "
+            "cannot be given to a template"
+        )
     if isinstance(value, Mapping):
         return _Namespace(
             {
-                str(k): v if isinstance(v, _SCALARS) else _plain(v, f"{path}.{k}")
+                str(k): v if isinstance(v, _SCALARS) else _plain(v, f"{path}.{k}", depth + 1)
                 for k, v in value.items()
             },
             path,
         )
     if isinstance(value, list | tuple):
         return [
-            v if isinstance(v, _SCALARS) else _plain(v, f"{path}[{i}]") for i, v in enumerate(value)
+            v if isinstance(v, _SCALARS) else _plain(v, f"{path}[{i}]", depth + 1)
+            for i, v in enumerate(value)
         ]
     if isinstance(value, Event):
-        return _plain(_event_data(value), path)
+        return _plain(_event_data(value), path, depth)
     raise TypeError(
         f"{path}: a {type(value).__name__} cannot be given to a template; pass plain data "
         "(dicts, lists, strings, numbers, times)"
     )
+
+
+def _top(path: str) -> str:
+    """`customer.tree` of `customer.tree.x.x[0].x`: the name a marketer knows."""
+    return ".".join(path.split("[", 1)[0].split(".")[:2])
 
 
 def _event_data(event: Event) -> dict:
@@ -293,7 +312,7 @@ def _render_part(part: str, source: str, context: dict, *, html: bool, strict: b
     if not source:
         return ""
     try:
-        return _compile(source, html, strict).render(context)
+        return sandbox.render(_compile(source, html, strict), context)
     except Exception as exc:  # template code is the marketer's: any error is theirs
         raise TemplateRenderError(_describe(part, exc)) from exc
 
@@ -319,6 +338,11 @@ def render(
 
 
 def _render_all(template: Template, data: dict, *, strict: bool) -> Rendered:
+    with sandbox.budget():  # one for all of the message's parts
+        return _render_parts(template, data, strict=strict)
+
+
+def _render_parts(template: Template, data: dict, *, strict: bool) -> Rendered:
     if template.channel == Channel.SMS:
         return Rendered(body=_render_part("body", template.body, data, html=False, strict=strict))
     subject = _render_part("subject", template.subject, data, html=False, strict=strict)

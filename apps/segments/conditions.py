@@ -280,10 +280,20 @@ def _no_keys(node: dict, path: str, keys: Iterable[str], op: str) -> None:
             raise _fail(path, f"{op!r} takes no {key!r}")
 
 
+# Day counts and counts a condition may name. Beyond them, `now - days`
+# overflowed Python's dates (an OverflowError in the engine at each check of
+# a journey's branch or goal) and counts overflowed the database's integers.
+MAX_DAYS = 36_600  # a hundred years
+MAX_COUNT = 2**31 - 1
+
+
 def _whole(node: dict, key: str, path: str, *, minimum: int) -> int:
     value = node.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _fail(path, f"{key} must be a whole number ≥ {minimum}, got {value!r}")
+    maximum = MAX_COUNT if key == "value" else MAX_DAYS
+    if value > maximum:
+        raise _fail(path, f"{key} must be at most {maximum:,}, got {value}")
     return value
 
 

@@ -124,6 +124,21 @@ def test_a_syntax_error_says_where_it_is(admin_client, make_journey):
     assert error.startswith("Not valid JSON:") and "(line 2, column 1)" in error
 
 
+@pytest.mark.parametrize(
+    "draft,words",
+    [
+        ('{"a": ' * 100_000 + "1" + "}" * 100_000, "Nested more than 64 levels deep."),
+        (json.dumps({**BASE_FILE, "name": "On\x00boarding"}), "name: contains a NUL character"),
+    ],
+)
+def test_a_draft_nothing_can_hold_is_refused_saying_why(admin_client, make_journey, draft, words):
+    journey = make_journey()
+    response = admin_client.post(change_url(journey), {"draft": draft})
+    assert response.status_code == 200
+    errors = " ".join(response.context["adminform"].form.errors["draft"])
+    assert words in errors
+
+
 def test_a_valid_draft_is_saved_without_publishing(admin_client, make_journey):
     journey = make_journey()
     response = admin_client.post(change_url(journey), {"draft": json.dumps(renamed_wait())})

@@ -189,3 +189,57 @@ def test_an_exported_file_imports_into_an_empty_database_unchanged(
     Journey.objects.all().delete()
     run("import_journey", write(tmp_path, printed), "--publish")
     assert run("export_journey", "onboarding") == printed
+
+
+@pytest.mark.parametrize(
+    "change,problem",
+    [
+        (
+            lambda d: d["nodes"][1].update(duration={"days": 10**20}),
+            "nodes[wait1].duration.days: must be at most 1000000 (got 100000000000000000000)",
+        ),
+        (
+            lambda d: d["nodes"][1].update(duration={"minutes": 2**70}),
+            "nodes[wait1].duration.minutes: must be at most 1440000000 "
+            "(got 1180591620717411303424)",
+        ),
+        (
+            lambda d: d["nodes"][1].update(ui={"x": 1, "y": 2, "note": "a\x00b"}),
+            "nodes[wait1].ui.note: contains a NUL character",
+        ),
+        (
+            lambda d: d.update(name="\ud800"),
+            "name: contains a lone surrogate (not valid Unicode)",
+        ),
+        (
+            lambda d: d["nodes"][1].update(ui={"x": float("inf"), "y": 0}),
+            "nodes[wait1].ui.x: must be a finite number",
+        ),
+    ],
+)
+def test_import_journey_refuses_values_nothing_can_hold_naming_the_node(
+    template, tmp_path, change, problem
+):
+    data = copy.deepcopy(BASE_FILE)
+    change(data)
+    path = write(tmp_path, json.dumps(data))  # (json writes inf as Infinity, as a file may)
+
+    with pytest.raises(CommandError) as info:
+        call_command("import_journey", path)
+
+    assert str(info.value).splitlines()[1:] == [f"  {problem}"]
+    assert not Journey.objects.exists()
+
+
+def test_import_journey_refuses_a_file_nested_too_deeply(db, tmp_path):
+    data = copy.deepcopy(BASE_FILE)
+    data["nodes"][1]["ui"] = "DEEP"
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    path = write(tmp_path, json.dumps(data).replace('"DEEP"', deep))
+    with pytest.raises(CommandError, match="nested more than 64 levels deep"):
+        call_command("import_journey", path)
+
+    data["nodes"][1]["ui"] = "DEEP"
+    path = write(tmp_path, json.dumps(data).replace('"DEEP"', '{"a": ' * 100 + "1" + "}" * 100))
+    with pytest.raises(CommandError, match=r"nodes\[wait1\]\.ui\.a\.a.*nested more than 64"):
+        call_command("import_journey", path)

@@ -97,6 +97,32 @@ def test_an_sms_in_quiet_hours_is_deferred_and_the_step_says_until_when(
     assert enrollment.state == Enrollment.State.COMPLETED  # the message waits, not the journey
 
 
+def test_one_customers_deeply_nested_traits_fail_their_message_only(
+    run_journey, customer, make_customers
+):
+    journey = run_journey(then_exit({"id": "hello", "type": "email", "template": "welcome"}))
+    (deep,) = make_customers(1, prefix="deep")
+    tree: dict = {}
+    for _ in range(900):
+        tree = {"x": tree}
+    Customer.objects.filter(pk=deep.pk).update(traits={"first_name": "Deep", "tree": tree})
+    enrollments = [enroll(journey, customer), enroll(journey, deep)]
+
+    enrollments_advance([e.pk for e in enrollments], now=T0)  # one batch, one send call
+
+    fine, failed = (step(e, "hello") for e in enrollments)
+    assert fine.message.status == Message.Status.QUEUED
+    assert failed.message.status == Message.Status.FAILED
+    assert "customer.tree: data nested more than 64 levels deep" in failed.message.error
+    for enrollment in enrollments:
+        enrollment.refresh_from_db()
+    # A message that failed to render fails its enrollment (the engine's rule), no other.
+    assert [e.state for e in enrollments] == [
+        Enrollment.State.COMPLETED,
+        Enrollment.State.FAILED,
+    ]
+
+
 def test_a_suppressed_address_is_recorded_with_the_reason(run_journey, customer):
     suppression_add(
         channel="email",
@@ -451,6 +477,8 @@ class Receiver:
 @pytest.fixture
 def receiver(settings):
     settings.JOURNEY_WEBHOOK_SECRET = SECRET
+    # The receiver is on loopback, which webhooks may reach only when allowed.
+    settings.JOURNEY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.JOURNEY_WEBHOOK_BACKOFF_S = 30
     settings.JOURNEY_WEBHOOK_MAX_ATTEMPTS = 3
     server = Receiver()
@@ -601,6 +629,38 @@ def test_a_webhook_signs_with_the_secret_it_names(run_journey, customer, receive
         signature_header=request["headers"]["X-Tenure-Signature"],
         now=T0,
     )
+
+
+def test_a_stored_webhook_to_loopback_is_refused_when_called_and_nothing_is_posted(
+    run_journey, customer, receiver, settings
+):
+    # Imported while allowed (as a version stored before this check would be)...
+    journey = run_journey(then_exit({"id": "crm", "type": "webhook", "url": receiver.url}))
+    enrollment = enroll(journey, customer)
+    settings.JOURNEY_WEBHOOK_ALLOWED_HOSTS = []
+
+    enrollments_advance([enrollment.pk], now=T0)
+
+    assert receiver.requests == []
+    called = step(enrollment, "crm")
+    assert called.outcome == "failed"  # for good: not retried
+    assert "may not post to 127.0.0.1: 127.0.0.1 is a loopback address" in called.detail
+
+
+def test_the_call_goes_to_the_checked_address_with_the_urls_host_header(
+    run_journey, customer, receiver, settings
+):
+    settings.JOURNEY_WEBHOOK_ALLOWED_HOSTS = ["localhost"]
+    port = receiver.server.server_address[1]
+    url = f"http://localhost:{port}/hooks/tenure"
+    journey = run_journey(then_exit({"id": "crm", "type": "webhook", "url": url}))
+    enrollment = enroll(journey, customer)
+
+    enrollments_advance([enrollment.pk], now=T0)
+
+    (request,) = receiver.requests
+    assert request["headers"]["Host"] == f"localhost:{port}"
+    assert step(enrollment, "crm").outcome == "called"
 
 
 def test_a_holdout_enrollment_calls_no_webhook(run_journey, customer, receiver):

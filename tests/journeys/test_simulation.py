@@ -413,6 +413,7 @@ def test_a_webhook_node_is_never_called_and_the_journey_goes_on(
     make_journey, sendable, track, receiver, settings
 ):
     settings.JOURNEY_WEBHOOK_SECRET = "s3cret"
+    settings.JOURNEY_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
     journey = journey_of(
         make_journey,
         {"type": "event", "event": "signed_up"},

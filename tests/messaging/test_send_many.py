@@ -7,6 +7,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from apps.customers.models import Customer
 from apps.messaging import render_hooks
 from apps.messaging.consent import suppression_add
 from apps.messaging.models import Channel, Message
@@ -263,3 +264,22 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
     assert sorted(pk for batch in published for pk in batch) == sorted(
         Message.objects.values_list("pk", flat=True)
     )
+
+
+def test_a_customer_with_deeply_nested_traits_fails_alone_and_the_batch_sends():
+    email = make_template(slug="deep")
+    fine, deep, also_fine = customer(11), customer(12), customer(13)
+    nested: dict = {}
+    for _ in range(900):
+        nested = {"x": nested}
+    # Written as stored data that an older version (or a direct write) left.
+    Customer.objects.filter(pk=deep.pk).update(traits={"first_name": "Deep", "tree": nested})
+    deep.refresh_from_db()
+
+    with transaction.atomic():
+        sent = message_send_many(requests_for([fine, deep, also_fine], email), now=DAYTIME)
+
+    assert [m.status for m in sent] == [S.QUEUED, S.FAILED, S.QUEUED]
+    assert "nested" in sent[1].error and "customer.tree" in sent[1].error
+    assert Message.objects.get(pk=sent[0].pk).status == S.QUEUED
+    assert Message.objects.get(pk=sent[1].pk).status == S.FAILED

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from apps.journeys.graph import JourneyError
+from apps.journeys.graph import MAX_DEPTH, JourneyError
 from apps.journeys.services import journey_import
 
 
@@ -85,3 +85,5 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{name}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             ) from None
+        except RecursionError:
+            raise CommandError(f"{name}: nested more than {MAX_DEPTH} levels deep") from None
