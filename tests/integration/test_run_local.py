@@ -101,7 +101,8 @@ def test_a_worker_killed_with_sigkill_is_restarted_and_heartbeats_again(local_en
             cwd=ROOT, env=local_env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        wait_for(lambda: (h := health(port)) and h["worker"]["status"] == "ok", timeout=90)
+        # Up: a heartbeat came (whether "ok" or "late" depends on the machine's load).
+        wait_for(lambda: (h := health(port)) and h["worker"]["last_heartbeat"], timeout=90)
         (worker,) = children_named(runner.pid, "worker")
 
         os.kill(worker, signal.SIGKILL)
