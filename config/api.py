@@ -32,6 +32,9 @@ api = TenureAPI(
     version="1",
     description="Usage data in (identify, track, batch), Segment-spec shaped; consent "
     "(granted or revoked per channel and email topic). "
+    "Text may not hold NUL characters or lone surrogates (PostgreSQL cannot store them), "
+    "and timestamps lie between 1970 and one day ahead; such a value is refused with a 400 "
+    "naming the field (in a batch, only its item). "
     "Authenticate with `Authorization: Bearer <key>` (`manage.py create_api_key NAME`).",
     urls_namespace="api-v1",
     openapi_url="/openapi.json",

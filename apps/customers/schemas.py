@@ -215,9 +215,26 @@ TYPED_CALL = TypeAdapter(TypedCall)
 
 
 class BatchIn(BaseModel):
-    """Up to the body limit of identify/track calls, each with its `type`."""
+    """Up to the body limit of identify/track calls, each with its `type`.
 
-    batch: list[TypedCall]
+    The document (it validates nothing: the endpoint reads its items one by
+    one) lists the items as any value: one that is not a valid call is
+    refused alone, in the 200's `errors`, so a schema that refused it would
+    say the whole request is refused, which it is not."""
+
+    batch: Annotated[
+        list[Any],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {
+                    "description": "An identify or track call (the IdentifyIn and TrackIn "
+                    "schemas, with `type`). An item that is not one is refused alone: "
+                    "listed in the answer's `errors`, the other items stored."
+                },
+            }
+        ),
+    ]
 
 
 class BatchError(BaseModel):

@@ -10,6 +10,7 @@ from ninja import Router
 from ninja.errors import HttpError
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     IPvAnyAddress,
@@ -42,19 +43,39 @@ CLOCK_SKEW = timedelta(minutes=5)
 Source = Literal[tuple(ConsentRecord.Source.values)]  # type: ignore[valid-type]
 
 
+# A slug as Django's slugify leaves it (consent_record's rule): lower-case
+# letters, digits, _ and -, no "--", starting and ending with a letter or digit.
+TOPIC_PATTERN = r"^(?:[a-z0-9](?:(?:[a-z0-9_]|-[a-z0-9_])*(?:[a-z0-9]|-[a-z0-9]))?)?$"
+
+
+def _text_only(value):
+    """An address is text: pydantic would read `false` or `0` as 0.0.0.0."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError("must be an IPv4 or IPv6 address as text")
+    return value
+
+
 class ConsentIn(BaseModel):
     """A customer gave or withdrew consent for a channel (or an email topic).
     Appended to the ledger as it is: when (`timestamp`, default now), where
     (`source`), what they were shown (`wording`), and from which device."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        # `_topics_are_for_email`, in the document: an SMS consent names no topic.
+        json_schema_extra={
+            "if": {"properties": {"channel": {"const": "sms"}}, "required": ["channel"]},
+            "then": {"properties": {"topic": {"maxLength": 0}}},
+        },
+    )
 
     user_id: Annotated[UserId, StoredText] = Field(alias="userId")
     channel: Literal["email", "sms"]
     status: Literal["granted", "revoked"]
-    topic: Annotated[
-        str, StringConstraints(strip_whitespace=True, pattern=r"^[-a-zA-Z0-9_]*$", max_length=50)
-    ] = Field(default="", description="An email topic; blank for the whole channel.")
+    topic: Annotated[str, StringConstraints(pattern=TOPIC_PATTERN, max_length=50)] = Field(
+        default="", description="An email topic (a slug); blank for the whole channel."
+    )
     source: Source = Field(default="api", description="Where the consent was given.")
     wording: Annotated[str, StringConstraints(max_length=5000), StoredText] = Field(
         default="", description="What the customer was shown when they said yes or no."
@@ -64,6 +85,7 @@ class ConsentIn(BaseModel):
     # client generator knows: the standard formats it accepts instead.
     ip: Annotated[
         IPvAnyAddress | None,
+        BeforeValidator(_text_only),
         WithJsonSchema(
             {
                 "anyOf": [

@@ -45,6 +45,9 @@ def test_a_batch_is_documented_to_answer_200_with_per_item_errors(doc, api):
     assert out["properties"]["accepted"]["type"] == "integer"
     assert set(error["required"]) == {"index", "error"}
     assert "refused" in responses["200"]["description"]
+    # Any item: one that is not a call is refused alone, so the request is not.
+    items = doc["components"]["schemas"]["BatchIn"]["properties"]["batch"]["items"]
+    assert set(items) == {"description"} and "refused alone" in items["description"]
 
     answer = api("batch", {"batch": [{"type": "track", "userId": "u"}]})
     assert answer.status_code == 200

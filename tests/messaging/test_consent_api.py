@@ -108,6 +108,14 @@ def test_consent_for_a_new_user_id_creates_the_customer(api):
             "ip: value is not a valid IPv4 or IPv6 address",
         ),
         (
+            {"userId": "u-1", "channel": "sms", "status": "granted", "ip": False},
+            "ip: must be an IPv4 or IPv6 address as text",
+        ),
+        (
+            {"userId": "u-1", "channel": "email", "status": "granted", "topic": "tips--daily"},
+            "topic: String should match pattern",
+        ),
+        (
             {"userId": "u-1", "channel": "sms", "status": "granted", "timestamp": "yesterday"},
             "timestamp: Value error, 'yesterday' is not an ISO-8601 timestamp",
         ),
