@@ -57,6 +57,17 @@ def fresh_cache():
 
 
 @pytest.fixture
+def own_redis():
+    """A redis-server of the test's own on a free loopback port, to kill and
+    restart (the shared one on 6379 is never touched)."""
+    from tests.brokers import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
 def api_key(db):
     return api_key_create(name="tests")
 

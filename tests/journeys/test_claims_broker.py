@@ -8,7 +8,7 @@ import pytest
 from apps.journeys.engine import engine_tick
 from apps.journeys.enrollment import enrollments_start
 from apps.journeys.models import Enrollment
-from tests.brokers import CLOSED_BROKER_URL, RedisServer, broker_at
+from tests.brokers import CLOSED_BROKER_URL, broker_at
 
 from .conftest import T0
 
@@ -23,13 +23,6 @@ def due(make_journey, sendable, make_customers):
         return sorted(Enrollment.objects.values_list("pk", flat=True))
 
     return make
-
-
-@pytest.fixture
-def own_redis():
-    server = RedisServer().start()
-    yield server
-    server.kill()
 
 
 def test_claims_whose_publication_failed_are_claimed_again_by_the_next_tick(

@@ -19,7 +19,7 @@ from apps.journeys.ingest_work import (
 from apps.journeys.models import Enrollment, IngestWork
 from apps.journeys.tasks import process_ingested
 from config.celery import app
-from tests.brokers import CLOSED_BROKER_URL, RedisServer, broker_at
+from tests.brokers import CLOSED_BROKER_URL, broker_at
 
 from .conftest import T0
 
@@ -200,13 +200,6 @@ def test_beat_runs_the_ingest_sweeper_on_the_default_queue(settings):
     assert entry["schedule"] == settings.JOURNEY_INGEST_SWEEP_INTERVAL_S
     assert entry["options"]["queue"] == "default"
     assert app.amqp.router.route({}, process_ingested.name)["queue"].name == "default"
-
-
-@pytest.fixture
-def own_redis():
-    server = RedisServer().start()
-    yield server
-    server.kill()
 
 
 def test_rows_published_to_a_broker_that_lost_its_data_are_republished_at_once(

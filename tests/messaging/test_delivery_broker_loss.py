@@ -4,22 +4,13 @@ messages still waiting at once, not DELIVERY_REPUBLISH_AFTER_S later."""
 
 from datetime import timedelta
 
-import pytest
-
 from apps.messaging.delivery import messages_sweep
 from apps.messaging.models import Message
-from tests.brokers import RedisServer, broker_at
+from tests.brokers import broker_at
 
 from .conftest import T0
 
 S = Message.Status
-
-
-@pytest.fixture
-def own_redis():
-    server = RedisServer().start()
-    yield server
-    server.kill()
 
 
 def test_messages_published_to_a_broker_that_lost_its_data_are_republished_at_once(
