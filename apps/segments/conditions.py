@@ -32,6 +32,7 @@ count of E in the last `days` is at most (100 - percent)% of the count in the
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -285,6 +286,7 @@ def _no_keys(node: dict, path: str, keys: Iterable[str], op: str) -> None:
 # a journey's branch or goal) and counts overflowed the database's integers.
 MAX_DAYS = 36_600  # a hundred years
 MAX_COUNT = 2**31 - 1
+MAX_INTEGER = 2**63 - 1  # a value a condition compares with
 
 
 def _whole(node: dict, key: str, path: str, *, minimum: int) -> int:
@@ -304,6 +306,11 @@ def _scalar(value: Any, where: str, *, allow_bool: bool) -> None:
         raise ConditionError(f"{where}: null is not a value; use 'exists' or 'not_exists'")
     if not isinstance(value, str | int | float):
         raise ConditionError(f"{where}: must be a string, number or true/false, got {_kind(value)}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        # SQLite binds 64-bit integers only (an OverflowError at each evaluation).
+        raise ConditionError(f"{where}: a whole number must be within ±{MAX_INTEGER:,}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConditionError(f"{where}: must be a finite number, got {value}")
 
 
 def _kind(value: Any) -> str:
