@@ -99,7 +99,8 @@ UserId = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "minLength": 1, "maxLength": 200},
+                # Leading and trailing white space is dropped: one other character at least.
+                {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
                 {"type": "integer"},
             ],
             "title": "userId",
@@ -194,7 +195,10 @@ class TrackIn(_Call):
     """Appends an event to a customer's history (creating the customer if new)."""
 
     type: Literal["track"] = "track"
-    event: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    # pattern: a name of white space alone is refused (stripped, it is empty).
+    event: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")
+    ]
     properties: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -246,13 +246,20 @@ class ScheduleTrigger(_Strict):
         return value
 
 
+def _type_tag(value: Any) -> str | None:
+    """A trigger's or node's `type`, for the unions' discriminators: only a
+    name (a list there raised TypeError: unhashable, a 500)."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if isinstance(kind, str) else None
+
+
 Trigger = Annotated[
     Annotated[EventTrigger, Tag("event")]
     | Annotated[SegmentTrigger, Tag("segment_entered")]
     | Annotated[SegmentTrigger, Tag("segment_exited")]
     | Annotated[DateTraitTrigger, Tag("date_trait")]
     | Annotated[ScheduleTrigger, Tag("schedule")],
-    Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
+    Discriminator(_type_tag),
 ]
 TRIGGER_TYPES = ("event", "segment_entered", "segment_exited", "date_trait", "schedule")
 
@@ -463,7 +470,7 @@ Node = Annotated[
     | Annotated[UpdateTraitsNode, Tag("update_traits")]
     | Annotated[WebhookNode, Tag("webhook")]
     | Annotated[ExitNode, Tag("exit")],
-    Discriminator(lambda v: v.get("type") if isinstance(v, dict) else getattr(v, "type", None)),
+    Discriminator(_type_tag),
 ]
 
 
@@ -689,7 +696,7 @@ def _parse_node(raw: Any, path: str, errors: list[tuple[str, str]]) -> _Node | N
         errors.append((path, f"must be an object with an id and a type, got {_kind(raw)}"))
         return None
     kind = raw.get("type")
-    if kind not in NODE_CLASSES:
+    if not isinstance(kind, str) or kind not in NODE_CLASSES:
         errors.append((f"{path}.type", _unknown_type("node", kind, NODE_TYPES)))
         return None
     try:
@@ -838,7 +845,7 @@ def _pydantic_errors(exc: ValidationError, prefix: str) -> list[tuple[str, str]]
     out = []
     for err in exc.errors():
         loc = [p for p in err["loc"] if not _is_tag(p)]
-        if err["type"] == "union_tag_invalid":
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc.append("type")
         path = prefix
         for part in loc:
@@ -872,7 +879,7 @@ def _message(err: dict[str, Any]) -> str:
         return "required"
     if kind == "extra_forbidden":
         return "unknown field"
-    if kind == "union_tag_invalid":
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = err.get("ctx", {}).get("tag")
         return _unknown_type("trigger", None if tag == "None" else tag, TRIGGER_TYPES)
     if kind == "literal_error":

@@ -954,6 +954,10 @@ def _inbound_act(text: twilio_events.InboundText, *, now: datetime) -> InboundSm
     sid, number, body = text.sid, text.number, text.body
     customers = list(Customer.objects.filter(phone=number).order_by("id"))
     kind = twilio_events.keyword(body)
+    if kind in (InboundSms.Kind.OPT_OUT, InboundSms.Kind.OPT_IN) and not _is_phone(number):
+        # A keyword from a sender that is no phone number (an alphanumeric or
+        # channel-prefixed sender) can suppress nothing: kept as text, for review.
+        kind = None
     inbound = InboundSms.objects.create(
         message_sid=sid,
         from_number=number,
@@ -1006,6 +1010,14 @@ def _inbound_act(text: twilio_events.InboundText, *, now: datetime) -> InboundSm
             source="api",
         )
     return inbound
+
+
+def _is_phone(number: str) -> bool:
+    try:
+        normalize_address(Channel.SMS, number)
+    except ValueError:
+        return False
+    return True
 
 
 def sms_opt_out(

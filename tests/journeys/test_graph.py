@@ -134,6 +134,15 @@ def test_an_unknown_node_type_is_refused_naming_the_node():
     assert "unknown node type 'emial'" in message
 
 
+@pytest.mark.parametrize("kind", [[], {}, 3, None])
+def test_a_node_or_trigger_type_that_is_not_a_name_is_refused_naming_it(kind):
+    nodes = with_nodes(
+        {"id": "a", "type": "email", "template": "t", "next": "b"}, {"id": "b", "type": kind}
+    )
+    assert paths_of(nodes) == ["nodes[b].type"]
+    assert paths_of({**BASE_FILE, "trigger": {"type": kind}}) == ["trigger.type"]
+
+
 def test_unknown_fields_are_refused_on_nodes_and_at_the_top():
     data = with_nodes({"id": "a", "type": "exit", "colour": "red"}, owner="me")
     assert errors_of(data) == [("owner", "unknown field"), ("nodes[a].colour", "unknown field")]

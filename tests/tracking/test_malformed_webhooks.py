@@ -9,6 +9,7 @@ import json
 import pytest
 from django.http import QueryDict
 
+from apps.messaging.models import Suppression
 from apps.tracking.models import InboundSms, ProviderEvent
 
 from .conftest import PUBLIC, inbound_params, sg_event, status_params, twilio_signature
@@ -57,6 +58,20 @@ def test_a_stop_with_a_nul_inside_still_opts_the_number_out(post_twilio, make_cu
 
     assert response.status_code == 200
     assert InboundSms.objects.get().kind == InboundSms.Kind.OPT_OUT
+
+
+@pytest.mark.parametrize("body", ["STOP", "START"])
+def test_a_keyword_from_a_sender_that_is_no_phone_number_is_kept_for_review(post_twilio, body):
+    response = post_twilio("inbound", inbound_params("not a number", body))
+
+    assert response.status_code == 200
+    inbound = InboundSms.objects.get()
+    assert (inbound.body, inbound.kind, inbound.needs_review) == (
+        body,
+        InboundSms.Kind.TEXT,
+        body == "STOP",
+    )
+    assert not Suppression.objects.exists()
 
 
 @pytest.mark.parametrize(
