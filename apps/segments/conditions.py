@@ -43,6 +43,7 @@ from django.db import connection
 from django.db.models import BooleanField, Count, Exists, Expression, F, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
+from apps.core import jsonsafe
 from apps.core.isotime import ISO_TIME, ISO_TIME_RE
 from apps.customers.models import Customer, Event, EventStat
 
@@ -168,6 +169,7 @@ def _fail(path: str, message: str) -> ConditionError:
 
 
 KINDS = ("all", "any", "not", "trait", "event", "segment", "nps")
+SLUG_RE = re.compile(r"[-a-zA-Z0-9_]{1,200}")
 KEYS = {
     "all": {"all"},
     "any": {"any"},
@@ -205,8 +207,9 @@ def _parse(node: Any, path: str, context: str) -> Condition:
         return _parse_event(node, path, context)
     if kind == "segment":
         slug = node["segment"]
-        if not isinstance(slug, str) or not slug:
-            raise _fail(path, f"segment must be a segment's slug, got {_kind(slug)}")
+        if not isinstance(slug, str) or not SLUG_RE.fullmatch(slug):
+            got = repr(slug[:60]) if isinstance(slug, str) else _kind(slug)
+            raise _fail(path, f"segment must be a segment's slug, got {got}")
         return SegmentRef(slug)
     category = node["nps"]
     if not isinstance(category, str) or category not in NPS_CATEGORIES:
@@ -248,6 +251,8 @@ def _parse_event(node: dict, path: str, context: str) -> Condition:
     event, op = node["event"], node.get("op")
     if not isinstance(event, str) or not event or len(event) > 200:
         raise _fail(path, f"event must be an event name, got {_kind(event)}")
+    if problem := jsonsafe.problem(event, f"{_at(path)}.event"):
+        raise ConditionError(problem)
     if op in COUNT_OPS:
         _no_keys(node, path, ("days", "percent"), op)
         within = _whole(node, "within_days", path, minimum=1) if "within_days" in node else None
@@ -311,6 +316,8 @@ def _scalar(value: Any, where: str, *, allow_bool: bool) -> None:
         raise ConditionError(f"{where}: a whole number must be within ±{MAX_INTEGER:,}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConditionError(f"{where}: must be a finite number, got {value}")
+    if isinstance(value, str) and (problem := jsonsafe.problem(value, where)):
+        raise ConditionError(problem)  # NUL, a lone surrogate: PostgreSQL cannot compare them
 
 
 def _kind(value: Any) -> str:
