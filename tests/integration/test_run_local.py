@@ -1,10 +1,12 @@
 """`make run`'s process runner, for real: web, worker and beat start on the
 embedded defaults, the system schedule reaches the worker, a dead worker is
-restarted, and Ctrl-C stops every process."""
+restarted, Ctrl-C (once or twice) stops every process, and one data folder has
+one runner. And `make run`'s set-up steps print the checks' warnings once."""
 
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -187,3 +189,19 @@ def test_a_second_runner_on_the_same_data_folder_is_refused(local_env, tmp_path)
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+def test_make_runs_set_up_steps_print_the_checks_warnings_once(local_env):
+    # The steps as the Makefile has them (make -n prints without running), run
+    # for real; no DEBUG, so the production-only warnings (tenure.W001) show.
+    env = {k: v for k, v in local_env.items() if k not in ("DEBUG", "PUBLIC_BASE_URL")}
+    plan = subprocess.run(["make", "-n", "run", f"PY={sys.executable}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    steps = [line for line in plan.splitlines() if "manage.py" in line and "run_local" not in line]
+    assert len(steps) >= 5
+    output = ""
+    for step in steps:
+        done = subprocess.run(shlex.split(step), cwd=ROOT, env=env, capture_output=True,
+                              text=True, check=True)  # fmt: skip
+        output += done.stdout + done.stderr
+    assert output.count("tenure.W001") == 1
