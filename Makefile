@@ -44,15 +44,18 @@ $(FRONTEND_MANIFEST): $(FRONTEND)/node_modules/.package-lock.json $(FRONTEND_SOU
 	cd $(FRONTEND) && npm run build
 	touch $@
 
+# The system checks' warnings (settings fit for this machine only: tenure.W001,
+# tenure.W002, SQLite's models.W040) print once, from migrate; the other set-up
+# steps skip the checks, and run_local runs with DEBUG=1, which silences them.
 run: install frontend
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py ensure_local_admin
-	$(PY) manage.py load_templates fixtures/templates.json --only-new
-	$(PY) manage.py load_surveys fixtures/surveys.json --only-new
-	$(PY) manage.py load_segments fixtures/segments.json --only-new
-	$(PY) manage.py load_journeys fixtures/journeys --only-new
-	$(PY) manage.py seed_demo --if-empty
-	$(PY) manage.py refresh_segments
+	$(PY) manage.py ensure_local_admin --skip-checks
+	$(PY) manage.py load_templates fixtures/templates.json --only-new --skip-checks
+	$(PY) manage.py load_surveys fixtures/surveys.json --only-new --skip-checks
+	$(PY) manage.py load_segments fixtures/segments.json --only-new --skip-checks
+	$(PY) manage.py load_journeys fixtures/journeys --only-new --skip-checks
+	$(PY) manage.py seed_demo --if-empty --skip-checks
+	$(PY) manage.py refresh_segments --skip-checks
 	@echo "Starting web (http://127.0.0.1:8000), Celery worker and Celery beat. Ctrl-C stops them all."
 	@DEBUG=1 $(PY) manage.py run_local
 

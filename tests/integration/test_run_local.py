@@ -1,10 +1,12 @@
 """`make run`'s process runner, for real: web, worker and beat start on the
 embedded defaults, the system schedule reaches the worker, a dead worker is
-restarted, and Ctrl-C stops every process."""
+restarted, Ctrl-C (once or twice) stops every process, and one data folder has
+one runner. And `make run`'s set-up steps print the checks' warnings once."""
 
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -129,3 +131,77 @@ def test_a_worker_killed_with_sigkill_is_restarted_and_heartbeats_again(local_en
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()
+            and "zombie" not in Path(f"/proc/{pid}/status").read_text()}  # fmt: skip
+
+
+def test_ctrl_c_twice_while_stopping_leaves_no_process_behind(local_env, tmp_path):
+    port = free_port()
+    log = tmp_path / "run_local.log"
+    with log.open("wb") as out:
+        runner = subprocess.Popen(
+            [sys.executable, "manage.py", "run_local", "--port", str(port)],
+            cwd=ROOT, env={**local_env, "PYTHONUNBUFFERED": "1"}, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (h := health(port)) and h["worker"]["last_heartbeat"], timeout=90)
+        processes = descendants(runner.pid)
+        assert len(processes) >= 3
+
+        runner.send_signal(signal.SIGINT)
+        wait_for(lambda: "Stopping" in log.read_text(), timeout=10, interval=0.02)
+        runner.send_signal(signal.SIGINT)  # the impatient second Ctrl-C, mid-stop
+
+        assert runner.wait(timeout=30) == 0
+        assert alive(processes) == set()
+        assert "Traceback" not in log.read_text()
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+
+
+def test_a_second_runner_on_the_same_data_folder_is_refused(local_env, tmp_path):
+    port = free_port()
+    runner = subprocess.Popen(
+        [sys.executable, "manage.py", "run_local", "--port", str(port)],
+        cwd=ROOT, env=local_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: health(port), timeout=90)
+
+        second = subprocess.run(
+            [sys.executable, "manage.py", "run_local", "--port", str(free_port())],
+            cwd=ROOT, env=local_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert "already running on the data folder" in second.stderr
+        assert f"pid {runner.pid}" in second.stderr
+        assert runner.poll() is None
+        assert health(port)  # the first runner goes on
+        assert len(children_named(runner.pid, "beat")) == 1
+
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=30) == 0
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+
+
+def test_make_runs_set_up_steps_print_the_checks_warnings_once(local_env):
+    # The steps as the Makefile has them (make -n prints without running), run
+    # for real; no DEBUG, so the production-only warnings (tenure.W001) show.
+    env = {k: v for k, v in local_env.items() if k not in ("DEBUG", "PUBLIC_BASE_URL")}
+    plan = subprocess.run(["make", "-n", "run", f"PY={sys.executable}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    steps = [line for line in plan.splitlines() if "manage.py" in line and "run_local" not in line]
+    assert len(steps) >= 5
+    output = ""
+    for step in steps:
+        done = subprocess.run(shlex.split(step), cwd=ROOT, env=env, capture_output=True,
+                              text=True, check=True)  # fmt: skip
+        output += done.stdout + done.stderr
+    assert output.count("tenure.W001") == 1

@@ -8,10 +8,18 @@ the newest, still has it) is started again after a backoff (1 s, doubling to
 whatever it left of its process group (a worker's pool processes) is killed
 first. The web server is not restarted: it exits on errors a person must
 see (the port is taken, the code does not load), so its exit stops them all,
-as Ctrl-C does.
+as Ctrl-C does. A second Ctrl-C while they stop kills them at once (SIGKILL)
+instead of interrupting the stop, which left the worker and beat running,
+orphaned.
+
+One runner per data folder: it holds an flock on `run_local.lock` there for
+its lifetime, and a second one is refused (two beats would send every
+scheduled message twice). The kernel releases the lock when the holder dies,
+so a runner that crashed or was killed never blocks the next one.
 """
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -20,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from config.celery import QUEUES
 
@@ -61,6 +69,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, port: int, **options):
+        lock = _hold_lock(settings.DATA_DIR / "run_local.lock")  # noqa: F841 (held till exit)
         python = sys.executable
         children = [
             Child("web", [python, "manage.py", "runserver", f"127.0.0.1:{port}"], restart=False),
@@ -70,22 +79,37 @@ class Command(BaseCommand):
             Child("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
                   restart=True),
         ]  # fmt: skip
+        stopping = False
+
+        def on_signal(signum, frame):
+            nonlocal stopping
+            if not stopping:
+                stopping = True
+                raise KeyboardInterrupt
+            # Again while stopping (an impatient Ctrl-C): kill them now. Raising
+            # here would abandon the stop and leave the worker and beat running.
+            for child in children:
+                if child.process is not None:
+                    _signal_group(child.process, signal.SIGKILL)
+
         # Handlers first, for SIGINT too: a process started in the background of
         # a script inherits SIGINT as ignored, and so would its children (an
         # ignored signal stays ignored across exec; a handler does not).
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _raise_interrupt)
-        for child in children:
-            child.start()
+            signal.signal(sig, on_signal)
         stopped = None
         try:
+            for child in children:
+                child.start()
             while stopped is None:
                 stopped = self._supervise(children)
                 time.sleep(POLL_S)
+            stopping = True
             self.stderr.write(f"{stopped.name} exited with status {stopped.process.returncode}")
         except KeyboardInterrupt:
-            self.stdout.write("Stopping web, worker and beat…")
+            self.stdout.write("Stopping web, worker and beat… (Ctrl-C again kills them now)")
         finally:
+            stopping = True
             _stop([child.process for child in children if child.process is not None])
         if stopped:
             sys.exit(1)
@@ -118,8 +142,26 @@ class Command(BaseCommand):
         return None
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _hold_lock(path):
+    """The open lock file, locked (closing it or dying releases the lock); a
+    CommandError naming the holder when another runner has it."""
+    lock = path.open("a+")  # not "w": that would empty the holder's pid
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise CommandError(
+            f"Tenure is already running on the data folder {path.parent} (run_local, pid "
+            f"{holder}): two runners would start two Celery beats and send every scheduled "
+            "message twice. Stop that one first (Ctrl-C in its terminal), or set "
+            "TENURE_DATA_DIR to another folder."
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def _stop(children) -> None:
