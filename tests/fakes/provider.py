@@ -290,6 +290,14 @@ class _Server(ThreadingHTTPServer):
     # reset some when workers call it many at a time.
     request_queue_size = 1024
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.closed = threading.Semaphore(0)  # released once per connection closed
+
+    def shutdown_request(self, request) -> None:
+        super().shutdown_request(request)
+        self.closed.release()
+
 
 def _handler_for(server: FakeProviderServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):

@@ -193,6 +193,7 @@ def test_a_kept_alive_sendgrid_connection_the_server_closed_is_replaced_before_w
     provider = get_provider(Channel.EMAIL)
     fake_provider.script("sendgrid", Reply(202, close_after=True))
     provider.send(make_message())
+    assert fake_provider.httpd.closed.acquire(timeout=10)  # the close has happened
 
     # The server ended the idle connection: seen before the next request is
     # written, so nothing is lost or left unknown.
@@ -556,6 +557,7 @@ def test_a_kept_alive_twilio_connection_the_server_closed_is_replaced_before_wri
     provider = get_provider(Channel.SMS)
     fake_provider.script("twilio", Reply.json(201, {"sid": "SM" + "1" * 32}, close_after=True))
     provider.send(make_message(channel=Channel.SMS))
+    assert fake_provider.httpd.closed.acquire(timeout=10)  # the close has happened
 
     assert provider.send(make_message(channel=Channel.SMS)).startswith("SM")
     assert fake_provider.connections == 2
