@@ -1,7 +1,7 @@
 """Writes to journey definitions: import, draft edits, publishing (with an
 optional move of in-flight customers), pause, resume and archive.
 
-The engine's own writes (enrollments and their steps) live in `engine.py`,
+The engine's own writes (enrollments and their steps) live in `engine/`,
 `enrollment.py` and `triggers.py`.
 
 Every definition that is stored has passed `graph.parse_journey` and is kept
