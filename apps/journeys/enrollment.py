@@ -194,24 +194,9 @@ def _insert(
     )
     reentry_sql, reentry_params = _reentry_clause(definition, journey, now)
     enrollment, customer = Enrollment._meta.db_table, Customer._meta.db_table
-    at = connection.ops.adapt_datetimefield_value(now)
-    if connection.vendor == "postgresql":
-        source = "unnest(%s::bigint[], %s::boolean[], %s::text[]) AS s(customer_id, holdout, ctx)"
-        source_params = [ids, holdout, per_customer]
-        # A shared context is parsed once, not once per row.
-        ctx = "COALESCE(s.ctx::jsonb, %s::jsonb)" if per_customer else "%s::jsonb"
-    else:
-        source = (
-            "(SELECT json_extract(value, '$[0]') AS customer_id, "
-            "json_extract(value, '$[1]') AS holdout, json_extract(value, '$[2]') AS ctx "
-            "FROM json_each(%s)) AS s"
-        )
-        rows = [
-            [i, bool(holdout and holdout[n]), per_customer[n] if per_customer else None]
-            for n, i in enumerate(ids)
-        ]
-        source_params = [json.dumps(rows)]
-        ctx = "COALESCE(s.ctx, %s)"
+    source = "unnest(%s::bigint[], %s::boolean[], %s::text[]) AS s(customer_id, holdout, ctx)"
+    # A shared context is parsed once, not once per row.
+    ctx = "COALESCE(s.ctx::jsonb, %s::jsonb)" if per_customer else "%s::jsonb"
     sql = (
         f"INSERT INTO {enrollment} (journey_id, journey_version_id, customer_id, state, "  # noqa: S608
         "current_node, next_run_at, entered_at, context, is_holdout, lease_token, exit_reason) "
@@ -226,14 +211,16 @@ def _insert(
         journey.pk,
         version.pk,
         definition.start,
-        at,
-        at,
+        now,
+        now,
         json.dumps(context),
-        *source_params,
+        ids,
+        holdout,
+        per_customer,
         *reentry_params,
     ]
     with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql" and len(ids) > BIG_ENROLLMENT:
+        if len(ids) > BIG_ENROLLMENT:
             # Room to sort and anti-join a million ids in memory (this transaction only).
             cursor.execute(
                 "SELECT set_config('work_mem', %s, true)", [settings.JOURNEY_ENROLL_WORK_MEM]
@@ -257,7 +244,7 @@ def _reentry_clause(
     if policy.policy == "never":
         return f"NOT EXISTS ({earlier})", [journey.pk]
     if policy.policy == "after":
-        since = connection.ops.adapt_datetimefield_value(now - timedelta(days=policy.days))
+        since = now - timedelta(days=policy.days)
         return f"NOT EXISTS ({earlier} AND e.entered_at >= %s)", [journey.pk, since]
     return "1 = 1", []
 
@@ -296,9 +283,7 @@ def event_context(event) -> dict[str, Any]:
 def ids_subquery(ids: Sequence[int]) -> RawSQL:
     """`SELECT` of the given integers, for `field__in=`: one parameter however
     many ids."""
-    if connection.vendor == "postgresql":
-        return RawSQL("SELECT unnest(%s::bigint[])", [list(ids)])
-    return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(list(ids))])
+    return RawSQL("SELECT unnest(%s::bigint[])", [list(ids)])
 
 
 def enrollment_finish(
@@ -456,25 +441,16 @@ def enrollments_exit_for_segment(
         return 0
     reason = f"left the segment {segment_slug!r}"
     table = Enrollment._meta.db_table
-    at = connection.ops.adapt_datetimefield_value(now)
-    if connection.vendor == "postgresql":
-        members, member_params = "= ANY(%s::bigint[])", [sorted(set(customer_ids))]
-        versions, version_params = "= ANY(%s::bigint[])", [version_ids]
-    else:
-        members = "IN (SELECT value FROM json_each(%s))"
-        member_params = [json.dumps(sorted(set(customer_ids)))]
-        versions, version_params = "IN (SELECT value FROM json_each(%s))", [json.dumps(version_ids)]
     sql = (
         f"UPDATE {table} SET state = %s, finished_at = %s, next_run_at = NULL, "  # noqa: S608
         "exit_reason = %s, lease_until = NULL, lease_token = '' "
-        f"WHERE state = 'active' AND journey_version_id {versions} AND customer_id {members} "
-        "RETURNING id"
+        "WHERE state = 'active' AND journey_version_id = ANY(%s::bigint[]) "
+        "AND customer_id = ANY(%s::bigint[]) RETURNING id"
     )
+    members = sorted(set(customer_ids))
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(
-                sql, [Enrollment.State.EXITED, at, reason, *version_params, *member_params]
-            )
+            cursor.execute(sql, [Enrollment.State.EXITED, now, reason, version_ids, members])
             ended = [row[0] for row in cursor.fetchall()]
         EnrollmentStep.objects.bulk_create(
             [

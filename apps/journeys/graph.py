@@ -29,8 +29,16 @@ Semantics the engine relies on:
 
 The canonical form (`canonical_journey`) is what is stored and exported: the
 typed fields in a fixed order and free-form objects (conditions, filters,
-traits) with sorted keys, so an export reads the same whichever database it
-came from, and importing it and exporting again gives the same bytes.
+traits) with sorted keys, so an export reads the same whatever order the file
+had (jsonb keeps none), and importing it and exporting again gives the same
+bytes.
+
+This module is one thing, the journey file's schema, and stays whole past
+~600 lines on purpose: the typed models, the checks that refuse a file
+(graph shape, references, data no file may hold) and the error messages that
+name a field, and the canonical form are each written against the others'
+details; what reads or runs a parsed definition (the engine, the builder,
+import and export, version migration) lives elsewhere.
 """
 
 import re

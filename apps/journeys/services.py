@@ -1,12 +1,12 @@
 """Writes to journey definitions: import, draft edits, publishing (with an
 optional move of in-flight customers), pause, resume and archive.
 
-The engine's own writes (enrollments and their steps) live in `engine.py`,
+The engine's own writes (enrollments and their steps) live in `engine/`,
 `enrollment.py` and `triggers.py`.
 
 Every definition that is stored has passed `graph.parse_journey` and is kept
-in its canonical form, so exporting it reads the same from any database and
-re-importing an export changes nothing. Refusals raise `JourneyError` with
+in its canonical form, so exporting it reads the same however the file was
+written and re-importing an export changes nothing. Refusals raise `JourneyError` with
 `(path, message)` pairs, like an invalid file, and write nothing.
 """
 
@@ -238,7 +238,7 @@ def _migrate(
         )
     )
     # Rows the engine claimed (or moved on) meanwhile kept their version: the
-    # UPDATE skipped them (on PostgreSQL after waiting for a claim to commit),
+    # UPDATE skipped them (after waiting for a claim to commit),
     # so this sees them.
     busy = active.count()
     if busy:

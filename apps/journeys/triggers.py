@@ -41,7 +41,7 @@ from apps.segments.conditions import TraitTimeBetween
 from apps.segments.hooks import on_membership_change
 from apps.segments.models import Segment, SegmentMembership
 
-from .engine import wake_waiting, zone_named
+from .engine import wake_waiting
 from .enrollment import (
     Definitions,
     enrollments_check_goals,
@@ -54,6 +54,7 @@ from .enrollment import (
 )
 from .graph import cron_fields
 from .models import Journey, TriggerFire
+from .times import zone_named
 
 logger = logging.getLogger(__name__)
 
@@ -273,13 +274,12 @@ def _fires_insert(
     """Insert fires (customer, key), skipping keys already fired; returns the
     customers (None for a schedule slot) of the rows this call inserted."""
     table = TriggerFire._meta.db_table
-    at = connection.ops.adapt_datetimefield_value(now)
     values = ", ".join(["(%s, %s, %s, %s, 0)"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (journey_id, customer_id, key, fired_at, enrolled) "  # noqa: S608
             f"VALUES {values} ON CONFLICT (journey_id, key) DO NOTHING RETURNING customer_id",
-            [p for customer, key in rows for p in (journey.pk, customer, key, at)],
+            [p for customer, key in rows for p in (journey.pk, customer, key, now)],
         )
         return [row[0] for row in cursor.fetchall()]
 

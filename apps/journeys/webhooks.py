@@ -39,7 +39,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -48,7 +48,7 @@ from . import webhook_hosts
 from .models import Enrollment, EnrollmentStep
 
 if TYPE_CHECKING:
-    from .engine import Run
+    from .engine.visit import Run
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,15 @@ class PendingCall:
     attempt: int  # this call's number, the first is 1
     delivery: str  # the step's key, sent as X-Tenure-Delivery
     body: bytes
+
+
+class CallsMaker(Protocol):
+    """What makes a chunk's pending calls once its transaction committed
+    (`engine.enrollments_advance`'s `make_calls`): records each outcome and
+    returns the enrollments that can go on now. `calls_make` uses the
+    network; the backtest answers every call without one."""
+
+    def __call__(self, pending: list[PendingCall], *, now: datetime) -> list[int]: ...
 
 
 @dataclass(frozen=True)

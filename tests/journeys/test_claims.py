@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from django.db import connection, transaction
 
-from apps.journeys import engine
 from apps.journeys.engine import engine_tick, enrollments_advance
+from apps.journeys.engine.tick import _claim, _outstanding, _outstanding_query
 from apps.journeys.enrollment import enrollments_start
 from apps.journeys.models import Enrollment, EnrollmentStep
 from apps.messaging.models import Message
@@ -130,9 +130,8 @@ def test_two_ticks_at_once_claim_disjoint_enrollments(due, settings):
     assert sorted(a + b) == ids
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_on_postgres_claim_disjoint_rows_and_advance_each_once(due, settings):
+def test_two_workers_claim_disjoint_rows_and_advance_each_once(due, settings):
     settings.ENGINE_CLAIM_BATCH = 5
     settings.ENGINE_MAX_PER_TICK = 10
     settings.ENGINE_CHUNK_SIZE = 5
@@ -162,7 +161,6 @@ def test_two_workers_on_postgres_claim_disjoint_rows_and_advance_each_once(due, 
     assert set(Enrollment.objects.values_list("current_node", flat=True)) == {"wait1"}
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_skips_rows_another_tick_has_locked_instead_of_waiting(due):
     ids = due(10)
@@ -172,7 +170,7 @@ def test_a_claim_skips_rows_another_tick_has_locked_instead_of_waiting(due):
 
     def slow_tick():
         with transaction.atomic():
-            first.extend(engine._claim(now=T0, limit=4, token="slow"))
+            first.extend(_claim(now=T0, limit=4, token="slow"))
             locked.set()
             release.wait(timeout=30)
 
@@ -181,7 +179,7 @@ def test_a_claim_skips_rows_another_tick_has_locked_instead_of_waiting(due):
     assert locked.wait(timeout=30)
     try:
         with transaction.atomic():
-            second = engine._claim(now=T0, limit=100, token="fast")
+            second = _claim(now=T0, limit=100, token="fast")
     finally:
         release.set()
         thread.join(timeout=30)
@@ -190,7 +188,6 @@ def test_a_claim_skips_rows_another_tick_has_locked_instead_of_waiting(due):
     assert sorted(first + second) == ids
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_advancing_the_same_chunk_at_once_send_each_message_once(due):
     ids = due(40)
@@ -202,20 +199,19 @@ def test_two_workers_advancing_the_same_chunk_at_once_send_each_message_once(due
     assert not Enrollment.objects.exclude(current_node="wait1").exists()
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db
 def test_the_outstanding_count_reads_the_claimed_enrollments_not_the_due_backlog(due):
     """The tick's count of claims still waiting for a worker can be answered
     from the claimed index alone (its predicate is implied by the query), so
     it costs what is claimed, not what is due."""
     due(300)
-    engine._claim(now=T0, limit=2, token="tick")
+    _claim(now=T0, limit=2, token="tick")
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {Enrollment._meta.db_table}")
-        query = engine._outstanding_query(now=T0)
+        query = _outstanding_query(now=T0)
         sql, params = query.query.sql_with_params()
         cursor.execute(f"EXPLAIN {sql}", params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
 
     assert "enrollment_claimed" in plan
-    assert engine._outstanding(now=T0) == 2
+    assert _outstanding(now=T0) == 2

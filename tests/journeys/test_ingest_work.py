@@ -222,7 +222,6 @@ def test_rows_published_to_a_broker_that_lost_its_data_are_republished_at_once(
         assert ingest_work_sweep(now=T0) == 0  # the broker kept it this time
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("other_run", "enrolled"), [("commit", 0), ("rollback", 1)])
 def test_a_run_waits_for_a_concurrent_claim_of_its_row_and_enrolls_only_if_that_failed(

@@ -1,51 +1,30 @@
-"""Backtests: what a journey would have done over the last N days.
+"""The replay: a virtual clock moving a scratch copy of a journey through
+the recorded history.
 
-`journey_simulate` replays the recorded history through the real engine on a
-virtual clock, inside a transaction that is rolled back, so nothing it does
-survives and nothing is sent:
-
-- A scratch copy of the journey (live version, or the draft) is made inside
-  the transaction, so the customers' real enrollments neither block nor mix
-  with the simulated ones (re-entry and "one active enrollment" are judged
-  among the simulated ones only).
-- The clock steps from moment to moment: each recorded event that matters
-  (the trigger's, a `wait_for_event`'s, the goal's), each time a simulated
-  enrollment is due (`next_run_at`), each check of the trigger's segment, each
-  date-trait fire and schedule slot. At each moment the triggers enroll as
-  they would have (`enrollments_start`, the engine's own insert with re-entry
-  and holdout), goals convert, waits for an event wake, and the due
-  enrollments advance through the engine's own chunks, whose sends go
-  through `message_send_many` and its policies with the virtual `now`.
-- Conditions (branches, goals, segments) are evaluated "as of" the virtual
-  time, so they see events up to then only; traits are as they are today.
-- Messages are written (the policies need them: frequency caps count them)
-  and then rolled back with everything else: the delivery publication waits
-  for a commit that never comes, so no provider is called. Webhook nodes are
-  not called: their step is recorded as a success without a request.
-
-The result is counted from the simulated rows before the rollback.
+The clock steps from moment to moment (a recorded event that matters, a
+simulated enrollment due, a segment check, a date-trait fire, a schedule
+slot); at each moment the replay does for the scratch journey what the
+triggers would have done, and advances its due enrollments through the
+engine's own `enrollments_advance`, whose webhook calls it answers without
+a request. Everything it writes is rolled back by `journey_simulate`.
 """
 
 import secrets
-import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Min, Q
 from django.db.models.fields.json import KeyTransform
 
 from apps.customers.models import Customer, Event
-from apps.messaging.models import Message
 from apps.segments.conditions import TraitTimeBetween, segment_queryset
 from apps.segments.models import Segment, SegmentMembership
 
-from . import engine, webhooks
-from .enrollment import (
+from .. import webhooks
+from ..engine import enrollments_advance
+from ..enrollment import (
     GOAL_STEP,
     SEGMENT_EXIT_STEP,
     enrollment_finish,
@@ -55,138 +34,13 @@ from .enrollment import (
     goal_reason,
     properties_match,
 )
-from .graph import JourneyDefinition, JourneyError, canonical_journey, parse_journey
-from .models import Enrollment, EnrollmentStep, Journey, JourneyVersion
-from .triggers import fire_moment, latest_slot, trait_date
+from ..graph import JourneyDefinition, canonical_journey
+from ..models import Enrollment, Journey, JourneyVersion
+from ..times import zone_named
+from ..triggers import fire_moment, latest_slot, trait_date
+from .report import SimulationError, SimulationResult
 
-MAX_DAYS = 366
-DEFAULT_SEGMENT_STEP = timedelta(hours=1)
 EVENT_PAGE = 5_000
-WOULD_SEND = (Message.Status.QUEUED, Message.Status.DEFERRED)
-
-
-class SimulationError(ValueError):
-    """A backtest that cannot run (no live version, an invalid draft, bad
-    arguments); the message says why."""
-
-
-@dataclass
-class SimulationResult:
-    journey: str
-    name: str
-    version: str  # "v3" or "draft"
-    days: int
-    start: datetime
-    end: datetime
-    entered: int = 0
-    customers: int = 0
-    held_out: int = 0
-    converted: int = 0
-    exited: int = 0
-    completed: int = 0
-    failed: int = 0
-    active: int = 0
-    messages: dict[str, int] = field(default_factory=dict)
-    deferred: dict[str, int] = field(default_factory=dict)
-    suppressed: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    webhooks_not_called: int = 0
-    notes: list[str] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "journey": self.journey,
-            "name": self.name,
-            "version": self.version,
-            "days": self.days,
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-            "entered": self.entered,
-            "customers": self.customers,
-            "held_out": self.held_out,
-            "converted": self.converted,
-            "exited": self.exited,
-            "completed": self.completed,
-            "failed": self.failed,
-            "active": self.active,
-            "messages": self.messages,
-            "deferred": self.deferred,
-            "suppressed": self.suppressed,
-            "skipped": self.skipped,
-            "errors": self.errors,
-            "nodes": self.nodes,
-            "webhooks_not_called": self.webhooks_not_called,
-            "notes": self.notes,
-            "elapsed_s": round(self.elapsed_s, 3),
-        }
-
-
-def journey_simulate(
-    journey: Journey,
-    *,
-    days: int,
-    now: datetime,
-    draft: bool = False,
-    segment_step: timedelta = DEFAULT_SEGMENT_STEP,
-    on_progress: Callable[[float], None] | None = None,
-) -> SimulationResult:
-    """Backtest `journey` (its live version, or its draft with `draft`) over
-    the `days` before `now`; see the module docstring. `on_progress(hours)`
-    is told how much virtual time went by since its last call. Raises
-    SimulationError when the backtest cannot run."""
-    if now.tzinfo is None:
-        raise SimulationError("now must be an aware datetime")
-    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_DAYS:
-        raise SimulationError(f"days: must be a whole number from 1 to {MAX_DAYS} (got {days!r})")
-    if segment_step < timedelta(minutes=1):
-        raise SimulationError("the segment check step must be at least a minute")
-    definition, label = _definition(journey, draft=draft)
-    started = time.monotonic()
-    result = SimulationResult(
-        journey=journey.slug,
-        name=definition.name,
-        version=label,
-        days=days,
-        start=now - timedelta(days=days),
-        end=now,
-    )
-    with transaction.atomic():
-        # Everything in this block is undone: an error rolls it back, and so
-        # does the end (set_rollback cannot come first: a transaction marked
-        # for rollback refuses every further query).
-        replay = _Replay(journey, definition, result, segment_step, on_progress)
-        replay.run()
-        replay.count()
-        transaction.set_rollback(True)
-    static = replay.segment is not None and replay.segment.kind == Segment.Kind.STATIC
-    result.notes = _notes(definition, segment_step, result, static_segment=static)
-    result.elapsed_s = time.monotonic() - started
-    return result
-
-
-def _definition(journey: Journey, *, draft: bool) -> tuple[JourneyDefinition, str]:
-    if draft:
-        if not journey.draft:
-            raise SimulationError(f"journey {journey.slug!r} has no draft")
-        try:
-            return parse_journey(journey.draft), "draft"
-        except JourneyError as exc:
-            raise SimulationError(f"the draft of {journey.slug!r} is not valid: {exc}") from None
-    if journey.live_version_id is None:
-        raise SimulationError(
-            f"journey {journey.slug!r} has never been published; backtest its draft (--draft)"
-        )
-    version = journey.live_version
-    try:
-        return parse_journey(version.definition, check_refs=False), f"v{version.number}"
-    except JourneyError as exc:  # stored by an older Tenure, say
-        raise SimulationError(f"version {version.number} does not parse: {exc}") from None
-
-
-# --- the replay -----------------------------------------------------------------------
 
 
 def _event_names(condition: Any) -> set[str]:
@@ -205,7 +59,9 @@ def _event_names(condition: Any) -> set[str]:
     return found
 
 
-class _Replay:
+class Replay:
+    """One backtest's clock and its scratch journey (see the module docstring)."""
+
     def __init__(
         self,
         journey: Journey,
@@ -298,7 +154,7 @@ class _Replay:
         )
         fires = []
         for pk, zone_name, value in candidates.iterator(chunk_size=2_000):
-            zone, _ = engine.zone_named(zone_name)
+            zone, _ = zone_named(zone_name)
             target = trait_date(value, zone)
             if target is None:
                 continue
@@ -534,140 +390,18 @@ class _Replay:
             done.update(due)
 
     def _advance(self, ids: list[int], *, now: datetime) -> None:
-        """`engine.enrollments_advance` without the network: a webhook node's
-        call is recorded as made and answered, but never made."""
-        result = engine.AdvanceResult()
-        pending = engine._advance_chunk(ids, now=now, result=result)
-        for _ in range(engine.WEBHOOK_ROUNDS):
-            if not pending:
-                break
-            ready = []
-            for call in pending:
-                self.result.webhooks_not_called += 1
-                outcome = webhooks.Outcome(ok=True, permanent=False, status=None, error="", ms=0)
-                if webhooks.outcome_record(call, outcome, now=now):
-                    ready.append(call.enrollment_id)
-            pending = engine._advance_chunk(ready, now=now, result=result) if ready else []
+        """The engine's own advance, its webhook calls answered without a
+        request (`_calls_answered`)."""
+        enrollments_advance(ids, now=now, make_calls=self._calls_answered)
 
-    # -- counting -------------------------------------------------------------
-
-    def count(self) -> None:
-        """Fill the result from the simulated rows (before they are rolled back)."""
-        result = self.result
-        enrollments = Enrollment.objects.filter(journey=self.scratch)
-        result.entered = enrollments.count()
-        result.customers = enrollments.values("customer_id").distinct().count()
-        result.held_out = enrollments.filter(is_holdout=True).count()
-        states = dict(
-            enrollments.order_by()
-            .values_list("state")
-            .annotate(n=Count("pk"))
-            .values_list("state", "n")
-        )
-        result.converted = states.get(Enrollment.State.CONVERTED, 0)
-        result.exited = states.get(Enrollment.State.EXITED, 0)
-        result.completed = states.get(Enrollment.State.COMPLETED, 0)
-        result.failed = states.get(Enrollment.State.FAILED, 0)
-        result.active = states.get(Enrollment.State.ACTIVE, 0)
-        errors = Counter(
-            enrollments.filter(state=Enrollment.State.FAILED).values_list("exit_reason", flat=True)
-        )
-        result.errors = dict(errors.most_common())
-
-        messages = Message.objects.filter(enrollment_id__in=enrollments.values("pk"))
-        sent: Counter[str] = Counter()
-        by_reason: dict[str, Counter[str]] = defaultdict(Counter)
-        rows = (
-            messages.order_by().values_list("channel", "status", "reason").annotate(n=Count("pk"))
-        )
-        for channel, status, reason, n in rows:
-            if status in WOULD_SEND:
-                sent[channel] += n
-            if status == Message.Status.DEFERRED:
-                by_reason["deferred"][reason or "deferred"] += n
-            elif status == Message.Status.SUPPRESSED:
-                kind = "skipped" if reason.startswith("skipped") else "suppressed"
-                by_reason[kind][reason or kind] += n
-        result.messages = {channel: sent.get(channel, 0) for channel in ("email", "sms")}
-        result.deferred = dict(by_reason["deferred"].most_common())
-        result.suppressed = dict(by_reason["suppressed"].most_common())
-        result.skipped = dict(by_reason["skipped"].most_common())
-
-        steps = EnrollmentStep.objects.filter(enrollment__journey=self.scratch)
-        entered: Counter[str] = Counter()
-        completed: Counter[str] = Counter()
-        outcomes: dict[str, Counter[str]] = defaultdict(Counter)
-        rows = (
-            steps.order_by()
-            .values_list("node_id", "outcome")
-            .annotate(n=Count("pk"), done=Count("finished_at"))
-        )
-        for node_id, outcome, n, done in rows:
-            entered[node_id] += n
-            completed[node_id] += done
-            outcomes[node_id][outcome] += n
-        for node in self.definition.nodes:
-            result.nodes[node.id] = {
-                "type": node.type,
-                "entered": entered.get(node.id, 0),
-                "completed": completed.get(node.id, 0),
-                "outcomes": dict(outcomes[node.id].most_common()),
-            }
-
-
-def _notes(
-    definition: JourneyDefinition,
-    segment_step: timedelta,
-    result: SimulationResult,
-    *,
-    static_segment: bool = False,
-) -> list[str]:
-    trigger = definition.trigger
-    notes = [
-        "Traits are taken as they are today: branches, goals and segments that test a trait "
-        "(plan, status, renewal_at, ...) see today's value at every moment of the replay.",
-        "Events are seen only up to the virtual time: conditions, goals and waits for an event "
-        "are evaluated as of each moment.",
-        "Nothing was sent: the replay ran in a transaction that was rolled back, so no delivery "
-        "was published and no provider was called.",
-        "Consent, suppressions and templates are as they are today; frequency caps count the "
-        "messages really sent (including later ones) as well as the simulated ones.",
-    ]
-    if trigger.type == "event":
-        notes.append(
-            f"Every recorded {trigger.event!r} event in the window enrolls, including imported "
-            "ones (live, only events from the API start journeys)."
-        )
-    elif trigger.type in ("segment_entered", "segment_exited"):
-        how = (
-            "replayed from its recorded uploads"
-            if static_segment
-            else "(its definition today) re-evaluated"
-        )
-        every = engine.span(segment_step)
-        notes.append(
-            f"The segment {trigger.segment!r}, {how}, was checked every {every}; customers "
-            "already in it when the window opened did not enter."
-        )
-    elif trigger.type == "date_trait":
-        notes.append(
-            f"Date-trait fires come from today's {trigger.trait!r}: customers whose moment "
-            f"({trigger.offset_days:+d} days at {trigger.at}, their zone) fell in the window."
-        )
-    elif trigger.type == "schedule":
-        notes.append(f"Each cron slot enrolled the members {trigger.segment!r} had then.")
-    if definition.holdout_percent:
-        notes.append(
-            f"{definition.holdout_percent}% holdout: held-out customers travel the graph but "
-            "receive nothing; who is held out is drawn afresh for the backtest."
-        )
-    if result.webhooks_not_called:
-        notes.append(
-            f"{result.webhooks_not_called} webhook call(s) were not made; each was counted as "
-            "answered with success."
-        )
-    if result.active:
-        notes.append(
-            f"{result.active} enrollment(s) were still in the journey when the window closed."
-        )
-    return notes
+    def _calls_answered(self, pending: list[webhooks.PendingCall], *, now: datetime) -> list[int]:
+        """A chunk's webhook calls recorded as made and answered with success,
+        but never made (`webhooks.CallsMaker`); returns the enrollments that
+        go on."""
+        ready = []
+        for call in pending:
+            self.result.webhooks_not_called += 1
+            outcome = webhooks.Outcome(ok=True, permanent=False, status=None, error="", ms=0)
+            if webhooks.outcome_record(call, outcome, now=now):
+                ready.append(call.enrollment_id)
+        return ready
