@@ -39,7 +39,9 @@ from django.db.models import Q
 
 from apps.customers.models import Customer, Event, EventStat
 
-from .conditions import (
+from .conditions.parsing import parse
+from .conditions.traits_sql import trait_time_index_name, trait_time_sql
+from .conditions.tree import (
     NPS_EVENT,
     All,
     AnyOf,
@@ -52,12 +54,8 @@ from .conditions import (
     SegmentRef,
     TraitCompare,
     TraitDate,
-    TraitTimeBetween,
-    _segment_refs,
-    parse,
-    pg_trait_time_sql,
-    trait_time_index_name,
 )
+from .conditions.validation import segment_refs
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +175,7 @@ def definition_digest(definition: Any, lookup: Callable[[str], Any]) -> str:
 
 def _referenced(definition: Any) -> Iterable[str]:
     """The slugs of the segments a (valid) definition names."""
-    return (ref.segment for ref, _ in _segment_refs(parse(definition), ""))
+    return (ref.segment for ref, _ in segment_refs(parse(definition), ""))
 
 
 # --- the candidate set --------------------------------------------------------------
@@ -202,11 +200,7 @@ def candidates_sql(
             parts.append(stats.query.sql_with_params())
         for trait, offsets in _by_name(edges.trait_times).items():
             parts.append(_trait_crossed(trait, offsets, since, until))
-    # Each part wrapped: SQLite allows no parentheses around a UNION's members.
-    sql = " UNION ".join(
-        f"SELECT * FROM ({part}) AS part{i}"  # noqa: S608 - SQL compiled by Django
-        for i, (part, _) in enumerate(parts)
-    )
+    sql = " UNION ".join(f"({part})" for part, _ in parts)
     return sql, [p for _, params in parts for p in params]
 
 
@@ -231,30 +225,25 @@ def _trait_crossed(
 ) -> tuple[str, list]:
     """Customers whose date trait lies in [since + offset, until + offset] for
     some offset (closed: a superset of those whose comparison flipped, strict
-    or not). PostgreSQL reads the trait's expression index (see
-    `ensure_trait_time_index`); SQLite tests every customer's trait."""
-    if connection.vendor == "postgresql":
-        expression = pg_trait_time_sql(trait)
-        ranges = " OR ".join([f"{expression} BETWEEN %s AND %s"] * len(offsets))
-        params = [bound for offset in offsets for bound in (since + offset, until + offset)]
-        return f"SELECT id FROM {Customer._meta.db_table} WHERE {ranges}", params  # noqa: S608
-    q = Q()
-    for offset in offsets:
-        q |= Q(TraitTimeBetween(trait, since + offset, until + offset, strict=False))
-    return Customer.objects.filter(q).values("id").query.sql_with_params()
+    or not), read from the trait's expression index (see
+    `ensure_trait_time_index`)."""
+    expression = trait_time_sql(trait)
+    ranges = " OR ".join([f"{expression} BETWEEN %s AND %s"] * len(offsets))
+    params = [bound for offset in offsets for bound in (since + offset, until + offset)]
+    return f"SELECT id FROM {Customer._meta.db_table} WHERE {ranges}", params  # noqa: S608
 
 
-# --- PostgreSQL: an expression index per date trait ----------------------------------
+# --- an expression index per date trait ----------------------------------------------
 
 
 def ensure_trait_time_index(trait: str) -> None:
     """Create the expression index of a date trait when it is missing (or left
     invalid by a build that failed), concurrently, so ingest is not blocked.
-    PostgreSQL only, and only outside a transaction (CREATE INDEX
-    CONCURRENTLY cannot run in one): inside one, it is left for the next
-    refresh that runs outside. Without the index the refresh is as exact, the
-    candidate search just reads every customer."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    Only outside a transaction (CREATE INDEX CONCURRENTLY cannot run in one):
+    inside one, it is left for the next refresh that runs outside. Without the
+    index the refresh is as exact, the candidate search just reads every
+    customer."""
+    if connection.in_atomic_block:
         return
     name = trait_time_index_name(trait)
     table = Customer._meta.db_table
@@ -273,7 +262,7 @@ def ensure_trait_time_index(trait: str) -> None:
             logger.info("creating the time index of trait %r (%s)", trait, name)
             cursor.execute(
                 f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} "
-                f"ON {table} (({pg_trait_time_sql(trait)}))"
+                f"ON {table} (({trait_time_sql(trait)}))"
             )
     except DatabaseError:
         # Another process building it at the same moment, most likely: the

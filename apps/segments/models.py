@@ -1,4 +1,4 @@
-from django.db import connection, models
+from django.db import models
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
@@ -23,7 +23,7 @@ class Segment(models.Model):
     last_error = models.TextField(blank=True, help_text="Why the last refresh failed, if it did.")
     # The refresh lease: a refresh runs only while it holds the lease, claimed
     # by compare-and-set on this row (services.segment_refresh), so refreshes of
-    # one segment never overlap, across processes and on both databases.
+    # one segment never overlap, across processes.
     refresh_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     refresh_lease_token = models.CharField(max_length=32, blank=True, editable=False)
     # What the open memberships of a dynamic segment reflect, so the next
@@ -111,16 +111,13 @@ class SegmentMembership(models.Model):
     @staticmethod
     def of_customer(customer_id: int) -> Q:
         """This customer's memberships, open or closed, written so that each
-        kind is read from its index: on PostgreSQL the open ones by
-        `segment_id = ANY(ARRAY(every segment's id))`, which the one-open
-        index (it leads with the segment) takes as a condition, one probe per
-        segment (`IN (SELECT …)` would be tested row by row instead)."""
+        kind is read from its index: the open ones by `segment_id =
+        ANY(ARRAY(every segment's id))`, which the one-open index (it leads
+        with the segment) takes as a condition, one probe per segment (`IN
+        (SELECT …)` would be tested row by row instead)."""
         table = Segment._meta.db_table
         column = f'"{SegmentMembership._meta.db_table}"."segment_id"'
-        if connection.vendor == "postgresql":
-            sql = f'{column} = ANY(ARRAY(SELECT "id" FROM "{table}"))'  # noqa: S608
-        else:
-            sql = f'{column} IN (SELECT "id" FROM "{table}")'  # noqa: S608
+        sql = f'{column} = ANY(ARRAY(SELECT "id" FROM "{table}"))'  # noqa: S608
         any_segment = RawSQL(sql, [], output_field=BooleanField())  # noqa: S611 - our SQL
         return Q(customer_id=customer_id) & (
             Q(exited_at__isnull=False) | (Q(exited_at__isnull=True) & Q(any_segment))

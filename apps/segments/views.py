@@ -39,12 +39,7 @@ UNKNOWN_IDS_SHOWN = 1_000
 
 @contextmanager
 def _statement_timeout(ms: int):
-    """Cancel any statement in the block that runs longer than `ms`. PostgreSQL
-    only: SQLite has no such setting (and a transaction there would take the
-    write lock, as IMMEDIATE is the project's mode)."""
-    if connection.vendor != "postgresql":
-        yield
-        return
+    """Cancel any statement in the block that runs longer than `ms`."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(ms)])

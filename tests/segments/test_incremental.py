@@ -12,10 +12,14 @@ from django.db import connection
 from apps.customers.models import Customer
 from apps.customers.schemas import IdentifyIn, TrackIn
 from apps.customers.services import ingest
-from apps.segments import services
 from apps.segments.conditions import segment_queryset
 from apps.segments.models import Segment, SegmentMembership
-from apps.segments.services import segment_refresh, segment_static_upload, segments_refresh_all
+from apps.segments.services import (
+    refresh,
+    segment_refresh,
+    segment_static_upload,
+    segments_refresh_all,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -140,7 +144,7 @@ def test_too_many_changed_customers_make_the_refresh_full(identify, make_segment
     identify("u-a", at=T0, plan="pro")
     segment = make_segment("pro", PRO)
     segment_refresh(segment, now=T0)
-    monkeypatch.setattr(services, "INCREMENTAL_MAX_CHANGED", 1)
+    monkeypatch.setattr(refresh, "INCREMENTAL_MAX_CHANGED", 1)
     b = identify("u-b", at=T0 + MINUTE, plan="pro")
     c = identify("u-c", at=T0 + MINUTE, plan="pro")
 
@@ -155,11 +159,7 @@ def test_without_the_stamping_triggers_refreshes_are_full(identify, make_segment
     segment = make_segment("pro", PRO)
     segment_refresh(segment, now=T0)
     with connection.cursor() as cursor:
-        # As a migration that rebuilds the table on SQLite would leave it.
-        if connection.vendor == "postgresql":
-            cursor.execute("DROP TRIGGER customer_touch_traits ON customers_customer")
-        else:
-            cursor.execute("DROP TRIGGER customer_touch_traits")
+        cursor.execute("DROP TRIGGER customer_touch_traits ON customers_customer")
     Customer.objects.filter(external_id="u-a").update(traits={"plan": "free"})
 
     result = segment_refresh(segment, now=T0 + MINUTE)
@@ -235,12 +235,9 @@ def test_only_the_changed_customers_are_evaluated(identify, make_segment):
     result = segment_refresh(segment, now=T0 + 2 * MINUTE)
 
     assert result.entered_ids == [changed]
-    if connection.vendor == "sqlite":
-        assert result.candidates == 1
-    else:
-        # Any transaction still running elsewhere on the server holds the
-        # snapshot's xmin back, which can only widen the set.
-        assert 1 <= result.candidates <= 5
+    # Any transaction still running elsewhere on the server holds the
+    # snapshot's xmin back, which can only widen the set.
+    assert 1 <= result.candidates <= 5
 
 
 def test_new_events_move_the_customer_they_belong_to(identify, track, make_segment):
@@ -488,14 +485,14 @@ def test_incremental_refreshes_agree_with_a_recomputation_over_a_random_history(
     assert modes.count("full") == len(segments)  # the first refresh of each only
 
 
-# --- PostgreSQL: the date traits' expression indexes ----------------------------------------
+# --- the date traits' expression indexes ---------------------------------------------------
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_date_trait_gets_an_expression_index_that_finds_its_crossers(identify, make_segment):
     from apps.segments.conditions import parse
-    from apps.segments.incremental import candidates_sql, time_edges, trait_time_index_name
+    from apps.segments.conditions.traits_sql import trait_time_index_name
+    from apps.segments.incremental import candidates_sql, time_edges
 
     identify("u-a", at=T0, renewal_at=(T0 + 3 * DAY).isoformat())
     segment = make_segment("renewal-due", RENEWAL_DUE)
@@ -515,7 +512,6 @@ def test_a_date_trait_gets_an_expression_index_that_finds_its_crossers(identify,
     assert name in plan
 
 
-@pytest.mark.postgres
 def test_the_indexed_time_function_reads_traits_as_the_conditions_do():
     values = [
         "2026-11-02", "2026-11-02T09:30", "2026-11-02 09:30:15.5", "2026-11-02T09:30:00Z",
@@ -553,7 +549,6 @@ def test_refresh_segments_full_evaluates_everyone_and_says_why(identify, make_se
     assert second.endswith(" evaluated)") and "full" not in second
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("op", ["within_next", "within_last", "before_days_ago", "after_days_ago"])
 def test_a_segment_read_through_the_time_index_has_the_same_members(identify, op):

@@ -19,6 +19,7 @@ from apps.segments.selectors import (
 )
 from apps.segments.services import (
     REFRESH_LEASE,
+    refresh,
     segment_refresh,
     segment_static_upload,
     segments_refresh_all,
@@ -246,14 +247,14 @@ def test_an_unexpected_error_is_recorded_then_cleared_by_the_next_good_refresh(
 ):
     identify("u-a", at=T0, plan="pro")
     segment = make_segment("pro", PRO)
-    real = services.segment_queryset
+    real = refresh.segment_queryset
 
     def broken(definition, *, now):
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(services, "segment_queryset", broken)
+    monkeypatch.setattr(refresh, "segment_queryset", broken)
     failed = segment_refresh(segment, now=T0)
-    monkeypatch.setattr(services, "segment_queryset", real)
+    monkeypatch.setattr(refresh, "segment_queryset", real)
     recovered = segment_refresh(segment, now=T0 + HOUR)
 
     assert failed.error == "RuntimeError: the database went away"
@@ -265,14 +266,14 @@ def test_an_unexpected_error_is_recorded_then_cleared_by_the_next_good_refresh(
 def test_a_refresh_whose_lease_was_taken_over_keeps_nothing(identify, make_segment, monkeypatch):
     identify("u-a", at=T0, plan="pro")
     segment = make_segment("pro", PRO)
-    real = services._apply_member_set
+    real = refresh.apply_member_set
 
     def then_taken_over(*args, **kwargs):
         written = real(*args, **kwargs)
         Segment.objects.filter(pk=segment.pk).update(refresh_lease_token="another-refresh")
         return written
 
-    monkeypatch.setattr(services, "_apply_member_set", then_taken_over)
+    monkeypatch.setattr(refresh, "apply_member_set", then_taken_over)
     result = segment_refresh(segment, now=T0)
 
     assert result.error.startswith("LeaseLost")
@@ -314,9 +315,9 @@ def test_an_expired_lease_is_taken_over_and_released_after(identify, make_segmen
 def test_of_two_claims_on_a_free_lease_only_the_first_wins(make_segment):
     segment = make_segment("pro", PRO)
 
-    first = services._lease_claim(segment.pk, now=T0)
-    second = services._lease_claim(segment.pk, now=T0 + REFRESH_LEASE - timedelta(seconds=1))
-    after_expiry = services._lease_claim(segment.pk, now=T0 + REFRESH_LEASE)
+    first = refresh._lease_claim(segment.pk, now=T0)
+    second = refresh._lease_claim(segment.pk, now=T0 + REFRESH_LEASE - timedelta(seconds=1))
+    after_expiry = refresh._lease_claim(segment.pk, now=T0 + REFRESH_LEASE)
 
     assert first and second is None and after_expiry not in (None, first)
     segment.refresh_from_db()
@@ -324,20 +325,19 @@ def test_of_two_claims_on_a_free_lease_only_the_first_wins(make_segment):
     assert segment.refresh_lease_token == after_expiry
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_refresh_started_while_another_runs_skips(identify, make_segment, monkeypatch):
     a = identify("u-a", at=T0, plan="pro")
     segment = make_segment("pro", PRO)
     inside, release = threading.Event(), threading.Event()
-    real = services.segment_queryset
+    real = refresh.segment_queryset
 
     def slow(definition, *, now):
         inside.set()
         assert release.wait(10)
         return real(definition, now=now)
 
-    monkeypatch.setattr(services, "segment_queryset", slow)
+    monkeypatch.setattr(refresh, "segment_queryset", slow)
     results = {}
 
     def first() -> None:
@@ -362,7 +362,6 @@ def test_a_refresh_started_while_another_runs_skips(identify, make_segment, monk
     assert segment_refresh(segment, now=T0 + HOUR).ok
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_of_many_concurrent_claims_from_separate_connections_exactly_one_wins(make_segment):
     segment = make_segment("pro", PRO)
@@ -372,7 +371,7 @@ def test_of_many_concurrent_claims_from_separate_connections_exactly_one_wins(ma
     def claim() -> None:
         try:
             barrier.wait(10)
-            tokens.append(services._lease_claim(segment.pk, now=T0))
+            tokens.append(refresh._lease_claim(segment.pk, now=T0))
         finally:
             connections.close_all()
 

@@ -24,16 +24,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   END
 $$;
 """
-
-
-def create_function(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(PG_FUNCTION)
-
-
-def drop_function(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("DROP FUNCTION IF EXISTS tenure_iso_utc(text) CASCADE")
+DROP_FUNCTION = "DROP FUNCTION IF EXISTS tenure_iso_utc(text) CASCADE"
 
 
 class Migration(migrations.Migration):
@@ -74,5 +65,5 @@ class Migration(migrations.Migration):
             name='segment',
             field=models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='segments.segment'),
         ),
-        migrations.RunPython(create_function, drop_function),
+        migrations.RunSQL([PG_FUNCTION], [DROP_FUNCTION]),
     ]

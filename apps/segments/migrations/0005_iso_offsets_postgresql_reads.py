@@ -9,11 +9,6 @@ PG_FUNCTION = importlib.import_module(
 ).PG_FUNCTION
 
 
-def replace(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(PG_FUNCTION)
-
-
 class Migration(migrations.Migration):
     """tenure_iso_utc again, with offsets past ±15:59 NULL instead of an error.
     The function is IMMUTABLE and indexed: replacing it keeps every index entry
@@ -24,4 +19,4 @@ class Migration(migrations.Migration):
         ("segments", "0004_membership_customer_index_closed_only"),
         ("core", "0003_iso_offsets_postgresql_reads"),
     ]
-    operations = [migrations.RunPython(replace, migrations.RunPython.noop)]
+    operations = [migrations.RunSQL([PG_FUNCTION], migrations.RunSQL.noop)]
