@@ -424,14 +424,14 @@ def explain_diff(refresh_s: float, query_s: float) -> str:
     service's private SQL, so it reports rather than fails when that changes."""
     from django.db import connection, transaction
 
-    from apps.segments import services
     from apps.segments.conditions import segment_queryset
     from apps.segments.models import Segment
+    from apps.segments.services import memberships
 
     try:
         query = segment_queryset(EVERYONE, now=NOW).order_by().values("id")
         sql, params = query.query.sql_with_params()
-        table = services._PG_MEMBERS_TABLE
+        table = memberships._MEMBERS_TABLE
         with transaction.atomic(), connection.cursor() as cursor:
             other = Segment.objects.create(
                 slug=f"{EVERYONE_SLUG}-2", name="Bench: everyone again", definition=EVERYONE
@@ -439,7 +439,7 @@ def explain_diff(refresh_s: float, query_s: float) -> str:
             started = time.perf_counter()
             cursor.execute(f"CREATE TEMPORARY TABLE {table} ON COMMIT DROP AS {sql}", params)
             members_s = time.perf_counter() - started
-            statement = services._PG_INSERT_ALL.format(table=MEMBERSHIP, members_table=table)
+            statement = memberships._INSERT_ALL.format(table=MEMBERSHIP, members_table=table)
             cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", [other.pk, NOW])
             plan = cursor.fetchone()[0]
             # Foreign keys, if any, are checked at commit (deferred): run those checks now.
@@ -481,9 +481,9 @@ def explain(slug: str) -> str:
     nodes where most of it is spent."""
     from django.db import DatabaseError, connection, transaction
 
-    from apps.segments import services
     from apps.segments.conditions import segment_queryset
     from apps.segments.models import Segment
+    from apps.segments.services import refresh
 
     segment = Segment.objects.get(slug=slug)
     query = segment_queryset(segment.definition, now=NOW).order_by().values("id")
@@ -491,7 +491,7 @@ def explain(slug: str) -> str:
     try:
         # With the refresh's own settings (work_mem, no JIT): the same plan.
         with transaction.atomic(), connection.cursor() as cursor:
-            services._give_refresh_memory()
+            refresh._give_refresh_memory()
             cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
             plan = cursor.fetchone()[0]
     except DatabaseError as exc:
