@@ -115,7 +115,9 @@ def health_report(
     report: dict = {}
     for part, error in errors.items():
         report[part] = {"status": "ok"} if error is None else {"status": "error", "error": error}
-    report["database"]["vendor"] = connection.vendor
+    # PostgreSQL either way: the embedded server under the data folder, or the
+    # one DATABASE_URL names.
+    report["database"]["server"] = "embedded" if settings.DATABASE_EMBEDDED else "configured"
     report["worker"] = worker_report(now=now, cache_error=errors["cache"])
     down = [part for part, error in errors.items() if error]
     # Unknown (the cache is down, and reported as such) is not a worker down.
