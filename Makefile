@@ -14,7 +14,7 @@ TEST_DATABASE_URL ?=
 LOCAL_POSTGRES ?= 127.0.0.1:5432
 TEST_REDIS_URL ?= redis://127.0.0.1:6379
 TEST_ENV = CELERY_BROKER_URL=$(TEST_REDIS_URL)/15 CACHE_URL=$(TEST_REDIS_URL)/14 \
-	TENURE_DATA_DIR=$(CURDIR)/data/test-postgres TEST_DATABASE_URL=$(TEST_DATABASE_URL)
+	TENURE_DATA_DIR=$(CURDIR)/data/test-postgres TEST_DATABASE_URL='$(TEST_DATABASE_URL)'
 # $(call with_test_database,COMMAND): COMMAND with DATABASE_URL set to the tests'
 # database; the embedded server (if that is the one) stopped after, pass or fail.
 with_test_database = db=$$($(TEST_ENV) $(PY) -m config.embedded_postgres test-url \
