@@ -22,18 +22,17 @@ runs as the system user `tenure-postgres`, created on first use, which owns
 the data directory; the folders above it get o+x (traverse, not read) so it
 can reach it.
 
-This module is the ground floor: it imports no app and not Django.
+This module is the ground floor: it imports no app and not Django. It is
+POSIX-only (fcntl, pwd), imported lazily, so that settings load anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import os
-import pwd
 import signal
 import socket
 import stat
@@ -42,7 +41,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
+
+if TYPE_CHECKING:
+    import pwd
 
 DATABASE = "tenure"
 # The superuser role initdb makes; local connections are trusted (the socket
@@ -183,6 +186,8 @@ def _locked(data_root: Path):
     """An exclusive lock on `postgres.lock` in the data folder, held while a
     process checks and starts the server."""
 
+    import fcntl
+
     @contextlib.contextmanager
     def hold():
         with (data_root / "postgres.lock").open("a") as lock:
@@ -197,6 +202,8 @@ def _locked(data_root: Path):
 
 def _server_user() -> pwd.struct_passwd | None:
     """The system user to run the server as: None (ourselves) unless root."""
+    import pwd
+
     if os.geteuid() != 0:
         return None
     try:
