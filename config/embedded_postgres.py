@@ -154,6 +154,8 @@ def ensure_running(data_root: Path, *, durable: bool = True) -> str:
     with _locked(data_root):
         if not is_running(data_root):
             user = _server_user()
+            if user is not None:
+                _reachable(bin_dir())  # pip installs the files themselves readable by all
             _initdb(data_root, user)
             _start(data_root, user, durable=durable)
         _create_database(data_root)
@@ -263,8 +265,6 @@ def _initdb(data_root: Path, user: pwd.struct_passwd | None) -> None:
         return
     pgdata.mkdir(mode=0o700, exist_ok=True)
     _give_to(pgdata, user)
-    if user is not None:
-        _reachable(bin_dir())  # pip installs the files themselves readable by all
     # UTF-8 and the C collation: byte order, as fast as it gets and the same
     # on every machine (the wheel has no ICU).
     _run(
