@@ -5,16 +5,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Tests run against real PostgreSQL and Redis (started below when local and down).
-TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tenure
+# Tests run against real PostgreSQL and Redis (Redis started below when local
+# and down). The database: TEST_DATABASE_URL when set; else a server on
+# LOCAL_POSTGRES when one answers; else the embedded PostgreSQL of
+# data/test-postgres (no install needed), started for the run and stopped after.
+# `python -m config.embedded_postgres test-url` makes that choice.
+TEST_DATABASE_URL ?=
+LOCAL_POSTGRES ?= 127.0.0.1:5432
 TEST_REDIS_URL ?= redis://127.0.0.1:6379
-PG_ENV = DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL)/15 \
-	CACHE_URL=$(TEST_REDIS_URL)/14 TENURE_DATA_DIR=$(CURDIR)/data/test-postgres
-SQLITE_ENV = DATABASE_URL= CELERY_BROKER_URL=filesystem:// CACHE_URL= \
-	TENURE_DATA_DIR=$(CURDIR)/data/test-sqlite
+TEST_ENV = CELERY_BROKER_URL=$(TEST_REDIS_URL)/15 CACHE_URL=$(TEST_REDIS_URL)/14 \
+	TENURE_DATA_DIR=$(CURDIR)/data/test-postgres TEST_DATABASE_URL='$(TEST_DATABASE_URL)'
+# $(call with_test_database,COMMAND): COMMAND with DATABASE_URL set to the tests'
+# database; the embedded server (if that is the one) stopped after, pass or fail.
+with_test_database = db=$$($(TEST_ENV) $(PY) -m config.embedded_postgres test-url \
+		--local $(LOCAL_POSTGRES)) || exit 1; \
+	echo "Tests on $$db"; \
+	$(TEST_ENV) DATABASE_URL=$$db $(1); status=$$?; \
+	$(TEST_ENV) $(PY) -m config.embedded_postgres stop 2>/dev/null; exit $$status
 
-.PHONY: install frontend run test test-postgres test-sqlite fuzz chaos screenshots lint format bench \
-	services clean
+.PHONY: install frontend run test fuzz chaos screenshots lint format bench services clean
 
 install: $(STAMP)
 
@@ -44,9 +53,12 @@ $(FRONTEND_MANIFEST): $(FRONTEND)/node_modules/.package-lock.json $(FRONTEND_SOU
 	cd $(FRONTEND) && npm run build
 	touch $@
 
+# With DATABASE_URL unset, the first manage.py step starts the embedded
+# PostgreSQL under data/postgres (the first time: initdb); run_local points
+# web, worker and beat at it over its Unix socket and stops it on Ctrl-C.
 # The system checks' warnings (settings fit for this machine only: tenure.W001,
-# tenure.W002, SQLite's models.W040) print once, from migrate; the other set-up
-# steps skip the checks, and run_local runs with DEBUG=1, which silences them.
+# tenure.W002) print once, from migrate; the other set-up steps skip the
+# checks, and run_local runs with DEBUG=1, which silences them.
 run: install frontend
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_local_admin --skip-checks
@@ -59,21 +71,15 @@ run: install frontend
 	@echo "Starting web (http://127.0.0.1:8000), Celery worker and Celery beat. Ctrl-C stops them all."
 	@DEBUG=1 $(PY) manage.py run_local
 
+# Redis, which the tests (and production) use; PostgreSQL needs no service
+# (the embedded one stands in when no server answers).
 services:
-	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
-		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
 		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 
-# Every test on PostgreSQL + Redis, then again on SQLite + the filesystem broker
-# (the embedded default), less the few that need PostgreSQL's row locks.
-test: install frontend services test-postgres test-sqlite
-
-test-postgres: install
-	$(PG_ENV) $(PY) -m pytest $(PYTEST_ARGS)
-
-test-sqlite: install
-	$(SQLITE_ENV) $(PY) -m pytest -m "not postgres" $(PYTEST_ARGS)
+# Every test, once, on PostgreSQL + Redis.
+test: install frontend services
+	@$(call with_test_database,$(PY) -m pytest $(PYTEST_ARGS))
 
 # The attack inputs at scale (tests/attack): schemathesis against the OpenAPI
 # document with every check, and the hypothesis properties of the public pages,
@@ -82,7 +88,8 @@ test-sqlite: install
 # each run; failing ones are kept in data/hypothesis and tried first next time.
 FUZZ_EXAMPLES ?= 1000
 fuzz: install services
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PG_ENV) $(PY) -m pytest tests/attack $(PYTEST_ARGS)
+	@$(call with_test_database,FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/attack \
+		$(PYTEST_ARGS))
 
 # Fault injection at scale (tests/chaos): each scenario (worker kill -9, broker
 # kill and restart, provider 429/5xx storm, provider slower than the timeout)
@@ -91,13 +98,13 @@ fuzz: install services
 CHAOS_MESSAGES ?= 2000
 CHAOS_REPEAT ?= 10
 chaos: install services
-	CHAOS_MESSAGES=$(CHAOS_MESSAGES) CHAOS_REPEAT=$(CHAOS_REPEAT) $(PG_ENV) \
-		$(PY) -m pytest tests/chaos $(PYTEST_ARGS)
+	@$(call with_test_database,CHAOS_MESSAGES=$(CHAOS_MESSAGES) CHAOS_REPEAT=$(CHAOS_REPEAT) \
+		$(PY) -m pytest tests/chaos $(PYTEST_ARGS))
 
 # docs/screenshots/*.png (the builder and each dashboard, shown in the README):
 # the browser tests, run with TENURE_SCREENSHOTS=1 so they save what they see.
 screenshots: install frontend services
-	TENURE_SCREENSHOTS=1 $(PG_ENV) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+	@$(call with_test_database,TENURE_SCREENSHOTS=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS))
 
 lint: install
 	$(VENV)/bin/ruff check .

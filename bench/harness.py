@@ -567,7 +567,8 @@ def require_services() -> None:
         psycopg.connect(f"{POSTGRES_URL}/postgres", connect_timeout=3).close()
     except psycopg.OperationalError as exc:
         raise BenchError(
-            f"PostgreSQL at {POSTGRES_URL} does not answer ({exc}); `make services` starts it"
+            f"PostgreSQL at {POSTGRES_URL} does not answer ({exc}); "
+            "start one, or set BENCH_POSTGRES_URL"
         ) from None
     url = urllib.parse.urlsplit(REDIS_URL)
     try:
@@ -654,8 +655,9 @@ make bench                             # every workload, full size; rewrites thi
 .venv/bin/python -m bench --quick      # small sizes, a fast self-check; this page untouched
 ```
 
-Needs PostgreSQL on 127.0.0.1:5432 (user `postgres`, trust auth; `make services`
-starts it when local) and Redis on 127.0.0.1:6379 (db 13 is used). The bench
+Needs a PostgreSQL server at BENCH_POSTGRES_URL (default 127.0.0.1:5432, user
+`postgres`, trust auth: a server like the one you deploy on, not the embedded
+default; `make services` starts only Redis) and Redis on 127.0.0.1:6379 (db 13 is used). The bench
 creates and drops the `tenure_bench` database and works in `bench/.work/`.
 Seeded data sets are built once into template databases (`tenure_bench_seg_*`)
 and kept between runs; `BENCH_REBUILD_TEMPLATES=1` rebuilds them.

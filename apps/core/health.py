@@ -11,6 +11,10 @@ written as rows and waits for a worker, so taking them out of rotation
 because the workers are restarting would turn a delay into an outage and
 make every client retry. A new install whose worker has not checked in yet
 is `degraded` too: no worker has proved it runs.
+
+The database is PostgreSQL either way; `database.server` says which one:
+`embedded` (the data folder's own, config/embedded_postgres.py) or
+`configured` (the one DATABASE_URL names).
 """
 
 import secrets
@@ -115,7 +119,7 @@ def health_report(
     report: dict = {}
     for part, error in errors.items():
         report[part] = {"status": "ok"} if error is None else {"status": "error", "error": error}
-    report["database"]["vendor"] = connection.vendor
+    report["database"]["server"] = "embedded" if settings.DATABASE_EMBEDDED else "configured"
     report["worker"] = worker_report(now=now, cache_error=errors["cache"])
     down = [part for part, error in errors.items() if error]
     # Unknown (the cache is down, and reported as such) is not a worker down.

@@ -1,9 +1,8 @@
 """The condition language (apps/segments/conditions.py) against generated
 trees: each is either refused with a ConditionError naming the path of the
 bad node, or compiles and evaluates, as a segment (one query) and for one
-customer, without any other exception, on whichever database the suite runs
-(make test runs it on PostgreSQL and on SQLite). The customers it runs over
-have traits of every JSON type and events."""
+customer, without any other exception. The customers it runs over have
+traits of every JSON type and events."""
 
 import re
 from datetime import UTC, datetime

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -12,16 +13,11 @@ PROBE = """
 import json, django
 django.setup()
 from django.conf import settings
-from django.db import connection
-with connection.cursor() as c:
-    if connection.vendor == "sqlite":
-        c.execute("PRAGMA journal_mode"); journal = c.fetchone()[0]
-        c.execute("PRAGMA busy_timeout"); busy = c.fetchone()[0]
-    else:
-        c.execute("SHOW server_version"); journal, busy = None, None
 from config.celery import app
+db = settings.DATABASES["default"]
 print(json.dumps({
-    "vendor": connection.vendor, "journal": journal, "busy_ms": busy,
+    "engine": db["ENGINE"], "host": db["HOST"], "port": db["PORT"], "name": db["NAME"],
+    "embedded": settings.DATABASE_EMBEDDED,
     "broker": app.conf.broker_url, "cache": settings.CACHES["default"]["BACKEND"],
     "email": settings.EMAIL_PROVIDER, "sms": settings.SMS_PROVIDER,
     "scheduler": app.conf.beat_scheduler, "acks_late": app.conf.task_acks_late,
@@ -49,14 +45,17 @@ def load_settings(tmp_path, **env) -> dict:
 def test_with_nothing_set_it_runs_on_embedded_defaults(tmp_path):
     loaded = load_settings(tmp_path)
 
-    assert loaded["vendor"] == "sqlite"
-    assert loaded["journal"] == "wal"
-    assert loaded["busy_ms"] >= 10_000
+    # The embedded PostgreSQL under data/postgres, over its socket; settings
+    # alone start nothing (manage.py does).
+    assert loaded["engine"] == "django.db.backends.postgresql"
+    assert (loaded["host"], loaded["port"]) == (str(tmp_path / "data" / "postgres"), "")
+    assert loaded["name"] == "tenure"
+    assert loaded["embedded"] is True
+    assert not (tmp_path / "data" / "postgres").exists()
     assert loaded["broker"] == "filesystem://"
     assert loaded["transport"]["data_folder_in"].startswith(str(tmp_path / "data"))
     assert "FileBasedCache" in loaded["cache"]
     assert (loaded["email"], loaded["sms"]) == ("console", "console")
-    assert (tmp_path / "data" / "tenure.sqlite3").exists()
 
 
 def test_urls_switch_it_to_postgresql_and_redis(tmp_path):
@@ -67,10 +66,23 @@ def test_urls_switch_it_to_postgresql_and_redis(tmp_path):
         CACHE_URL="redis://127.0.0.1:6379/14",
     )
 
-    assert loaded["vendor"] == "postgresql"
+    assert (loaded["host"], loaded["port"], loaded["name"]) == ("127.0.0.1", 5432, "postgres")
+    assert loaded["embedded"] is False
     assert loaded["broker"] == "redis://127.0.0.1:6379/15"
     assert "redis" in loaded["cache"].lower()
     assert loaded["transport"] == {"visibility_timeout": 3600}
+
+
+def test_a_socket_directory_in_the_url_is_decoded_and_the_embedded_one_recognised(tmp_path):
+    socket_dir = tmp_path / "data" / "postgres"
+    embedded = load_settings(
+        tmp_path, DATABASE_URL=f"postgres://postgres@{quote(str(socket_dir), safe='')}/tenure"
+    )
+    other = load_settings(tmp_path, DATABASE_URL="postgres://tenure@%2Fvar%2Frun%2Fpostgresql/app")
+
+    assert (embedded["host"], embedded["embedded"]) == (str(socket_dir), True)
+    assert (other["host"], other["name"]) == ("/var/run/postgresql", "app")
+    assert other["embedded"] is False
 
 
 def test_celery_is_configured_for_safe_delivery(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from config import embedded_postgres
 from config.celery import QUEUES, app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,11 +19,8 @@ READY_TIMEOUT_S = 60
 
 
 def test_database_url() -> str:
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    return f"postgres://{s['USER']}{password}@{s['HOST']}:{s['PORT'] or 5432}/{s['NAME']}"
+    """The test database's URL (a TCP server's, or the embedded one's socket)."""
+    return embedded_postgres.database_url(connection.settings_dict)
 
 
 @pytest.fixture

@@ -141,7 +141,6 @@ def _start_worker(log_path: Path) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.postgres
 def test_a_worker_killed_mid_chunk_loses_no_enrollment_and_sends_nothing_twice(
     journey, provider, worker, tmp_path, settings
 ):

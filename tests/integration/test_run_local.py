@@ -1,7 +1,8 @@
 """`make run`'s process runner, for real: web, worker and beat start on the
-embedded defaults, the system schedule reaches the worker, a dead worker is
-restarted, Ctrl-C (once or twice) stops every process, and one data folder has
-one runner. And `make run`'s set-up steps print the checks' warnings once."""
+embedded defaults (the embedded PostgreSQL, the filesystem broker), the system
+schedule reaches the worker, a dead worker is restarted, Ctrl-C (once or twice)
+stops every process and the embedded PostgreSQL, and one data folder has one
+runner. And `make run`'s set-up steps print the checks' warnings once."""
 
 import contextlib
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from config import embedded_postgres
 from tests.integration.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,16 +50,34 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def postmaster(data_dir: Path) -> int | None:
+    """The embedded PostgreSQL's pid while it runs, else None."""
+    pid_file = embedded_postgres.data_dir(data_dir) / "postmaster.pid"
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text().split()[0])
+    return pid if alive({pid}) else None
+
+
 @pytest.fixture
 def local_env(tmp_path):
+    """The embedded defaults in a data folder of the test's own; manage.py
+    migrate starts its PostgreSQL (initdb), stopped at the end whatever
+    happened."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CACHE_URL")}
     env.update(TENURE_DATA_DIR=str(tmp_path), CELERY_BROKER_URL="filesystem://",
                HEARTBEAT_INTERVAL_S="2", DEBUG="1")  # fmt: skip
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    return env
+    try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
+                       check=True)  # fmt: skip
+        yield env
+    finally:
+        embedded_postgres.stop(tmp_path)
 
 
-def test_run_local_starts_everything_and_ctrl_c_stops_every_process(local_env):
+def test_run_local_starts_everything_and_ctrl_c_stops_every_process_and_the_database(
+    local_env, tmp_path
+):
     port = free_port()
     runner = subprocess.Popen(
         [sys.executable, "manage.py", "run_local", "--port", str(port)],
@@ -68,9 +88,11 @@ def test_run_local_starts_everything_and_ctrl_c_stops_every_process(local_env):
         report = wait_for(lambda: (h := health(port)) and h["worker"]["last_heartbeat"] and h,
                           timeout=90)  # fmt: skip
         assert report["status"] == "ok"
-        assert report["database"]["vendor"] == "sqlite"
+        assert report["database"] == {"status": "ok", "server": "embedded"}
         processes = descendants(runner.pid)
         assert len(processes) >= 3
+        server = postmaster(tmp_path)
+        assert server is not None
 
         runner.send_signal(signal.SIGINT)
         assert runner.wait(timeout=30) == 0
@@ -78,6 +100,9 @@ def test_run_local_starts_everything_and_ctrl_c_stops_every_process(local_env):
                          and "zombie" not in Path(f"/proc/{pid}/status").read_text()}  # fmt: skip
         assert still_running == set()
         assert health(port) is None
+        # The embedded PostgreSQL stopped too, after the processes using it.
+        assert alive({server}) == set()
+        assert not embedded_postgres.is_running(tmp_path)
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -149,8 +174,8 @@ def test_ctrl_c_twice_while_stopping_leaves_no_process_behind(local_env, tmp_pat
         )  # fmt: skip
     try:
         wait_for(lambda: (h := health(port)) and h["worker"]["last_heartbeat"], timeout=90)
-        processes = descendants(runner.pid)
-        assert len(processes) >= 3
+        processes = descendants(runner.pid) | {postmaster(tmp_path)}
+        assert len(processes) >= 4
 
         runner.send_signal(signal.SIGINT)
         wait_for(lambda: "Stopping" in log.read_text(), timeout=10, interval=0.02)

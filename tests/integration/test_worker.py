@@ -1,6 +1,5 @@
 import time
 
-import pytest
 from celery.signals import task_postrun
 from django.db import connection
 from django.utils import timezone
@@ -27,7 +26,6 @@ def _succeeded(worker, task: str) -> int:
     return sum(1 for line in text.splitlines() if f"{task}[" in line and "succeeded" in line)
 
 
-@pytest.mark.postgres
 def test_a_worker_process_keeps_its_database_connection_between_tasks(celery_worker_process):
     """Celery's Django fixup would close it after every task (a new
     PostgreSQL backend for each); CELERY_DB_REUSE_MAX keeps it."""

@@ -16,6 +16,11 @@ One runner per data folder: it holds an flock on `run_local.lock` there for
 its lifetime, and a second one is refused (two beats would send every
 scheduled message twice). The kernel releases the lock when the holder dies,
 so a runner that crashed or was killed never blocks the next one.
+
+With DATABASE_URL unset, the database is the embedded PostgreSQL of the data
+folder (config/embedded_postgres.py): the runner makes sure it runs, hands its
+socket URL to web, worker and beat, and stops it after them on Ctrl-C (a
+second Ctrl-C too). With DATABASE_URL set, that database is used as it is.
 """
 
 import contextlib
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from config import embedded_postgres
 from config.celery import QUEUES
 
 STOP_GRACE_S = 15
@@ -50,10 +56,12 @@ class Child:
     delay: float = BACKOFF_START_S
     restart_at: float | None = None
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str]) -> None:
         # Its own session: the terminal's Ctrl-C reaches only the runner, which
         # then stops every child (and the children's children).
-        self.process = subprocess.Popen(self.command, cwd=settings.BASE_DIR, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command, cwd=settings.BASE_DIR, env=env, start_new_session=True
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -70,6 +78,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, port: int, **options):
         lock = _hold_lock(settings.DATA_DIR / "run_local.lock")  # noqa: F841 (held till exit)
+        env = dict(os.environ)
+        own_database = not settings.DATABASE_URL
+        if own_database:
+            env["DATABASE_URL"] = embedded_postgres.ensure_running(settings.DATA_DIR)
         python = sys.executable
         children = [
             Child("web", [python, "manage.py", "runserver", f"127.0.0.1:{port}"], restart=False),
@@ -100,28 +112,35 @@ class Command(BaseCommand):
         stopped = None
         try:
             for child in children:
-                child.start()
+                child.start(env)
             while stopped is None:
-                stopped = self._supervise(children)
+                stopped = self._supervise(children, env)
                 time.sleep(POLL_S)
             stopping = True
             self.stderr.write(f"{stopped.name} exited with status {stopped.process.returncode}")
         except KeyboardInterrupt:
-            self.stdout.write("Stopping web, worker and beat… (Ctrl-C again kills them now)")
+            database = " and the embedded PostgreSQL" if own_database else ""
+            self.stdout.write(
+                f"Stopping web, worker and beat{database}… (Ctrl-C again kills them now)"
+            )
         finally:
             stopping = True
             _stop([child.process for child in children if child.process is not None])
+            if own_database:
+                # Last, once nothing uses it; a signal to the server, which a
+                # second Ctrl-C cannot interrupt.
+                embedded_postgres.stop(settings.DATA_DIR)
         if stopped:
             sys.exit(1)
 
-    def _supervise(self, children: list[Child]) -> Child | None:
+    def _supervise(self, children: list[Child], env: dict[str, str]) -> Child | None:
         """Restart what is due, schedule a restart for what died; returns a
         child whose exit stops everything (web), if any."""
         now = time.monotonic()
         for child in children:
             if child.restart_at is not None:
                 if now >= child.restart_at:
-                    child.start()
+                    child.start(env)
                     self.stderr.write(f"{child.name} restarted (pid {child.process.pid})")
                 continue
             code = child.process.poll()
