@@ -11,7 +11,8 @@ from apps.messaging.models import Message
 from apps.segments.conditions import customer_matches
 from apps.tracking import selectors
 from apps.tracking.models import Engagement, InboundSms, ProviderEvent
-from apps.tracking.services import open_record, tracking_process
+from apps.tracking.services.hits import open_record
+from apps.tracking.services.processing import tracking_process
 
 from .conftest import T0, events_named, inbound_params, sg_event
 
@@ -112,7 +113,6 @@ def test_selectors_count_human_and_machine_apart(make_message, process):
     assert selectors.engagement_counts(journey="other") == {}
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_processors_at_once_process_every_event_exactly_once(make_message):
     messages = [make_message() for _ in range(40)]
