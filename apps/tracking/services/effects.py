@@ -29,7 +29,8 @@ S = Message.Status
 
 @dataclass
 class MessageRow:
-    """What processing needs of a message (one joined query per batch)."""
+    """What processing needs of a message (one joined query per batch:
+    `processing._MSG_FIELDS`, in this order)."""
 
     id: int
     customer_id: int

@@ -63,6 +63,7 @@ class ProcessResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+# MessageRow's fields, in its order.
 _MSG_FIELDS = (
     "id",
     "customer_id",
