@@ -5,7 +5,7 @@ clicked) and the simplest: a signed token, one INSERT, a GIF or a 302. Through
 the full Django stack most of their CPU went to what they never use: session,
 CSRF, authentication, messages and static-file middleware, URL resolution,
 and the request signals, whose connection check (`CONN_HEALTH_CHECKS`) costs
-a database round trip per request. Without them a request costs well under
+a database round trip per request. Without them a request costs about
 half the CPU (figures in apps/core/mirrors/django_wsgi.py).
 
 `TrackingFastPath` wraps Django's WSGI application (config/wsgi.py) and
