@@ -10,11 +10,14 @@ and a worker, two webhooks) cannot interleave into a step backwards.
 Delivery (apps/messaging/delivery.py) and tracking both use this.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Case, F, QuerySet, Value, When
 from django.db.models.functions import Concat
+
+from apps.core.bulk import staged_write
 
 from .models import Message
 
@@ -82,3 +85,87 @@ def status_if_allowed(new: str) -> Case:
     allowed and leaves the status as it is elsewhere: for writes that must
     happen either way (recording a provider's id) without a step back."""
     return Case(When(status__in=sources(new), then=Value(new)), default=F("status"))
+
+
+# --- many messages at once: tracking's batch processor -------------------------
+
+
+def _reachable(start: str) -> frozenset[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for new in NEXT[todo.pop()]:
+            if new not in seen:
+                seen.add(new)
+                todo.append(new)
+    return frozenset(seen)
+
+
+# Where a message may end up from each status, in any number of moves.
+_REACHABLE: dict[str, frozenset[str]] = {status: _reachable(status) for status in NEXT}
+
+
+@dataclass(slots=True)
+class Advance:
+    """One message's change in a batch: from `old` (its status as read under
+    its row lock) to `new`, reached from `old` through moves `can_move`
+    allows (`old` itself when only timestamps are filled); the timestamps of
+    the states reached and the error of a failure (None: none reached)."""
+
+    id: int
+    old: str
+    new: str
+    delivered_at: datetime | None = None
+    opened_at: datetime | None = None
+    clicked_at: datetime | None = None
+    failed_at: datetime | None = None
+    error: str | None = None
+
+
+_ADVANCE_COLUMNS = (
+    ("id", "bigint"),
+    ("old", "text"),
+    ("new", "text"),
+    ("delivered_at", "timestamptz"),
+    ("opened_at", "timestamptz"),
+    ("clicked_at", "timestamptz"),
+    ("failed_at", "timestamptz"),
+    ("error", "text"),
+    ("updated_at", "timestamptz"),
+)
+_ADVANCE_UPDATE = (
+    # The status is set only if it is still what the move started from
+    # (compare-and-set); the timestamps are filled once, whatever it is.
+    f"UPDATE {Message._meta.db_table} AS m SET "  # noqa: S608
+    "status = CASE WHEN m.status = s.old THEN s.new ELSE m.status END, "
+    "delivered_at = COALESCE(m.delivered_at, s.delivered_at), "
+    "opened_at = COALESCE(m.opened_at, s.opened_at), "
+    "clicked_at = COALESCE(m.clicked_at, s.clicked_at), "
+    "failed_at = COALESCE(m.failed_at, s.failed_at), "
+    "error = CASE WHEN m.error = '' AND m.status = s.old THEN s.error ELSE m.error END, "
+    "updated_at = s.updated_at "
+    "FROM {staged} AS s WHERE m.id = s.id"
+)
+
+
+def messages_advance(advances: Sequence[Advance], *, now: datetime) -> None:
+    """Write many messages' changes in one statement (rows staged by COPY, in
+    id order: concurrent writers lock them in one order). Each status becomes
+    `new` only where it is still `old` (compare-and-set: a writer that moved
+    the message meanwhile wins, and this move is dropped rather than applied
+    on top of it), and with it the error, if the message has none; each
+    timestamp is filled only if the message has none yet, whatever its
+    status. A move `old` cannot reach is refused (ValueError) before anything
+    is written."""
+    refused = [a for a in advances if a.new != a.old and a.new not in _REACHABLE[a.old]]
+    if refused:
+        first = refused[0]
+        raise ValueError(f"message {first.id}: no move from {first.old} to {first.new}")
+    if not advances:
+        return
+    rows = [
+        (a.id, a.old, a.new, a.delivered_at, a.opened_at, a.clicked_at, a.failed_at,
+         a.error or "", now)
+        for a in sorted(advances, key=lambda a: a.id)
+    ]  # fmt: skip
+    staged_write("message_advance", _ADVANCE_COLUMNS, rows, _ADVANCE_UPDATE)

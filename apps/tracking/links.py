@@ -100,7 +100,7 @@ def track_email(*, message, html: str) -> str:
 
 def track_emails(*, messages, htmls: list[str]) -> list[str]:
     """`track_email` for a batch of sends: every link stored in one insert."""
-    from .services import tracked_links_store_many
+    from .services.hits import tracked_links_store_many
 
     if not settings.TRACKING_ENABLED:
         return htmls

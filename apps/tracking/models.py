@@ -61,7 +61,7 @@ class ProviderEvent(models.Model):
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField()
     payload = models.JSONField(default=dict)
-    # NULL until processed (the queue of `services.tracking_process`).
+    # NULL until processed (the queue of `services.processing.tracking_process`).
     processed_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, help_text="Why it could not be processed, if so.")
 

@@ -2,7 +2,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from .services import tracking_process
+from .services.processing import tracking_process
 
 
 @shared_task

@@ -24,7 +24,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 from twilio.twiml.messaging_response import MessagingResponse
 
-from . import sendgrid_events, services, twilio_events
+from . import sendgrid_events, twilio_events
+from .services import hits, inbound_sms, provider_events
 from .tokens import read_click_token, read_open_token
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     message_id = read_open_token(token)
     if message_id is not None:
         try:
-            services.open_record(
+            hits.open_record(
                 message_id=message_id,
                 now=timezone.now(),
                 method=request.method,
@@ -69,7 +70,7 @@ def click_redirect(request: HttpRequest, token: str) -> HttpResponse:
     if found is not None:
         message_id, position = found
         try:
-            url = services.click_record(
+            url = hits.click_record(
                 message_id=message_id,
                 position=position,
                 now=timezone.now(),
@@ -109,7 +110,7 @@ def sendgrid_webhook(request: HttpRequest) -> HttpResponse:
         events = sendgrid_events.parse(request.body, received_at=now)
     except sendgrid_events.PayloadError as exc:
         return _refused(400, str(exc))
-    result = services.provider_events_store(events, now=now)
+    result = provider_events.provider_events_store(events, now=now)
     if result.refused:
         first = next(e.error for e in events if e.error)
         logger.warning(
@@ -131,7 +132,7 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
         event = twilio_events.status_event(request.POST, received_at=now)
     except ValueError as exc:
         return _refused(400, str(exc))
-    services.provider_events_store([event], now=now)
+    provider_events.provider_events_store([event], now=now)
     return HttpResponse(status=204)
 
 
@@ -148,7 +149,7 @@ def twilio_inbound(request: HttpRequest) -> HttpResponse:
         text = twilio_events.inbound_text(request.POST)
     except ValueError as exc:
         return _refused(400, str(exc))
-    inbound = services.inbound_sms_receive(text=text, now=timezone.now())
+    inbound = inbound_sms.inbound_sms_receive(text=text, now=timezone.now())
     twiml = MessagingResponse()
     if inbound.reply:
         twiml.message(inbound.reply)

@@ -8,9 +8,9 @@ element), and reports an element it cannot use with its raw text instead of
 raising; only a body that is not a JSON array at all raises `NotAnArray`
 (answered 400).
 
-`clean` returns a parsed value as PostgreSQL's jsonb, SQLite and the admin
-can hold it: NUL characters removed (text and jsonb cannot contain them; they
-carry no meaning in an event's fields), and `Unsafe` (naming the path) for
+`clean` returns a parsed value as PostgreSQL's jsonb and the admin can hold
+it: NUL characters removed (text and jsonb cannot contain them; they carry no
+meaning in an event's fields), and `Unsafe` (naming the path) for
 what cannot be stored or shown: NaN/Infinity and numbers out of range (jsonb
 refuses them; `1e400` parses to inf), lone surrogates (not UTF-8; jsonb
 refuses `\\ud800`), nesting deeper than `MAX_DEPTH` (the admin's

@@ -5,17 +5,19 @@ clicked) and the simplest: a signed token, one INSERT, a GIF or a 302. Through
 the full Django stack most of their CPU went to what they never use: session,
 CSRF, authentication, messages and static-file middleware, URL resolution,
 and the request signals, whose connection check (`CONN_HEALTH_CHECKS`) costs
-a database round trip per request.
+a database round trip per request. Without them a request costs about
+half the CPU (figures in apps/core/mirrors/django_wsgi.py).
 
 `TrackingFastPath` wraps Django's WSGI application (config/wsgi.py) and
 answers `GET`/`HEAD /t/o/<token>` and `/t/c/<token>` itself, with the same
 view functions (`views.open_pixel`, `views.click_redirect`: the one source of
 their behaviour) behind the middleware of `settings.MIDDLEWARE` that can
 matter to them (security headers, host validation, body size limit,
-clickjacking header, Content-Length), in Django's own way of chaining them,
-so errors, 404 pages and headers come out as they do through Django. Anything
-else, and any request it does not take (another method, a body, a path with
-more in it), goes to Django unchanged.
+clickjacking header, Content-Length), through the lean request cycle of
+`apps.core.mirrors.django_wsgi` (Django's own, without what these views never
+use), so errors, 404 pages and headers come out as they do through Django.
+Anything else, and any request it does not take (another method, a body, a
+path with more in it), goes to Django unchanged.
 
 The database connection is kept as Django keeps it between requests (closed
 after an error or when `CONN_MAX_AGE` has passed), but it is not
@@ -25,17 +27,13 @@ database error) and is replaced on the next one, Django's behaviour without
 `CONN_HEALTH_CHECKS`.
 """
 
-import time
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
-from django.core.handlers.exception import convert_exception_to_response
-from django.core.handlers.wsgi import WSGIRequest, get_script_name
-from django.db import connections
+from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
-from django.urls import set_script_prefix, set_urlconf
-from django.utils.log import log_response
-from django.utils.module_loading import import_string
+
+from apps.core.mirrors import django_wsgi
 
 from . import views
 
@@ -66,17 +64,13 @@ def fast_middleware() -> list[str]:
     return [path for path in settings.MIDDLEWARE if path not in SKIPPED_MIDDLEWARE]
 
 
-def _chain(view: Callable[..., HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
-    """`view` behind `fast_middleware()`, built as BaseHandler.load_middleware
-    builds Django's chain (each layer turning exceptions into responses)."""
+def _chain(view: Callable[..., HttpResponse]) -> django_wsgi.Handler:
+    """`view` behind `fast_middleware()`, the token read from the request."""
 
     def call_view(request: HttpRequest) -> HttpResponse:
         return view(request, getattr(request, TOKEN_ATTRIBUTE))
 
-    handler = convert_exception_to_response(call_view)
-    for path in reversed(fast_middleware()):
-        handler = convert_exception_to_response(import_string(path)(handler))
-    return handler
+    return django_wsgi.middleware_chain(call_view, fast_middleware())
 
 
 class TrackingFastPath:
@@ -101,37 +95,4 @@ class TrackingFastPath:
         if not token or "/" in token or request.path_info[:PREFIX_LENGTH] not in self.handlers:
             return self.application(environ, start_response)
         setattr(request, TOKEN_ATTRIBUTE, token)
-        set_script_prefix(get_script_name(environ))
-        set_urlconf(settings.ROOT_URLCONF)
-        try:
-            response = handler(request)
-            if response.status_code >= 400:
-                log_response(
-                    "%s: %s", response.reason_phrase, request.path, response=response,
-                    request=request,
-                )  # fmt: skip
-            start_response(
-                f"{response.status_code} {response.reason_phrase}",
-                [
-                    *response.items(),
-                    *(("Set-Cookie", c.output(header="")) for c in response.cookies.values()),
-                ],
-            )
-            return [response.content]
-        finally:
-            _connections_upkeep()
-
-
-def _connections_upkeep() -> None:
-    """What Django does with its connections after a request
-    (`close_old_connections`: close one after an error or past
-    `CONN_MAX_AGE`), without re-arming the health check, which would cost the
-    next hit a round trip."""
-    for connection in connections.all(initialized_only=True):
-        # Never one in a transaction (the test suite runs requests inside one).
-        if connection.connection is None or connection.in_atomic_block:
-            continue
-        if connection.errors_occurred or (
-            connection.close_at is not None and time.monotonic() >= connection.close_at
-        ):
-            connection.close_if_unusable_or_obsolete()
+        return django_wsgi.respond(handler, request, environ, start_response)

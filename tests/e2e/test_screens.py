@@ -19,7 +19,8 @@ from apps.messaging.delivery import messages_deliver
 from apps.messaging.models import Channel, Message
 from apps.segments.services import segments_refresh_all
 from apps.surveys.services import survey_invite, survey_respond
-from apps.tracking.services import open_record, tracking_process
+from apps.tracking.services.hits import open_record
+from apps.tracking.services.processing import tracking_process
 from tests.e2e.conftest import login
 from tests.surveys.conftest import SURVEYS, TEMPLATES, quietly
 

@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from apps.customers.models import Customer, Event
 from apps.messaging.models import Category, Channel, Message, Template
-from apps.tracking.services import tracking_process
+from apps.tracking.services.processing import tracking_process
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 PUBLIC = "https://tenure.example.com"

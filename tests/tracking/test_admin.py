@@ -18,7 +18,7 @@ from django.urls import reverse
 from apps.core.roles import VIEWER, roles_ensure
 from apps.messaging.models import Message
 from apps.tracking.models import Engagement
-from apps.tracking.services import tracked_links_store
+from apps.tracking.services.hits import tracked_links_store
 from apps.tracking.tokens import click_token, open_token
 
 from .conftest import T0, sg_event

@@ -13,7 +13,7 @@ from django.urls import resolve
 
 from apps.tracking import views
 from apps.tracking.models import Engagement
-from apps.tracking.services import tracked_links_store
+from apps.tracking.services.hits import tracked_links_store
 from apps.tracking.tokens import click_token, open_token
 from apps.tracking.views import PIXEL_GIF
 from apps.tracking.wsgi import FAST_VIEWS, TrackingFastPath
@@ -139,7 +139,7 @@ def test_an_error_in_a_view_is_a_500_logged_as_django_logs_it(linked, monkeypatc
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(views.services, "click_record", broken)
+    monkeypatch.setattr(views.hits, "click_record", broken)
 
     with caplog.at_level(logging.ERROR, logger="django.request"):
         response = wsgi_call(application, "get", f"/t/c/{click_token(linked.pk, 0)}")
@@ -148,7 +148,6 @@ def test_an_error_in_a_view_is_a_500_logged_as_django_logs_it(linked, monkeypatc
     assert any("Internal Server Error" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_that_died_fails_one_hit_and_the_next_one_reconnects(make_message, caplog):
     """No health check round trip per hit: a connection killed while idle
@@ -178,7 +177,6 @@ def test_a_connection_that_died_fails_one_hit_and_the_next_one_reconnects(make_m
     assert Engagement.objects.filter(message=message).count() == 2
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_hits_skip_the_per_request_health_check(make_message, settings):
     """With CONN_HEALTH_CHECKS, Django checks a connection (a round trip)
@@ -216,8 +214,6 @@ def database_down(transactional_db):
     original = dict(connection.settings_dict)
     connection.close()
     connection.settings_dict.update(HOST="127.0.0.1", PORT=str(port), NAME="tenure")
-    if connection.vendor == "sqlite":
-        connection.settings_dict["NAME"] = "/nonexistent/dir/tenure.sqlite3"
     yield
     connection.close()
     connection.settings_dict.clear()

@@ -14,7 +14,8 @@ from apps.journeys.models import Enrollment, EnrollmentStep
 from apps.journeys.services import journey_import
 from apps.journeys.triggers import events_received
 from apps.messaging.models import Channel, Message, Template
-from apps.tracking.services import click_record, open_record, tracking_process
+from apps.tracking.services.hits import click_record, open_record
+from apps.tracking.services.processing import tracking_process
 
 from .conftest import T0
 

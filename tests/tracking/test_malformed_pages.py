@@ -8,7 +8,7 @@ import pytest
 from django.core.handlers.wsgi import WSGIHandler
 
 from apps.tracking.models import Engagement
-from apps.tracking.services import tracked_links_store
+from apps.tracking.services.hits import tracked_links_store
 from apps.tracking.tokens import click_token, open_token
 from apps.tracking.views import PIXEL_GIF
 

@@ -5,7 +5,7 @@ import time_machine
 
 from apps.messaging.models import Message
 from apps.tracking.models import Engagement
-from apps.tracking.services import tracked_links_store
+from apps.tracking.services.hits import tracked_links_store
 from apps.tracking.tokens import click_token, open_token
 from apps.tracking.views import PIXEL_GIF
 
@@ -288,14 +288,13 @@ def test_other_methods_are_not_allowed(client, linked):
     assert client.post(f"/t/o/{open_token(linked.pk)}").status_code == 405
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_outside_a_transaction_a_hit_is_written_and_committed_in_one_round_trip(
     make_message, django_assert_num_queries
 ):
     from django.db import connection
 
-    from apps.tracking.services import click_record, open_record
+    from apps.tracking.services.hits import click_record, open_record
 
     message = make_message()
     tracked_links_store(message_id=message.pk, urls=["https://example.com/a"])

@@ -7,11 +7,13 @@ from django.urls import reverse
 
 from apps.customers import hooks as ingest_hooks
 from apps.customers.models import Event
+from apps.messaging import transitions
 from apps.messaging.models import Message
 from apps.segments.conditions import customer_matches
 from apps.tracking import selectors
 from apps.tracking.models import Engagement, InboundSms, ProviderEvent
-from apps.tracking.services import open_record, tracking_process
+from apps.tracking.services.hits import open_record
+from apps.tracking.services.processing import tracking_process
 
 from .conftest import T0, events_named, inbound_params, sg_event
 
@@ -112,7 +114,6 @@ def test_selectors_count_human_and_machine_apart(make_message, process):
     assert selectors.engagement_counts(journey="other") == {}
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_processors_at_once_process_every_event_exactly_once(make_message):
     messages = [make_message() for _ in range(40)]
@@ -219,3 +220,34 @@ def test_a_run_goes_through_every_batch_in_id_order(make_message, post_sendgrid)
     assert len(events_named("email_delivered")) == 3
     assert len(events_named("email_opened")) == 3
     assert tracking_process(now=T0 + timedelta(hours=1), batch_size=2).provider_events == 0
+
+
+def test_a_batch_move_is_dropped_when_another_writer_moved_the_message_first(make_message):
+    """messages_advance, tracking's one writer of message statuses: a
+    compare-and-set on the status read; the timestamps are filled anyway."""
+    message = make_message(status=Message.Status.OPENED, opened_at=None)
+    at = T0 + timedelta(minutes=5)
+
+    transitions.messages_advance(
+        [transitions.Advance(message.pk, old=Message.Status.SENT, new=Message.Status.DELIVERED,
+                             delivered_at=at, opened_at=at)],
+        now=at,
+    )  # fmt: skip
+
+    message.refresh_from_db()
+    assert message.status == Message.Status.OPENED
+    assert (message.delivered_at, message.opened_at) == (at, at)
+
+
+def test_a_batch_move_the_transition_table_cannot_reach_is_refused(make_message):
+    message = make_message(status=Message.Status.OPENED)
+
+    with pytest.raises(ValueError, match="no move from opened to delivered"):
+        transitions.messages_advance(
+            [transitions.Advance(message.pk, old=Message.Status.OPENED,
+                                 new=Message.Status.DELIVERED)],
+            now=T0,
+        )  # fmt: skip
+
+    message.refresh_from_db()
+    assert message.status == Message.Status.OPENED
