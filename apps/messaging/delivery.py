@@ -217,7 +217,7 @@ def _stamp_published(messages, value: datetime | None) -> int:
     a worker's sent-and-claim statement, each holding rows the other wanted,
     deadlocked (tests/chaos), and PostgreSQL aborted one of them, sometimes
     the worker's. A row skipped here is at worst published again later, and
-    claimed once. (SQLite locks the whole database: nothing to skip.)"""
+    claimed once."""
     with transaction.atomic():
         holdable = messages.select_for_update(skip_locked=True).values("pk")
         return Message.objects.filter(pk__in=holdable).update(published_at=value)
@@ -293,7 +293,7 @@ def _deliver_all(
     Each group's claims are committed before its calls, and its results
     before the next group's calls; but a group's results and the next
     group's claims share one transaction, so a group costs one commit (one
-    WAL flush on PostgreSQL, and there one statement: `_write_and_claim`).
+    WAL flush, and one statement: `_write_and_claim`).
     A worker killed mid-group leaves only that group's messages `sending`,
     each with its call in flight: the sweeper marks them `unknown`, never
     re-sent."""
@@ -388,9 +388,9 @@ def _column(name: str) -> str:
 
 
 # The two statements every message runs, written once: on this hot path the
-# ORM's compiling of an update costs more than running it. The same SQL for
-# PostgreSQL and SQLite, from the model's own names; every value is a
-# parameter. `sources` keeps the sent record forward-only.
+# ORM's compiling of an update costs more than running it. The SQL is
+# written from the model's own names; every value is a parameter. `sources`
+# keeps the sent record forward-only.
 _TABLE = f'"{Message._meta.db_table}"'
 _STATUS = _column("status")
 _CLAIM_SQL = (
@@ -415,7 +415,7 @@ _SENT_UPDATE = (
     f"FROM v WHERE {_column('id')} = v.message_id"
 )
 _SENT_SQL = f"{_SENT_ROWS} {_SENT_UPDATE}"
-# PostgreSQL: a group's sent records and the next group's claims in one
+# A group's sent records and the next group's claims in one
 # statement (the records a data-modifying WITH; the two touch different
 # messages), which is a transaction of its own: one round trip instead of
 # four (BEGIN, two statements, COMMIT), each of which cost the worker and
@@ -432,16 +432,14 @@ def _write_and_claim(
 ) -> list[Message]:
     """A group's results and the next group's claims (either may be empty),
     in one transaction; returns the messages claimed (see `_claim`). When
-    the results are all sends, the sends and the claims are one statement on
-    PostgreSQL (its own transaction, in autocommit), and the sends alone are
-    one statement anywhere."""
+    the results are all sends, the sends and the claims are one statement
+    (its own transaction, in autocommit)."""
     sent = [write for write in writes if isinstance(write, _Sent)]
     if len(sent) == len(writes):
         if not messages:
             _record_sent(sent)
             return []
-        if not sent or transaction.get_connection().vendor == "postgresql":
-            return _claim(messages, provider, now=now, sent=sent)
+        return _claim(messages, provider, now=now, sent=sent)
     with transaction.atomic():
         _write_results(writes)
         return _claim(messages, provider, now=now)
@@ -453,9 +451,8 @@ def _claim(
     """The compare-and-set, one statement for a group: each due, waiting
     message becomes `sending` under a lease, its attempt counted before the
     call. Returns those claimed; the others are no longer waiting (another
-    worker has them, or they were sent or cancelled meanwhile). `sent`
-    (PostgreSQL only): the previous group's sent records, written by the
-    same statement."""
+    worker has them, or they were sent or cancelled meanwhile). `sent`: the
+    previous group's sent records, written by the same statement."""
     if not messages:
         return []
     lease_until = now + timedelta(seconds=settings.DELIVERY_LEASE_S)
