@@ -27,8 +27,9 @@ from apps.customers.models import Customer
 from . import consent, links
 from .forms import PreferencesForm, PreviewForm, SendTestForm, masked
 from .models import Category, Channel, ConsentRecord, Message
-from .rendering import TemplateRenderError, render, sms_segments, template_check
+from .rendering import TemplateRenderError, render, template_check
 from .services import message_send_test
+from .sms_segments import sms_segments
 
 if TYPE_CHECKING:
     from .admin import TemplateAdmin
