@@ -100,8 +100,7 @@ def test_two_workers_delivering_the_same_batch_at_once_call_the_provider_once_ea
 def test_messages_taken_by_id_are_found_by_primary_key_when_statistics_say_none_wait(
     make_message,
 ):
-    from apps.messaging.delivery import _CLAIM_SQL
-    from apps.messaging.transitions import by_id_in
+    from apps.messaging.transitions import CLAIM_SQL, by_id_in
 
     first = make_message(status=S.SENT)
     Message.objects.bulk_create(
@@ -119,7 +118,7 @@ def test_messages_taken_by_id_are_found_by_primary_key_when_statistics_say_none_
     plan = by_id_in([first.pk], [S.SENDING]).explain()
     with connection.cursor() as cursor:
         cursor.execute(
-            "EXPLAIN " + _CLAIM_SQL.format(ids="%s"),
+            "EXPLAIN " + CLAIM_SQL.format(ids="%s"),
             [S.SENDING, T0, "sendgrid", T0, first.pk, S.QUEUED, S.DEFERRED, T0],
         )
         claim_plan = "\n".join(row[0] for row in cursor.fetchall())
@@ -634,7 +633,8 @@ def test_a_groups_sends_and_the_next_groups_claims_are_one_statement(make_messag
 
 
 def test_sends_written_with_the_next_claims_never_move_a_status_back(make_message, settings):
-    from apps.messaging.delivery import _claim, _Sent
+    from apps.messaging.delivery.delivering import _claim
+    from apps.messaging.delivery.outcomes import _Sent
     from apps.messaging.providers import get_provider
 
     settings.EMAIL_PROVIDER = "locmem"
