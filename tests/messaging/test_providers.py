@@ -301,7 +301,7 @@ class RecordingSocket:
 def test_a_sendgrid_request_goes_out_in_one_write_with_what_http_client_would_send():
     import http.client
 
-    from apps.messaging.providers.sendgrid import _HTTPConnection
+    from apps.core.mirrors.sendgrid_transport import _HTTPConnection
 
     sent = {}
     for kind in (_HTTPConnection, http.client.HTTPConnection):
