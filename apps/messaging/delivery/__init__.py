@@ -46,6 +46,11 @@ through apps/messaging/transitions.py.
   later.
 
 Waits are rows with `send_after`, never Celery countdowns.
+
+BY_ID_ONLY: the statements that take messages by id find them by primary
+key and never give PostgreSQL an indexable status test (see
+transitions.by_id_in): with a few thousand messages waiting, each claim of
+8 rows read them all through the pending index (15 ms instead of 0.1 ms).
 """
 
 from .delivering import DeliveryReport, message_deliver, messages_deliver

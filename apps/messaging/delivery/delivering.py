@@ -62,7 +62,7 @@ def messages_deliver(message_ids: Sequence[int], *, now: datetime) -> DeliveryRe
         return time.monotonic() - started > budget
 
     ids = sorted({int(pk) for pk in message_ids})
-    # By primary key only, the status tested here (see BY_ID_ONLY).
+    # By primary key only, the status tested here (see BY_ID_ONLY, in __init__).
     rows = [m for m in Message.objects.filter(pk__in=ids).order_by("pk") if m.status in PENDING]
     report.skipped = len(ids) - len(rows)
     due = [m for m in rows if m.send_after is None or m.send_after <= now]
