@@ -20,8 +20,7 @@ from django.urls import reverse
 from apps.customers.models import Customer
 from apps.journeys import selectors as journey_selectors
 from apps.journeys.models import Enrollment, EnrollmentStep, Journey
-from apps.messaging.models import Category, Channel, Message, Template
-from apps.messaging.rendering import TemplateRenderError, render, template_check
+from apps.messaging.models import Message, Template
 
 METRICS = ("entered", "waiting", "sent", "delivered", "opened", "clicked", "converted")
 # Message metrics: the timestamp each is counted by (set the first time the
@@ -297,7 +296,7 @@ def template_preview(template: Template, *, customer: Customer, now: datetime) -
     preview shows it: subject, preheader, HTML and text for email, the body
     and its SMS segments for SMS, and the problems that would refuse it.
     Reads only: nothing is written or sent."""
-    from apps.messaging.views import customer_summary, sms_summary
+    from apps.messaging.preview import template_preview as messaging_template_preview
 
     result: dict[str, Any] = {
         "template": {
@@ -307,31 +306,7 @@ def template_preview(template: Template, *, customer: Customer, now: datetime) -
             "category": template.category,
             "admin_url": reverse("admin:messaging_template_change", args=[template.pk]),
         },
-        "customer": customer_summary(customer),
-        "problems": template_check(template),
         "error": "",
     }
-    try:
-        rendered = render(template, customer=customer, now=now)
-    except TemplateRenderError as exc:
-        result["error"] = str(exc)
-        if template.channel != Channel.EMAIL or template.category != Category.MARKETING:
-            return result
-        # A marketing email refused for its footer: still show the rest (the
-        # error says what is missing), as the template editor does.
-        as_is = copy.copy(template)
-        as_is.category = Category.TRANSACTIONAL
-        try:
-            rendered = render(as_is, customer=customer, now=now)
-        except TemplateRenderError:
-            return result
-    if template.channel == Channel.SMS:
-        result["sms"] = {"body": rendered.body, **sms_summary(rendered.body)}
-    else:
-        result["email"] = {
-            "subject": rendered.subject,
-            "preheader": rendered.preheader,
-            "html": rendered.html,
-            "text": rendered.text,
-        }
+    result.update(messaging_template_preview(template, customer=customer, now=now))
     return result

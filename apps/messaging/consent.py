@@ -35,6 +35,7 @@ from .selectors import (
     normalize_address,
     pending_messages,
 )
+from .transitions import messages_cancel
 
 __all__ = [
     "BLOCKS_TRANSACTIONAL",
@@ -64,15 +65,6 @@ SUPPRESSION_WORDS = {
 }
 # Reasons that stop transactional messages too (an unsubscribe does not).
 BLOCKS_TRANSACTIONAL = frozenset({R.BOUNCE, R.COMPLAINT, R.INVALID, R.MANUAL, R.SMS_OPT_OUT})
-
-
-def messages_cancel(queryset, *, reason: str, now: datetime) -> int:
-    """Move waiting messages (queued or deferred) of `queryset` to
-    suppressed with `reason`. A compare-and-set on the status: a message a
-    worker has already claimed (`sending`) is not touched. Returns how many."""
-    return queryset.filter(status__in=(Message.Status.QUEUED, Message.Status.DEFERRED)).update(
-        status=Message.Status.SUPPRESSED, reason=reason[:300], send_after=None, updated_at=now
-    )
 
 
 # --- suppression list --------------------------------------------------------

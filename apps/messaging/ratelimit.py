@@ -13,7 +13,7 @@ Two implementations with the same behaviour:
 - The embedded default (no Redis): the bucket is a small file under
   `DATA_DIR/ratelimit/`, read and written under an exclusive `flock`. Exact
   across the processes of one machine, which is all the embedded default
-  (SQLite, the filesystem broker) runs on.
+  (the embedded PostgreSQL, the filesystem broker) runs on.
 """
 
 import fcntl

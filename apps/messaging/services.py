@@ -28,14 +28,13 @@ is the same for a batch (a journey tick's sends), in a fixed number of
 statements whatever its size; `message_send` is a batch of one.
 
 How: a message renders with its id (its unsubscribe and preferences links
-and the click-tracking hooks, `render_hooks`, need it). On PostgreSQL the
-ids are drawn from the table's sequence first, so each message is rendered
-and then inserted once, snapshot included (subject, HTML, text; the SMS body
-in `text`); the hooks' rows reference it before it is inserted, which the
-deferred foreign keys allow. Elsewhere (SQLite) the rows are inserted first,
-rendered, then updated with the snapshot. Either way the insert is in a
-savepoint: a concurrent send with the same key loses the race and returns
-the winner's row. A refused send is not rendered.
+and the click-tracking hooks, `render_hooks`, need it). The ids are drawn
+from the table's sequence first, so each message is rendered and then
+inserted once, snapshot included (subject, HTML, text; the SMS body in
+`text`); the hooks' rows reference it before it is inserted, which the
+deferred foreign keys allow. The insert is in a savepoint: a concurrent send
+with the same key loses the race and returns the winner's row. A refused
+send is not rendered.
 """
 
 import logging
@@ -124,9 +123,8 @@ def message_send_many(requests: Sequence[SendRequest], *, now: datetime) -> list
 
     The batch costs a fixed number of statements, not a number per send:
     one read of the keys already sent, the policies' three reads, one
-    read of the ids from the sequence and one insert of the rendered rows
-    on PostgreSQL (one insert and one update of the rendered snapshots
-    elsewhere), and the tracking hooks' one insert. Raises UnknownTemplate
+    read of the ids from the sequence, one insert of the rendered rows,
+    and the tracking hooks' one insert. Raises UnknownTemplate
     (naming it) or ValueError before writing anything if a request not sent
     before has an unknown template, or any has a bad argument."""
     for request in requests:
@@ -215,20 +213,12 @@ def _send_new(
         # Refused before rendering: the reason is the record.
         if (message := messages[r.idempotency_key]).status != S.SUPPRESSED
     }
-    connection = transaction.get_connection()
-    render_first = connection.vendor == "postgresql"
-    if render_first:
-        _ids_allocate(list(messages.values()), connection)
-        stored = _insert(
-            messages,
-            before=lambda keys: _render([to_render[k] for k in keys if k in to_render], now=now),
-        )
-    else:
-        stored = _insert(messages)
+    _ids_allocate(list(messages.values()))
+    stored = _insert(
+        messages,
+        before=lambda keys: _render([to_render[k] for k in keys if k in to_render], now=now),
+    )
     rendering = [to_render[key] for key in to_render if messages[key] is stored[key]]
-    if not render_first:
-        _render(rendering, now=now)
-        _store_snapshots([message for message, _, _ in rendering], now=now)
     queued = [message.pk for message, _, _ in rendering if message.status == S.QUEUED]
     if queued:
         from .delivery import delivery_enqueue  # loads the providers' SDKs: only when sending
@@ -237,12 +227,12 @@ def _send_new(
     return stored
 
 
-def _ids_allocate(messages: list[Message], connection) -> None:
+def _ids_allocate(messages: list[Message]) -> None:
     """Give each new message its id from the table's sequence, as its insert
     would, in one statement (the sequence looked up once, in the subquery:
     as nextval's argument it was looked up again for every id)."""
     table = Message._meta.db_table
-    with connection.cursor() as cursor:
+    with transaction.get_connection().cursor() as cursor:
         cursor.execute(
             "SELECT nextval((SELECT pg_get_serial_sequence(%s, 'id')::regclass)) "
             "FROM generate_series(1, %s)",
@@ -252,12 +242,12 @@ def _ids_allocate(messages: list[Message], connection) -> None:
             message.pk = pk
 
 
-# Every column, the id included: on PostgreSQL it is drawn beforehand.
+# Every column, the id included: it is drawn beforehand.
 _MESSAGE_FIELDS = [f.name for f in Message._meta.concrete_fields]
 
 
 def _insert(
-    messages: dict[str, Message], *, before: Callable[[list[str]], None] | None = None
+    messages: dict[str, Message], *, before: Callable[[list[str]], None]
 ) -> dict[str, Message]:
     """Insert the new messages in one statement, in a savepoint, after
     `before(keys)` (rendering, whose hooks write rows) in the same savepoint.
@@ -270,8 +260,7 @@ def _insert(
     while pending:
         try:
             with transaction.atomic():
-                if before is not None:
-                    before(list(pending))
+                before(list(pending))
                 rows_insert(Message, list(pending.values()), _MESSAGE_FIELDS)
         except IntegrityError:
             taken = _sent_before(list(pending))
@@ -335,35 +324,6 @@ def _post_render(htmls: list[tuple[Message, str]], *, now: datetime) -> None:
             _fail(message, f"after rendering: {type(exc).__name__}: {exc}", now=now)
 
 
-_SNAPSHOT_FIELDS = (
-    "subject", "html", "text", "status", "error", "failed_at", "send_after", "published_at",
-)  # fmt: skip
-_SNAPSHOT_SQL = (
-    f'UPDATE "{Message._meta.db_table}" SET '  # noqa: S608  (names from the model)
-    + ", ".join(f'"{Message._meta.get_field(f).column}" = %s' for f in _SNAPSHOT_FIELDS)
-    + ', "updated_at" = %s WHERE "id" = %s'
-)
-
-
-def _store_snapshots(messages: list[Message], *, now: datetime) -> None:
-    """Where ids come with the insert (SQLite): one UPDATE statement run for
-    every message, what goes out, or the failure."""
-    if not messages:
-        return
-    connection = transaction.get_connection()
-    at = connection.ops.adapt_datetimefield_value
-    rows = [
-        [
-            message.subject, message.html, message.text, message.status, message.error,
-            at(message.failed_at), at(message.send_after), at(message.published_at), at(now),
-            message.pk,
-        ]
-        for message in messages
-    ]  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.executemany(_SNAPSHOT_SQL, rows)
-
-
 # Every column's default, in the model's order (constants: none is callable).
 _MESSAGE_DEFAULTS = {f.attname: f.get_default() for f in Message._meta.concrete_fields}
 assert not any(f.has_default() and callable(f.default) for f in Message._meta.concrete_fields)
@@ -414,7 +374,7 @@ def _from_address(template: Template) -> str:
 
 
 def _fail(message: Message, error: str, *, now: datetime) -> None:
-    """Mark a message being rendered failed (stored with the snapshots)."""
+    """Mark a message being rendered failed (inserted so)."""
     message.status, message.error, message.failed_at = S.FAILED, error, now
     message.send_after = message.published_at = None
     message.subject = message.html = message.text = ""

@@ -7,13 +7,18 @@ own retry of an error that proved the provider did not take it.
 Every status change is a compare-and-set: `UPDATE … WHERE status IN
 (statuses that may move to the new one)`, so two writers racing (a webhook
 and a worker, two webhooks) cannot interleave into a step backwards.
-Delivery (apps/messaging/delivery.py) and tracking both use this.
+
+This module is the one writer of a message's status once its row exists:
+delivery (apps/messaging/delivery/: the claim, the sent records, a claimed
+message settled, a waiting one suppressed at send time, leases expired),
+consent's cancelling of waiting messages and tracking all change it here.
 """
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import transaction
 from django.db.models import Case, F, QuerySet, Value, When
 from django.db.models.functions import Concat
 
@@ -22,6 +27,8 @@ from apps.core.bulk import staged_write
 from .models import Message
 
 S = Message.Status
+# Waiting to be sent: what a delivery may claim, and what may be cancelled.
+PENDING = (S.QUEUED, S.DEFERRED)
 
 _ENGAGEMENT = {S.DELIVERED, S.OPENED, S.CLICKED, S.BOUNCED, S.COMPLAINED}
 
@@ -78,6 +85,137 @@ def message_move(message_id: int, new: str, *, now: datetime, **fields) -> bool:
     allows; True when it moved. Nothing is written when it does not."""
     moved = by_id_in([message_id], sources(new)).update(status=new, updated_at=now, **fields)
     return moved == 1
+
+
+def messages_cancel(messages: QuerySet, *, reason: str, now: datetime) -> int:
+    """Move the waiting messages (queued or deferred) among `messages` to
+    suppressed with `reason`. A message a worker has already claimed
+    (`sending`) is not touched. Returns how many moved."""
+    return messages.filter(status__in=PENDING).update(
+        status=S.SUPPRESSED, reason=reason[:300], send_after=None, updated_at=now
+    )
+
+
+def message_suppress_waiting(message_id: int, *, reason: str, now: datetime) -> bool:
+    """Suppress one waiting message, found by primary key only (delivery's
+    send-time check of the suppression list: see `by_id_in`)."""
+    moved = by_id_in([message_id], PENDING).update(
+        status=S.SUPPRESSED, reason=reason[:300], updated_at=now
+    )
+    return moved == 1
+
+
+def message_settle(message_id: int, new: str, *, now: datetime, **fields) -> bool:
+    """Move a message a delivery worker claimed out of `sending` (to queued
+    for a retry, failed or unknown), its lease cleared, writing `fields`
+    with it. False when it is no longer `sending` (the sweeper marked it
+    unknown meanwhile, or a provider's event moved it on)."""
+    moved = by_id_in([message_id], [S.SENDING]).update(
+        status=new, lease_until=None, updated_at=now, **fields
+    )
+    return moved == 1
+
+
+def leases_expire(*, now: datetime, error: str) -> int:
+    """`sending` messages whose lease ran out (their worker died mid-call)
+    become `unknown` with `error`: the provider may have them, so they are
+    never sent again by themselves. Returns how many."""
+    return Message.objects.filter(status=S.SENDING, lease_until__lt=now).update(
+        status=S.UNKNOWN, lease_until=None, error=error, updated_at=now
+    )
+
+
+def _column(name: str) -> str:
+    return f'"{Message._meta.get_field(name).column}"'
+
+
+# Delivery's two statements, which every message runs, written once: on this
+# hot path the ORM's compiling of an update costs more than running it. The
+# SQL is written from the model's own names; every value is a parameter.
+_TABLE = f'"{Message._meta.db_table}"'
+_STATUS = _column("status")
+CLAIM_SQL = (
+    f"UPDATE {_TABLE} SET {_STATUS} = %s, {_column('lease_until')} = %s, "  # noqa: S608
+    f"{_column('attempts')} = {_column('attempts')} + 1, {_column('provider')} = %s, "
+    f"{_column('updated_at')} = %s "
+    # `|| ''`: a status test no index can serve (see by_id_in).
+    f"WHERE {_column('id')} IN ({{ids}}) AND ({_STATUS} || '') IN (%s, %s) "
+    f"AND ({_column('send_after')} IS NULL OR {_column('send_after')} <= %s) "
+    f"RETURNING {_column('id')}"
+)
+# `sources` keeps the sent record forward-only.
+_SENT_FROM = sorted(sources(S.SENT))
+# A group's sent records in one statement ({rows}: one "(%s, %s, %s)" per
+# message): each statement is parsed and planned on its own (Django binds
+# parameters on the client), which cost a third of the rows' writing.
+_SENT_ROWS = "WITH v(message_id, provider_id, at) AS (VALUES {rows})"
+_SENT_UPDATE = (
+    f"UPDATE {_TABLE} SET {_STATUS} = CASE WHEN {_STATUS} IN "  # noqa: S608
+    f"({', '.join(['%s'] * len(_SENT_FROM))}) THEN %s ELSE {_STATUS} END, "
+    f"{_column('provider_message_id')} = v.provider_id, {_column('sent_at')} = v.at, "
+    f"{_column('lease_until')} = NULL, {_column('error')} = '', {_column('updated_at')} = v.at "
+    f"FROM v WHERE {_column('id')} = v.message_id"
+)
+_SENT_SQL = f"{_SENT_ROWS} {_SENT_UPDATE}"
+# A group's sent records and the next group's claims in one statement (the
+# records a data-modifying WITH; the two touch different messages), which is
+# a transaction of its own: one round trip instead of four (BEGIN, two
+# statements, COMMIT), each of which cost the worker and the server about as
+# much as a statement's work.
+_SENT_THEN_CLAIM_SQL = f"{_SENT_ROWS}, sent AS ({_SENT_UPDATE}) {CLAIM_SQL}"
+
+# A send to record: (message id, the provider's id for it, when).
+SentRecord = tuple[int, str, datetime]
+
+
+def messages_record_sent(sent: Sequence[SentRecord]) -> None:
+    """Record sends, in one statement: the provider's id and `sent_at` are
+    written whatever the status, and the status moves to `sent` only if it
+    may (a provider's event may have overtaken the worker: a status callback
+    before the response)."""
+    if not sent:
+        return
+    connection = transaction.get_connection()
+    rows, values = _sent_rows(sent, connection.ops.adapt_datetimefield_value)
+    with connection.cursor() as cursor:
+        cursor.execute(_SENT_SQL.format(rows=rows), values)
+
+
+def _sent_rows(sent: Sequence[SentRecord], at) -> tuple[str, list]:
+    """The VALUES rows of `_SENT_ROWS` and the parameters of the sent
+    records (theirs, then `_SENT_UPDATE`'s)."""
+    values = []
+    for message_id, provider_message_id, when in sent:
+        values += (message_id, provider_message_id[:200], at(when))
+    return ", ".join(["(%s, %s, %s)"] * len(sent)), [*values, *_SENT_FROM, S.SENT]
+
+
+def messages_claim(
+    ids: Sequence[int],
+    *,
+    provider: str,
+    lease_until: datetime,
+    now: datetime,
+    sent: Sequence[SentRecord] = (),
+) -> set[int]:
+    """Delivery's compare-and-set, one statement for a group: each due,
+    waiting message among `ids` becomes `sending` for `provider` under a
+    lease until `lease_until`, its attempt counted before the call. Returns
+    the ids claimed. `sent`: the previous group's sends, recorded by the same
+    statement (as `messages_record_sent`)."""
+    connection = transaction.get_connection()
+    at = connection.ops.adapt_datetimefield_value
+    placeholders = ", ".join(["%s"] * len(ids))
+    params = [S.SENDING, at(lease_until), provider, at(now), *ids, *PENDING, at(now)]
+    if sent:
+        rows, values = _sent_rows(sent, at)
+        sql = _SENT_THEN_CLAIM_SQL.format(rows=rows, ids=placeholders)
+        params = values + params
+    else:
+        sql = CLAIM_SQL.format(ids=placeholders)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {pk for (pk,) in cursor.fetchall()}
 
 
 def status_if_allowed(new: str) -> Case:

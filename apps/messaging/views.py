@@ -5,7 +5,6 @@ wrapped by the admin), and the customer's unsubscribe and preference pages
 Every view is thin: it reads the request, calls one service and shows what
 happened."""
 
-import copy
 import ipaddress
 import logging
 from typing import TYPE_CHECKING
@@ -25,18 +24,16 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.customers.models import Customer
 
 from . import consent, links
+from . import preview as messaging_preview
 from .forms import PreferencesForm, PreviewForm, SendTestForm, masked
-from .models import Category, Channel, ConsentRecord, Message
-from .rendering import TemplateRenderError, render, sms_segments, template_check
+from .models import Channel, ConsentRecord, Message
+from .preview import customer_summary, sms_summary  # noqa: F401 - the admin reads them here
 from .services import message_send_test
 
 if TYPE_CHECKING:
     from .admin import TemplateAdmin
 
 logger = logging.getLogger(__name__)
-
-SMS_SEGMENTS_WARNED_ABOVE = 3
-
 
 # --- the template editor (staff) ---------------------------------------------------
 
@@ -47,36 +44,6 @@ def _form_errors(form) -> str:
         for name, errors in form.errors.items()
         for error in errors
     )
-
-
-def sms_summary(body: str) -> dict:
-    """ "GSM-7, 2 segments", and a warning when a text is long enough to cost
-    (and arrive) as more than three messages."""
-    encoding, segments = sms_segments(body)
-    summary = {
-        "encoding": encoding,
-        "segments": segments,
-        "characters": len(body),
-        "label": f"{encoding}, {segments} segment{'s' if segments != 1 else ''}",
-        "warning": "",
-    }
-    if segments > SMS_SEGMENTS_WARNED_ABOVE:
-        summary["warning"] = (
-            f"{segments} segments: more than {SMS_SEGMENTS_WARNED_ABOVE} is sent (and billed) "
-            "as that many messages and may arrive split. Shorten the text"
-            + (" or remove the characters that need UCS-2." if encoding == "UCS-2" else ".")
-        )
-    return summary
-
-
-def customer_summary(customer: Customer) -> dict:
-    return {
-        "id": customer.pk,
-        "external_id": customer.external_id,
-        "email": customer.email,
-        "phone": customer.phone,
-        "url": reverse("admin:customers_customer_change", args=[customer.pk]),
-    }
 
 
 @require_POST
@@ -91,36 +58,8 @@ def template_preview(request: HttpRequest, *, model_admin: "TemplateAdmin") -> J
         return JsonResponse({"error": _form_errors(form)}, status=400)
     template = form.template()
     customer = form.cleaned_data["customer"]
-    result = {
-        "channel": template.channel,
-        "customer": customer_summary(customer),
-        "problems": template_check(template),
-    }
-    now = timezone.now()
-    try:
-        rendered = render(template, customer=customer, now=now)
-    except TemplateRenderError as exc:
-        result["error"] = str(exc)
-        if template.channel != Channel.EMAIL or template.category != Category.MARKETING:
-            return JsonResponse(result)
-        # A marketing email refused for its footer: still show how the rest
-        # looks (the error above says what is missing).
-        as_is = copy.copy(template)
-        as_is.category = Category.TRANSACTIONAL
-        try:
-            rendered = render(as_is, customer=customer, now=now)
-        except TemplateRenderError:
-            return JsonResponse(result)
-    if template.channel == Channel.SMS:
-        result["sms"] = {"body": rendered.body, **sms_summary(rendered.body)}
-    else:
-        result["email"] = {
-            "subject": rendered.subject,
-            "preheader": rendered.preheader,
-            "html": rendered.html,
-            "text": rendered.text,
-        }
-    return JsonResponse(result)
+    preview = messaging_preview.template_preview(template, customer=customer, now=timezone.now())
+    return JsonResponse({"channel": template.channel, **preview})
 
 
 def message_outcome(message: Message) -> dict:

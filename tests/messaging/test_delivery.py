@@ -70,7 +70,6 @@ def test_running_the_same_delivery_twice_makes_one_provider_call(fake_provider, 
     assert {reload(m).attempts for m in messages} == {1}
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_delivering_the_same_batch_at_once_call_the_provider_once_each(
     fake_provider, make_message
@@ -98,12 +97,10 @@ def test_two_workers_delivering_the_same_batch_at_once_call_the_provider_once_ea
     assert set(Message.objects.values_list("status", flat=True)) == {S.SENT}
 
 
-@pytest.mark.postgres
 def test_messages_taken_by_id_are_found_by_primary_key_when_statistics_say_none_wait(
     make_message,
 ):
-    from apps.messaging.delivery import _CLAIM_SQL
-    from apps.messaging.transitions import by_id_in
+    from apps.messaging.transitions import CLAIM_SQL, by_id_in
 
     first = make_message(status=S.SENT)
     Message.objects.bulk_create(
@@ -121,7 +118,7 @@ def test_messages_taken_by_id_are_found_by_primary_key_when_statistics_say_none_
     plan = by_id_in([first.pk], [S.SENDING]).explain()
     with connection.cursor() as cursor:
         cursor.execute(
-            "EXPLAIN " + _CLAIM_SQL.format(ids="%s"),
+            "EXPLAIN " + CLAIM_SQL.format(ids="%s"),
             [S.SENDING, T0, "sendgrid", T0, first.pk, S.QUEUED, S.DEFERRED, T0],
         )
         claim_plan = "\n".join(row[0] for row in cursor.fetchall())
@@ -607,10 +604,7 @@ def test_each_message_of_a_group_is_recorded_with_its_own_provider_id(make_messa
         assert message.sent_at >= T0
 
 
-@pytest.mark.postgres
-def test_on_postgres_a_groups_sends_and_the_next_groups_claims_are_one_statement(
-    make_message, settings
-):
+def test_a_groups_sends_and_the_next_groups_claims_are_one_statement(make_message, settings):
     from django.test.utils import CaptureQueriesContext
 
     from apps.messaging.providers.locmem import outbox
@@ -638,9 +632,9 @@ def test_on_postgres_a_groups_sends_and_the_next_groups_claims_are_one_statement
         assert message.provider_message_id == given[message.pk]
 
 
-@pytest.mark.postgres
 def test_sends_written_with_the_next_claims_never_move_a_status_back(make_message, settings):
-    from apps.messaging.delivery import _claim, _Sent
+    from apps.messaging.delivery.delivering import _claim
+    from apps.messaging.delivery.outcomes import _Sent
     from apps.messaging.providers import get_provider
 
     settings.EMAIL_PROVIDER = "locmem"

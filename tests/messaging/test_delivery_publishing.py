@@ -86,8 +86,6 @@ def test_a_savepoint_rolled_back_inside_a_committed_transaction_publishes_only_w
         delivery_enqueue([last.pk])
 
     assert published == [[first.pk, last.pk]]
-    # (SQLite may give `last` the id the rolled-back row had: it is published
-    # for being `last`.)
     assert not Message.objects.filter(idempotency_key=dropped.idempotency_key).exists()
 
 
@@ -150,7 +148,6 @@ def test_beat_runs_the_sweeper_every_few_seconds_on_the_default_queue(settings):
     assert app.amqp.router.route({}, deliver_messages.name)["queue"].name == "delivery"
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_the_publish_stamp_skips_a_row_a_worker_holds_instead_of_waiting_for_it(
     make_message, published

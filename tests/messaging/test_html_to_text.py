@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from apps.customers.models import Customer
+from apps.messaging.html_text import html_to_text
 from apps.messaging.models import Channel, Message, Template
-from apps.messaging.rendering import html_to_text, render
+from apps.messaging.rendering import render
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "templates.json"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

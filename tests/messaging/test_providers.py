@@ -288,37 +288,6 @@ def test_a_sendgrid_call_builds_no_urllib_opener(fake_provider, make_message, mo
     assert request.json["personalizations"]
 
 
-class RecordingSocket:
-    """Stands in for a connected socket: keeps each write."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def sendall(self, data) -> None:
-        self.writes.append(bytes(data))
-
-
-def test_a_sendgrid_request_goes_out_in_one_write_with_what_http_client_would_send():
-    import http.client
-
-    from apps.messaging.providers.sendgrid import _HTTPConnection
-
-    sent = {}
-    for kind in (_HTTPConnection, http.client.HTTPConnection):
-        connection = kind("api.sendgrid.example")
-        connection.sock = RecordingSocket()
-        connection.request(
-            "POST", "/v3/mail/send", body=b'{"a": 1}', headers={"Content-Type": "application/json"}
-        )
-        sent[kind] = connection.sock.writes
-
-    (request,) = sent[_HTTPConnection]
-    assert request == b"".join(sent[http.client.HTTPConnection])  # two writes there
-    assert request.startswith(b"POST /v3/mail/send HTTP/1.1\r\n")
-    assert b"\r\nContent-Length: 8\r\n" in request
-    assert request.endswith(b'\r\n\r\n{"a": 1}')
-
-
 def test_the_sdks_path_to_mail_send_is_built_once_per_client_settings(fake_provider, settings):
     client = get_provider(Channel.EMAIL).client.client
 

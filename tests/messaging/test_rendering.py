@@ -5,14 +5,10 @@ from django.core.exceptions import ValidationError
 
 from apps.customers.models import Customer, Event
 from apps.messaging import links
+from apps.messaging.html_text import html_to_text
 from apps.messaging.models import Category, Channel, Message, Template
-from apps.messaging.rendering import (
-    TemplateRenderError,
-    html_to_text,
-    render,
-    sms_segments,
-    template_check,
-)
+from apps.messaging.rendering import TemplateRenderError, render, template_check
+from apps.messaging.sms_segments import sms_segments
 from tests.messaging.sending import FOOTER_HTML
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

@@ -418,7 +418,6 @@ def test_bad_arguments_are_refused_naming_them(ada, kwargs, problem):
         message_send(customer=ada, template=make_template(), now=DAYTIME, **kwargs)
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_sends_with_one_key_make_one_message():
     ada = make_customer(email="ada@example.com")

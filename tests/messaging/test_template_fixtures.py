@@ -13,7 +13,8 @@ from django.core.management import CommandError, call_command
 from apps.customers.models import Customer
 from apps.messaging.fixtures import templates_load
 from apps.messaging.models import Category, Channel, Message, Template
-from apps.messaging.rendering import render, sms_segments
+from apps.messaging.rendering import render
+from apps.messaging.sms_segments import sms_segments
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,8 @@ from apps.journeys.graph import parse_journey
 from apps.journeys.models import Enrollment, EnrollmentStep
 from apps.journeys.triggers import events_received
 from apps.messaging.models import Message, Template
-from apps.messaging.rendering import render, sms_segments
+from apps.messaging.rendering import render
+from apps.messaging.sms_segments import sms_segments
 from apps.surveys.fixtures import surveys_load
 from apps.surveys.models import Survey
 from apps.surveys.services import survey_respond

@@ -5,7 +5,7 @@ the message, or raises an error that says whether trying again can help
 twice); a provider that can have several calls in flight from one thread
 also offers `send_many`.
 
-The delivery service (apps/messaging/delivery.py) owns everything around the
+The delivery service (apps/messaging/delivery/) owns everything around the
 call: the claim, the attempt count, the backoff, the rate limit and recording
 the result. A provider only turns one stored `Message` into one request and
 the answer into an id or an error, so local providers (console, locmem) run

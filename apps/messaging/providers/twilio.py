@@ -13,7 +13,10 @@ written, a failure leaves the message's outcome unknown: Twilio's Messages
 API takes no idempotency key (its API definition, from which the SDK is
 generated, has one for Payments and a few others, none for Messages), so a
 second create could send a second SMS. Which side of the write a failure
-fell on is known from the connections themselves (`_Tracked`).
+fell on is known from the connections themselves: requests' adapter made
+of urllib3 connections that note when a request's first byte may have gone
+out, a mirror of urllib3's internals kept in apps/core/mirrors/
+urllib3_tracking.py for correctness (at most once on a timeout), not speed.
 """
 
 import os
@@ -28,16 +31,13 @@ import requests
 # use: imported with this module instead, so that a Celery worker's main
 # process loads it once for all its prefork children (import_configured).
 import twilio.rest.api  # noqa: F401
-import urllib3.connection
-import urllib3.connectionpool
-import urllib3.exceptions
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from apps.core.mirrors.urllib3_tracking import TrackedAdapter, nothing_written, request_phase_reset
 from apps.messaging.models import Message, Suppression
 
 from .base import OutcomeUnknownError, PermanentError, Provider, TransientError, require_body
@@ -49,95 +49,6 @@ OPTED_OUT = 21610  # the recipient replied STOP to this sender
 # 21408: no permission to send to that region; 21614: not a mobile number.
 # Both are about the recipient: retrying can never work.
 PERMANENT_CODES = {INVALID_NUMBER, OPTED_OUT, 21408, 21614}
-
-
-class _Phase(threading.local):
-    """Where this thread's current request is: None before any tracked
-    connection took it (a SOCKS proxy's connections are not tracked), "open"
-    once one did and nothing is written yet, "written" once its first byte
-    may have gone out."""
-
-    state: str | None = None
-
-
-_phase = _Phase()
-
-
-class _Tracked:
-    """A urllib3 connection that tells `_phase` when a request's bytes start
-    to go out. http.client connects on the first write (plain HTTP) unless
-    urllib3 already did (HTTPS: before the request, for the handshake); a
-    proxy tunnel's CONNECT is part of connecting."""
-
-    _connecting = False
-
-    def connect(self) -> None:
-        _phase.state = _phase.state or "open"
-        self._connecting = True
-        try:
-            super().connect()
-        finally:
-            self._connecting = False
-
-    def request(self, *args, **kwargs) -> None:
-        _phase.state = _phase.state or "open"
-        super().request(*args, **kwargs)
-
-    def send(self, data) -> None:
-        if self.sock is None:
-            self.connect()
-        if not self._connecting:
-            _phase.state = "written"
-        super().send(data)
-
-
-class _TrackedHTTPConnection(_Tracked, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _TrackedHTTPSConnection(_Tracked, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _TrackedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
-    ConnectionCls = _TrackedHTTPConnection
-
-
-class _TrackedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _TrackedHTTPSConnection
-
-
-_TRACKED_POOLS = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
-
-
-class _TrackedAdapter(HTTPAdapter):
-    """requests' adapter, its pools (direct or through an HTTP proxy) made of
-    tracked connections."""
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _TRACKED_POOLS
-
-    def proxy_manager_for(self, proxy, **kwargs):
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        if not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = _TRACKED_POOLS
-        return manager
-
-
-def nothing_written(exc: Exception) -> bool:
-    """Whether the request whose call raised `exc` (in this thread) provably
-    never left: its tracked connection wrote nothing, or the error is one
-    urllib3 raises only while connecting (a connect timeout, a connection
-    that could not be made: refused, DNS)."""
-    if _phase.state == "open":
-        return True
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(exc, requests.ConnectionError) and isinstance(
-        reason, urllib3.exceptions.NewConnectionError
-    )
 
 
 class TenureTwilioHttpClient(TwilioHttpClient):
@@ -152,7 +63,7 @@ class TenureTwilioHttpClient(TwilioHttpClient):
         # A kept-alive connection for each delivery thread: the SDK's pool
         # keeps cpu_count + 4 (6 on two cores) and closes the rest after
         # each call, so 8 threads opened 2 connections (TLS included) a round.
-        adapter = _TrackedAdapter(pool_maxsize=pool_size)
+        adapter = TrackedAdapter(pool_maxsize=pool_size)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         # requests reads the environment's proxy and CA bundle variables at
@@ -175,7 +86,7 @@ class TenureTwilioHttpClient(TwilioHttpClient):
 
     def request(self, method, url, *args, **kwargs):
         self._local.headers = {}
-        _phase.state = None
+        request_phase_reset()
         response = super().request(method, self.rewrite(url), *args, **kwargs)
         self._local.headers = response.headers or {}
         return response
