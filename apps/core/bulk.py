@@ -10,7 +10,6 @@ it), never SQL text built on our side."""
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
 from itertools import islice
 from operator import attrgetter
 
@@ -49,12 +48,6 @@ def staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, stat
         # too); DELETE, not TRUNCATE, which churns the catalog every time.
         cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - our own table name
     return returned
-
-
-def datetime_adapter() -> Callable[[datetime], datetime]:
-    """Kept only until its last callers drop it: a datetime goes into a staged
-    row as it is (see the module's docstring)."""
-    return lambda value: value
 
 
 def values_subquery(values: Sequence[str]) -> RawSQL:
