@@ -19,15 +19,15 @@ tests/core/mirrors/test_django_signing.py fails when any of them changes):
 - `django.core.signing.dumps`, `TimestampSigner.sign` and `.timestamp`:
   a timestamped token signs `value:b62(int(time.time()))`.
 
-Measured on 2026-12-07 (a busy 2-core machine; tests/core's timing script,
-alternated rounds, best and median rounds): a token costs 3.7-6.4 us
-against 10.1-15.4 us with `Signer(salt).sign` (about 60% less), an object's
-8.3-14.2 us against 16.1-23.5 us (about 40% less). An email signs four
-(open, its tracked link, unsubscribe, preferences): `message_send_many`
-writing the bench's marketing email costs 0.443 ms of CPU per email against
-0.477 ms with Django's signers (best rounds; medians 0.593 against 0.638),
-7% less; wall time 6.8% less (best), 4.2% (median). Kept: over the 5% bar on
-the producers' CPU, which bounds the messaging bench's rate.
+Measured on 2026-12-07 with tests/core/mirrors/measure_core_mirrors.py (a
+busy 2-core machine; alternated rounds, best and median; three runs): a
+token costs 3.7-6.7 us against 10.1-15.7 us with `Signer(salt).sign` (about
+55-60% less), an object's 8.3-14.2 us against 16.1-23.5 us (40-60% less).
+An email signs four (open, its tracked link, unsubscribe, preferences):
+`message_send_many` writing the messaging bench's marketing email costs
+5-9% less CPU per email than with Django's signers (0.406 against 0.444 ms
+in the quietest run), and 3-7% less wall time. Kept: over the 5% bar on the
+producers' CPU, which bounds the messaging bench's rate, if only just.
 """
 
 import hashlib

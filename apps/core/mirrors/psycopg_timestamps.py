@@ -29,14 +29,16 @@ keeps years up to 294276, BC ones and ±infinity) is read as the nearest one
 it can (`_edge`), where Django's loader raises and fails every page or task
 reading that row.
 
-Measured on 2026-12-07 (a busy 2-core machine; tests/core's timing script,
-alternated rounds, best rounds): the engine's chunk read (250 due
-enrollments with their customers, FOR UPDATE SKIP LOCKED) 0.065-0.069 ms of
-CPU per row against 0.085-0.092 with Django's loader, 21-25% less (wall
-too); `enrollments_advance` of 250 through a wait node (the engine alone)
-0.10-0.14 ms of CPU per enrollment against 0.12-0.17, 13-16% less, and
-through a send node 1-7% less of CPU (4-12% of wall time). Kept: every read
-of a timestamp goes through it, and the engine's path saves well over 5%.
+Measured on 2026-12-07 with tests/core/mirrors/measure_core_mirrors.py (a
+busy 2-core machine; alternated rounds, best and median; three runs): the
+engine's chunk read (250 due enrollments with their customers, FOR UPDATE
+SKIP LOCKED) costs 0.065-0.082 ms of CPU per row against 0.085-0.108 with
+Django's loader, 21-25% less (18-21% of wall time); `enrollments_advance`
+of 250 through a wait node (the engine alone) 12-16% less CPU (10-13% of
+wall time); through a send node, where rendering and writing the message
+dominate, 1-8% less, within the noise; `messages_deliver` (console
+provider) no difference beyond the noise. Kept: every timestamp read goes
+through it, and the engine's own path saves well over 5%.
 """
 
 from datetime import datetime
