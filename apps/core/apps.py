@@ -11,6 +11,7 @@ class CoreConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
-        from . import checks, timestamps  # noqa: F401 (checks: registers the system checks)
+        from . import checks  # noqa: F401 (registers the system checks)
+        from .mirrors import psycopg_timestamps
 
-        connection_created.connect(timestamps.register, dispatch_uid="tenure.timestamps")
+        connection_created.connect(psycopg_timestamps.register, dispatch_uid="tenure.timestamps")

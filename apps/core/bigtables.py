@@ -12,13 +12,13 @@ EXACT_COUNT_UP_TO = 10_000
 
 class EstimatedCountPaginator(Paginator):
     """Counts exactly when the list is small or filtered; for an unfiltered big
-    table on PostgreSQL it uses the planner's row estimate instead of COUNT(*)."""
+    table it uses the planner's row estimate instead of COUNT(*)."""
 
     @cached_property
     def count(self) -> int:
         qs = self.object_list
         query = getattr(qs, "query", None)
-        if query is not None and not query.where and connection.vendor == "postgresql":
+        if query is not None and not query.where:
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",

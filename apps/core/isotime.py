@@ -1,4 +1,5 @@
-"""ISO-8601 times as both PostgreSQL and SQLite parse them the same way.
+"""ISO-8601 times, recognised the same way in Python (`ISO_TIME_RE`) and in
+PostgreSQL (`tenure_iso_timestamptz`, migrations core 0001 and 0003).
 
 Used to compare JSON traits holding times in SQL without ever raising on a
 malformed value: a string that does not match (or names a day that does not
@@ -16,8 +17,8 @@ ISO_TIME = (
 )
 ISO_TIME_RE = re.compile(ISO_TIME)
 
-# PostgreSQL: the text as timestamptz, or NULL (STABLE: a time without an
-# offset is read in the session's zone, UTC for Django's connections). CASE fixes the order of
+# The text as timestamptz, or NULL (STABLE: a time without an offset is read
+# in the session's zone, UTC for Django's connections). CASE fixes the order of
 # evaluation, so the casts only ever see text the pattern has vetted; the day
 # is checked against the month's length before the final cast.
 PG_FUNCTION = f"""

@@ -3,10 +3,16 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from apps.core import jsonsafe
+from apps.core.admin_extensions import AdminExtensions, ExtendedAdminMixin
 from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
 
 from . import selectors, services
 from .models import ApiKey, Customer, Event, EventStat
+
+# What the apps above add to the customer's page (customers never imports
+# them): segment history (segments), journeys (journeys), Customer 360
+# (analytics), from their own admin modules.
+customer_page = AdminExtensions()
 
 
 def _traits_preview(customer: Customer) -> tuple[str, bool]:
@@ -61,7 +67,8 @@ class EventStatInline(admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(ExtendedAdminMixin, admin.ModelAdmin):
+    extensions = customer_page
     list_display = ("external_id", "email", "phone", "plan", "status", "timezone", "last_seen_at")
     search_fields = ("external_id",)  # the search itself is customer_search
     search_help_text = "Exact external id, email or phone."

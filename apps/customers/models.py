@@ -35,10 +35,10 @@ class Customer(models.Model):
     last_seen_at = models.DateTimeField(null=True, blank=True)
     # When the customer last changed in a way a segment condition can see (created,
     # traits, new events), as a stamp that only grows: the writing transaction's id
-    # on PostgreSQL, the touch epoch on SQLite (see services.touch_watermark). A
-    # segment refresh re-evaluates only the customers stamped since its previous
-    # one. The database stamps inserts and trait changes itself (triggers, whoever
-    # writes); `ingest` stamps the customers it stores events for.
+    # (see services.touch_watermark). A segment refresh re-evaluates only the
+    # customers stamped since its previous one. The database stamps inserts and
+    # trait changes itself (triggers, whoever writes); `ingest` stamps the
+    # customers it stores events for.
     touched_seq = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:

@@ -15,7 +15,7 @@ from functools import partial
 
 from django.db import connection, transaction
 
-from apps.core.bulk import datetime_adapter, staged_write, values_subquery
+from apps.core.bulk import staged_write, values_subquery
 
 from . import hooks
 from .models import CONTACT_FIELDS, ApiKey, Customer, Event, EventStat
@@ -124,16 +124,14 @@ def _lock_or_create(external_ids: Sequence[str], received_at: datetime) -> list[
     order, so concurrent batches never deadlock. PostgreSQL locks a conflicting
     row even though `WHERE false` leaves it unchanged. Returns (external_id, id)
     of the customers created, stamped with the batch's `received_at`."""
-    empty_json = "'{}'::jsonb" if connection.vendor == "postgresql" else "'{}'"
-    db_datetime = datetime_adapter()
     table = Customer._meta.db_table
     return staged_write(
         "customer_new",
         (("external_id", "text"), ("created_at", "timestamptz")),
-        [(eid, db_datetime(received_at)) for eid in external_ids],
+        [(eid, received_at) for eid in external_ids],
         f"INSERT INTO {table} "  # noqa: S608
         "(external_id, email, phone, timezone, locale, traits, created_at, updated_at) "
-        f"SELECT external_id, '', '', '', '', {empty_json}, created_at, created_at "
+        "SELECT external_id, '', '', '', '', '{}'::jsonb, created_at, created_at "
         "FROM {staged} WHERE true ORDER BY external_id "
         "ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id "
         "WHERE false RETURNING external_id, id",
@@ -170,40 +168,37 @@ def _apply_identities(
                 for column, value in contact.items():
                     setattr(customer, column, value)
                 traits_changed[customer.pk] = customer
-    db_datetime = datetime_adapter()
-    updated_at = db_datetime(received_at)
     if traits_changed:
-        jsonb = "::jsonb" if connection.vendor == "postgresql" else ""
         _staged_update(
             "customer_traits",
             [
                 (c.pk, json.dumps(c.traits), *(getattr(c, f) for f in CONTACT_FIELDS),
-                 db_datetime(c.last_seen_at), updated_at)
+                 c.last_seen_at, received_at)
                 for c in traits_changed.values()
             ],
-            (("traits", "text", jsonb), *((f, "text", "") for f in CONTACT_FIELDS),
-             ("last_seen_at", "timestamptz", ""), ("updated_at", "timestamptz", "")),
+            (("traits", "jsonb"), *((f, "text") for f in CONTACT_FIELDS),
+             ("last_seen_at", "timestamptz"), ("updated_at", "timestamptz")),
         )  # fmt: skip
     seen_only = [c for pk, c in seen_changed.items() if pk not in traits_changed]
     if seen_only:
         _staged_update(
             "customer_seen",
-            [(c.pk, db_datetime(c.last_seen_at), updated_at) for c in seen_only],
-            (("last_seen_at", "timestamptz", ""), ("updated_at", "timestamptz", "")),
+            [(c.pk, c.last_seen_at, received_at) for c in seen_only],
+            (("last_seen_at", "timestamptz"), ("updated_at", "timestamptz")),
         )
     return {c.external_id for c in traits_changed.values()}, {*seen_changed, *traits_changed}
 
 
-def _staged_update(name: str, rows: list[tuple], columns: Sequence[tuple[str, str, str]]) -> None:
-    """Set `columns` (name, type, cast) of customers from rows `(id, *values)`,
-    and stamp them as touched."""
+def _staged_update(name: str, rows: list[tuple], columns: Sequence[tuple[str, str]]) -> None:
+    """Set `columns` (name, type) of customers from rows `(id, *values)`, and
+    stamp them as touched."""
     table = Customer._meta.db_table
-    assignments = ", ".join(f"{column} = s.{column}{cast}" for column, _, cast in columns)
+    assignments = ", ".join(f"{column} = s.{column}" for column, _ in columns)
     staged_write(
         name,
-        [("id", "bigint"), *((column, kind) for column, kind, _ in columns)],
+        [("id", "bigint"), *columns],
         rows,
-        f"UPDATE {table} AS c SET {assignments}, touched_seq = {touch_stamp_sql()} "  # noqa: S608
+        f"UPDATE {table} AS c SET {assignments}, touched_seq = {TOUCH_STAMP} "  # noqa: S608
         "FROM {staged} AS s WHERE c.id = s.id",
     )
 
@@ -213,24 +208,16 @@ def _staged_update(name: str, rows: list[tuple], columns: Sequence[tuple[str, st
 # Customer.touched_seq says when a customer last changed in a way segment
 # conditions can see, so that a segment refresh re-evaluates only those stamped
 # since its previous refresh (apps/segments). Stamps only grow, and a reader must
-# know which stamps may belong to writes it cannot see yet:
-# - PostgreSQL: the writing transaction's id. Ids are handed out at the start,
-#   and transactions commit in any order, but a snapshot knows its xmin: every
-#   transaction below it has ended (committed and visible, or rolled back).
-# - SQLite: one writer at a time (transactions are IMMEDIATE). Writers stamp
-#   with the current epoch of a one-row counter, and a refresh, itself a
-#   writer, reads the epoch and moves it on.
+# know which stamps may belong to writes it cannot see yet. A stamp is the
+# writing transaction's id: ids are handed out at the start, and transactions
+# commit in any order, but a snapshot knows its xmin: every transaction below
+# it has ended (committed and visible, or rolled back).
 # The triggers of migration 0002 stamp inserted customers and changed traits,
 # whoever writes them; `ingest` stamps the customers it stores events for.
 
-_PG_STAMP = "pg_current_xact_id()::text::bigint"
-_SQLITE_STAMP = "(SELECT value FROM customers_touch_epoch)"
+# The SQL expression of the current transaction's touch stamp.
+TOUCH_STAMP = "pg_current_xact_id()::text::bigint"
 _TRIGGERS = ("customer_touch_insert", "customer_touch_traits")
-
-
-def touch_stamp_sql() -> str:
-    """The SQL expression of the current transaction's touch stamp."""
-    return _PG_STAMP if connection.vendor == "postgresql" else _SQLITE_STAMP
 
 
 def _touch(customer_ids: Iterable[int]) -> None:
@@ -240,7 +227,7 @@ def _touch(customer_ids: Iterable[int]) -> None:
             "customer_touch",
             (("id", "bigint"),),
             [(pk,) for pk in ids],
-            f"UPDATE {Customer._meta.db_table} SET touched_seq = {touch_stamp_sql()} "  # noqa: S608
+            f"UPDATE {Customer._meta.db_table} SET touched_seq = {TOUCH_STAMP} "  # noqa: S608
             "WHERE id IN (SELECT id FROM {staged})",
         )
 
@@ -251,32 +238,20 @@ def touch_watermark() -> int:
     and every later change gets a stamp at or above it. Customers stamped at or
     above an earlier watermark are the ones that may have changed since."""
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        else:
-            cursor.execute(
-                "UPDATE customers_touch_epoch SET value = value + 1 WHERE id = 1 RETURNING value"
-            )
+        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
         return cursor.fetchone()[0]
 
 
 def touch_stamping_ok() -> bool:
-    """Whether the stamping triggers are in place. SQLite drops a table's
-    triggers when a migration rebuilds the table; without them an incremental
-    refresh could miss changes, so the refresh checks first."""
+    """Whether the stamping triggers are in place and enabled (a restore
+    without them, a `DISABLE TRIGGER` left behind): without them an
+    incremental refresh could miss changes, so the refresh checks first."""
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass "
-                "AND tgname = ANY(%s) AND tgenabled <> 'D'",
-                [Customer._meta.db_table, list(_TRIGGERS)],
-            )
-        else:
-            cursor.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s "
-                "AND name IN (%s, %s)",
-                [Customer._meta.db_table, *_TRIGGERS],
-            )
+        cursor.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass "
+            "AND tgname = ANY(%s) AND tgenabled <> 'D'",
+            [Customer._meta.db_table, list(_TRIGGERS)],
+        )
         return cursor.fetchone()[0] == len(_TRIGGERS)
 
 
@@ -284,7 +259,7 @@ _EventRow = tuple[int, str, datetime]  # customer_id, name, occurred_at
 _EVENT_COLUMNS = (
     ("customer_id", "bigint"),
     ("name", "text"),
-    ("properties", "text"),
+    ("properties", "jsonb"),
     ("occurred_at", "timestamptz"),
     ("received_at", "timestamptz"),
     ("message_id", "text"),
@@ -300,8 +275,6 @@ def _insert_events(
     staged: list[tuple] = []
     rows: list[_EventRow] = []
     by_message_id: dict[str, _EventRow] = {}
-    db_datetime = datetime_adapter()
-    received = db_datetime(received_at)
     for t in tracks:
         if t.message_id is not None:
             if t.message_id in seen:
@@ -318,21 +291,20 @@ def _insert_events(
                 row[0],
                 t.event,
                 json.dumps(t.properties),
-                db_datetime(occurred_at),
-                received,
+                occurred_at,
+                received_at,
                 t.message_id,
             )
         )
     if not staged:
         return [], []
-    properties = "properties::jsonb" if connection.vendor == "postgresql" else "properties"
     returned = staged_write(
         "event",
         _EVENT_COLUMNS,
         staged,
         f"INSERT INTO {Event._meta.db_table} "  # noqa: S608
         "(customer_id, name, properties, occurred_at, received_at, message_id) "
-        f"SELECT customer_id, name, {properties}, occurred_at, received_at, message_id "
+        "SELECT customer_id, name, properties, occurred_at, received_at, message_id "
         # In message id order: writers that share ids wait for each other in one
         # global order, never in a cycle.
         "FROM {staged} WHERE true ORDER BY message_id "
@@ -363,15 +335,13 @@ def _upsert_stats(rows: Iterable[_EventRow]) -> None:
             stat[2] = max(stat[2], occurred_at)
     if not stats:
         return
-    least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
     table = EventStat._meta.db_table
-    db_datetime = datetime_adapter()
     staged_write(
         "eventstat",
         _STAT_COLUMNS,
         # One lock order for every writer, so concurrent batches cannot deadlock.
         [
-            (cid, name, count, db_datetime(first), db_datetime(last))
+            (cid, name, count, first, last)
             for (cid, name), (count, first, last) in sorted(stats.items())
         ],
         f"INSERT INTO {table} (customer_id, name, count, first_at, last_at) "  # noqa: S608
@@ -379,8 +349,8 @@ def _upsert_stats(rows: Iterable[_EventRow]) -> None:
         "ORDER BY customer_id, name "
         "ON CONFLICT (customer_id, name) DO UPDATE SET "
         f"count = {table}.count + excluded.count, "
-        f"first_at = {least}({table}.first_at, excluded.first_at), "
-        f"last_at = {greatest}({table}.last_at, excluded.last_at)",
+        f"first_at = LEAST({table}.first_at, excluded.first_at), "
+        f"last_at = GREATEST({table}.last_at, excluded.last_at)",
     )
 
 

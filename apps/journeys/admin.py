@@ -29,6 +29,7 @@ from apps.core.bigtables import (
     ShownOnlyFormSet,
     ShownOnlyInline,
 )
+from apps.customers.admin import customer_page
 from apps.customers.models import Customer
 
 from . import selectors, services
@@ -556,14 +557,7 @@ class JourneyTimelineInline(ShownOnlyInline):
         return obj is not None and super().has_view_permission(request, obj)
 
 
-# Extend whatever admin the apps below registered for customers, keeping all of it.
-_CustomerAdmin = type(admin.site.get_model_admin(Customer))
-admin.site.unregister(Customer)
-
-
-@admin.register(Customer)
-class CustomerAdmin(_CustomerAdmin):
-    inlines = (*_CustomerAdmin.inlines, JourneyTimelineInline)
+customer_page.add_inline(JourneyTimelineInline)
 
 
 # The backtest page and its button on the journey's page (apps/journeys/admin_backtest.py).

@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from apps.core.admin_extensions import AdminExtensions, ExtendedAdminMixin
 from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
 from apps.customers.models import Customer
 from apps.customers.selectors import customer_search
@@ -21,6 +22,11 @@ from apps.customers.selectors import customer_search
 from . import consent, services, views
 from .forms import SuppressionAddForm, TemplateForm
 from .models import Channel, ConsentRecord, Message, Suppression, Template
+
+# What the apps above add to a message's page (messaging never imports them):
+# what came back for it (tracking) and the survey it carried (surveys), from
+# their own admin modules.
+message_page = AdminExtensions()
 
 
 @admin.register(Template)
@@ -128,10 +134,12 @@ class TestFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class MessageAdmin(ExtendedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The outbox: every message, whatever its provider (with the console
     provider these rows are the mail a developer reads). Read only: a
     message's record is what happened."""
+
+    extensions = message_page
 
     list_display = (
         "id",

@@ -24,7 +24,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core import signing
 
-from apps.core.signing import sign_object
+from apps.core.mirrors.django_signing import sign_object
 from apps.customers.models import Customer
 
 from .models import Message

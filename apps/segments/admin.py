@@ -19,6 +19,7 @@ from apps.core.bigtables import (
     ShownOnlyFormSet,
     ShownOnlyInline,
 )
+from apps.customers.admin import customer_page
 from apps.customers.models import Customer
 
 from . import selectors, services, views
@@ -227,11 +228,4 @@ class SegmentHistoryInline(ShownOnlyInline):
         return obj is not None and super().has_view_permission(request, obj)
 
 
-# Extend whatever admin the customers app registered, keeping all of it.
-_CustomerAdmin = type(admin.site.get_model_admin(Customer))
-admin.site.unregister(Customer)
-
-
-@admin.register(Customer)
-class CustomerAdmin(_CustomerAdmin):
-    inlines = (*_CustomerAdmin.inlines, SegmentHistoryInline)
+customer_page.add_inline(SegmentHistoryInline)

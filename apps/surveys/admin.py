@@ -5,7 +5,8 @@ comment to read. Invitations and responses are written by the journey step,
 the survey page and SMS replies, never by hand.
 
 A survey message's page (messaging's outbox) shows its invitation and the
-answer, added from here: messaging never imports surveys."""
+answer, added from here to messaging's `message_page` registry: messaging
+never imports surveys."""
 
 from datetime import timedelta
 
@@ -19,7 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyInline
-from apps.messaging.models import Message
+from apps.messaging.admin import message_page
 
 from . import selectors
 from .models import Survey, SurveyInvitation, SurveyResponse
@@ -261,11 +262,4 @@ class MessageSurveyInline(ShownOnlyInline):
         return super().get_queryset(request).select_related("survey", "response")
 
 
-# Extend whatever admin the apps below registered for messages, keeping all of it.
-_MessageAdmin = type(admin.site.get_model_admin(Message))
-admin.site.unregister(Message)
-
-
-@admin.register(Message)
-class MessageAdmin(_MessageAdmin):
-    inlines = (*_MessageAdmin.inlines, MessageSurveyInline)
+message_page.add_inline(MessageSurveyInline)

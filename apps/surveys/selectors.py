@@ -185,16 +185,9 @@ def nps_by_period(
         .annotate(**_SENT_COUNTS)
     )
     for row in [*answered, *sent]:
-        key = _day(row.pop("period"))
+        key = row.pop("period").astimezone(UTC).date().isoformat()  # an aware datetime
         by_period.setdefault(key, {}).update(row)
     return [NpsRow(key, NpsSummary(**counts)) for key, counts in sorted(by_period.items())]
-
-
-def _day(value) -> str:
-    # PostgreSQL gives an aware datetime, SQLite a datetime or a date string.
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).date().isoformat()
-    return str(value)[:10]
 
 
 def nps_by_journey(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from apps.customers.models import Customer
 from apps.customers.schemas import IdentifyIn, TrackIn
@@ -120,10 +120,9 @@ def survey_invite(
 
     with transaction.atomic():
         if existing is None:
-            if connection.vendor == "postgresql":
-                # Two journeys surveying one customer at once: one waits for
-                # the other's invitation, then sees it and is throttled.
-                list(Customer.objects.select_for_update().filter(pk=customer.pk).values("pk"))
+            # Two journeys surveying one customer at once: one waits for the
+            # other's invitation, then sees it and is throttled.
+            list(Customer.objects.select_for_update().filter(pk=customer.pk).values("pk"))
             last = last_surveyed(customer.pk, now=now)
             if last is not None:
                 return Invited(None, None, skipped=throttled_reason(last, now=now))
@@ -235,8 +234,8 @@ def survey_respond(
     comment = comment_check(comment)
     channel = channel or invitation.channel
     with transaction.atomic():
-        # Writers of one invitation queue here (PostgreSQL; SQLite has one
-        # writer at a time): the second sees the first's response.
+        # Writers of one invitation queue here: the second sees the first's
+        # response.
         locked = SurveyInvitation.objects.select_for_update().select_related("survey")
         invitation = locked.get(pk=invitation.pk)
         if now >= invitation.expires_at:

@@ -5,8 +5,8 @@ history written by the webhooks and the processor: shown, never edited.
 
 The message page (messaging's outbox) gets what came back for that message,
 its engagements and provider events, from here: messaging never imports
-tracking, so tracking extends the message admin the way journeys and
-segments extend the customer's."""
+tracking, so tracking adds them to messaging's `message_page` registry, the
+way journeys and segments add to customers' `customer_page`."""
 
 from django.contrib import admin, messages
 from django.db.models import Q, TextField
@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from apps.core import jsonsafe
 from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin, ShownOnlyInline
-from apps.messaging.models import Message
+from apps.messaging.admin import message_page
 
 from . import services
 from .models import Engagement, InboundSms, ProviderEvent, TrackedLink
@@ -320,11 +320,5 @@ class MessageProviderEventInline(ShownOnlyInline):
         return _without_payload(super().get_queryset(request))
 
 
-# Extend whatever admin messaging registered for messages, keeping all of it.
-_MessageAdmin = type(admin.site.get_model_admin(Message))
-admin.site.unregister(Message)
-
-
-@admin.register(Message)
-class MessageAdmin(_MessageAdmin):
-    inlines = (*_MessageAdmin.inlines, MessageEngagementInline, MessageProviderEventInline)
+message_page.add_inline(MessageEngagementInline)
+message_page.add_inline(MessageProviderEventInline)

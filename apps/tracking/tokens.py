@@ -9,7 +9,7 @@ from the token, so an old token can lead nowhere it was not meant to.
 
 from django.core import signing
 
-from apps.core.signing import sign
+from apps.core.mirrors.django_signing import sign
 
 OPEN_SALT = "tenure.tracking.open"
 CLICK_SALT = "tenure.tracking.click"

@@ -23,7 +23,6 @@ def test_offsets_up_to_fifteen_fifty_nine_are_times(text):
     assert ISO_TIME_RE.match(text)
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db
 def test_the_sql_functions_answer_null_and_never_raise_for_what_is_not_a_time():
     with connection.cursor() as cursor:

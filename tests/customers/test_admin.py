@@ -172,3 +172,24 @@ def test_the_admin_links_to_the_api_docs_and_health(admin_client):
     assert b'href="/api/v1/docs"' in response.content
     assert b'href="/healthz"' in response.content
     assert admin_client.get("/api/v1/docs").status_code == 200
+
+
+def test_the_apps_above_add_to_the_customer_page_through_its_registry(rf, admin_user, customers):
+    """Segments, journeys and analytics fill `customer_page`; none replaces the
+    customers app's own admin. Inlines show in INSTALLED_APPS order."""
+    from django.contrib import admin
+
+    from apps.analytics.customer360 import customer_360_section
+    from apps.customers.admin import CustomerAdmin, customer_page
+
+    model_admin = admin.site.get_model_admin(Customer)
+    request = rf.get("/")
+    request.user = admin_user
+
+    assert type(model_admin) is CustomerAdmin
+    assert [i.__name__ for i in model_admin.get_inlines(request, customers["u-1"])] == [
+        "EventStatInline",
+        "SegmentHistoryInline",
+        "JourneyTimelineInline",
+    ]
+    assert customer_page.sections == [customer_360_section]

@@ -473,3 +473,22 @@ def test_the_consent_ledger_is_read_only_and_searchable_by_customer(admin_client
     assert list(found.context["cl"].result_list) == [record]
     assert (add.status_code, change.status_code, delete.status_code) == (403, 403, 403)
     assert ConsentRecord.objects.get(pk=record.pk).status == "granted"
+
+
+def test_the_apps_above_add_to_the_message_page_through_its_registry(rf, admin_user):
+    """Tracking and surveys fill `message_page`; none replaces messaging's own
+    admin. Inlines show in INSTALLED_APPS order."""
+    from django.contrib import admin
+
+    from apps.messaging.admin import MessageAdmin
+
+    model_admin = admin.site.get_model_admin(Message)
+    request = rf.get("/")
+    request.user = admin_user
+
+    assert type(model_admin) is MessageAdmin
+    assert [i.__name__ for i in model_admin.get_inlines(request, None)] == [
+        "MessageEngagementInline",
+        "MessageProviderEventInline",
+        "MessageSurveyInline",
+    ]

@@ -5,7 +5,7 @@ import pytest
 import time_machine
 from django.core import signing
 
-from apps.core import signing as core_signing
+from apps.core.mirrors import django_signing as core_signing
 from apps.messaging import links
 from apps.messaging.models import Category, Channel, Message
 from apps.tracking import tokens

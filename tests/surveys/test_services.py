@@ -202,7 +202,6 @@ def test_categories_follow_the_score(invite, make_customer):
         assert answered.response.category == category
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_answers_make_one_response(survey, customer):
     """Eight writers at once on one invitation (double clicks, tabs): one

@@ -3,10 +3,10 @@
 from django.db import migrations, models
 
 # The segments' event conditions read (name, last_at, customer_id) of the
-# stats: with the customer id in the index (INCLUDE, PostgreSQL; SQLite builds
-# the plain index) they are index-only scans. The index is rebuilt, not
-# altered: at 4.6 million stats (1,000,000 customers) about 7 s, during which
-# ingestion's writes of the stats wait for it.
+# stats: with the customer id in the index (INCLUDE) they are index-only
+# scans. The index is rebuilt, not altered: at 4.6 million stats (1,000,000
+# customers) about 7 s, during which ingestion's writes of the stats wait for
+# it.
 
 
 class Migration(migrations.Migration):

@@ -6,9 +6,7 @@ import apps.customers.validation
 
 class Migration(migrations.Migration):
     """Python-side only (the JSON encoder, decoder and validators): nothing
-    changes in the database. State only, because SQLite's schema editor
-    rebuilds the table for any altered field, and a rebuild drops the touch
-    stamping triggers of 0002."""
+    changes in the database, so the migration changes the state only."""
 
     dependencies = [
         ("customers", "0003_eventstat_name_last_covering"),

@@ -3,15 +3,23 @@ gathered across the apps (messages, NPS answers, the latest journeys step by
 step). Traits, events, segment history and the journeys list are the
 customer admin's own fields and inlines (customers, segments, journeys).
 
-This lives in apps/core, not apps/customers, because it reads the apps built
-on top of customers: those imports happen inside the function, so importing
-customers never pulls in messaging, journeys or surveys. Each section is
-returned only to a user allowed to view what it reads (the Viewer and
-Marketer groups both are), and each is bounded: a customer with years of
-history costs a few indexed queries, not a scan.
+It lives in analytics, on the top floor, because it reads the apps built on
+top of customers; the customer page (apps/customers/admin.py) shows it
+through its `customer_page` registry, filled by apps/analytics/admin.py.
+Each section is returned only to a user allowed to view what it reads (the
+Viewer and Marketer groups both are), and each is bounded: a customer with
+years of history costs a few indexed queries, not a scan.
 """
 
 from dataclasses import dataclass, field
+
+from django.db.models import Count
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from apps.journeys.selectors import customer_timeline
+from apps.messaging.models import Message
+from apps.surveys.models import SurveyResponse
 
 MESSAGES_SHOWN = 20
 RESPONSES_SHOWN = 10
@@ -30,13 +38,8 @@ class Customer360:
 
 def customer_360(customer, *, user) -> Customer360:
     """The sections `user` may see for this customer, newest first."""
-    from django.db.models import Count
-    from django.urls import reverse
-
     view = Customer360()
     if user.has_perm("messaging.view_message"):
-        from apps.messaging.models import Message
-
         rows = Message.objects.filter(customer_id=customer.pk)
         view.messages = list(
             rows.select_related("template").order_by("-created_at", "-id")[:MESSAGES_SHOWN]
@@ -48,18 +51,22 @@ def customer_360(customer, *, user) -> Customer360:
             reverse("admin:messaging_message_changelist") + f"?q={customer.external_id}"
         )
     if user.has_perm("surveys.view_surveyresponse"):
-        from apps.surveys.models import SurveyResponse
-
         view.responses = list(
             SurveyResponse.objects.filter(customer_id=customer.pk)
             .select_related("survey")
             .order_by("-responded_at", "-id")[:RESPONSES_SHOWN]
         )
     if user.has_perm("journeys.view_enrollment"):
-        from apps.journeys.selectors import customer_timeline
-
         view.journeys = customer_timeline(customer.pk, limit=JOURNEYS_SHOWN)
         view.timeline_url = reverse(
             "admin:journeys_enrollment_customer_timeline", args=[customer.pk]
         )
     return view
+
+
+def customer_360_section(request, customer) -> str:
+    """The Customer 360 sections as the customer page shows them."""
+    return render_to_string(
+        "admin/analytics/customer_360.html",
+        {"customer": customer, "view": customer_360(customer, user=request.user)},
+    )
