@@ -19,7 +19,7 @@ from apps.core.bigtables import EstimatedCountPaginator, ReadOnlyAdminMixin
 from apps.customers.models import Customer
 from apps.customers.selectors import customer_search
 
-from . import consent, services, views
+from . import consent, preview, services, views
 from .forms import SuppressionAddForm, TemplateForm
 from .models import Channel, ConsentRecord, Message, Suppression, Template
 
@@ -105,7 +105,7 @@ def email_frame(html: str, *, title: str, height: str = "32rem"):
 
 
 def sms_bubble(body: str):
-    summary = views.sms_summary(body)
+    summary = preview.sms_summary(body)
     warning = (
         format_html('<p class="errornote">{}</p>', summary["warning"]) if summary["warning"] else ""
     )

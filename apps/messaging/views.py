@@ -27,7 +27,6 @@ from . import consent, links
 from . import preview as messaging_preview
 from .forms import PreferencesForm, PreviewForm, SendTestForm, masked
 from .models import Channel, ConsentRecord, Message
-from .preview import customer_summary, sms_summary  # noqa: F401 - the admin reads them here
 from .services import message_send_test
 
 if TYPE_CHECKING:
