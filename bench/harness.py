@@ -653,6 +653,7 @@ REPRODUCE = """\
 make bench                             # every workload, full size; rewrites this page
 .venv/bin/python -m bench ingestion    # one workload (its section here is replaced)
 .venv/bin/python -m bench --quick      # small sizes, a fast self-check; this page untouched
+BENCH_SEGMENTS_SIZES=100k .venv/bin/python -m bench segments   # one size only (100k or 1m)
 ```
 
 Needs a PostgreSQL server at BENCH_POSTGRES_URL (default 127.0.0.1:5432, user

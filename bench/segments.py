@@ -12,6 +12,7 @@ run (`Bench.database_from_template`)."""
 
 import io
 import json
+import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -107,6 +108,32 @@ class Sizes:
 
 FULL = Sizes(Size("100k", 100_000), Size("1m", 1_000_000), changes=10_000)
 QUICK = Sizes(Size("2k", 2_000), Size("20k", 20_000), changes=500)
+# BENCH_SEGMENTS_SIZES=100k (or 1m; default both): run one size only, named by
+# its full-size label (with --quick, 100k picks 2k and 1m picks 20k). The one
+# size then gets everything the bigger one gets (writes, the worker round);
+# the scaling rows, which need both, are left out.
+SIZES_ENV = "BENCH_SEGMENTS_SIZES"
+
+
+def chosen_sizes() -> tuple[bool, bool]:
+    """(small, big): which of the two sizes BENCH_SEGMENTS_SIZES asks for."""
+    raw = os.environ.get(SIZES_ENV, "").strip()
+    if not raw:
+        return True, True
+    labels = {label.strip().lower() for label in raw.split(",") if label.strip()}
+    known = {FULL.small.label, FULL.big.label}
+    if not labels or labels - known:
+        raise BenchError(f"{SIZES_ENV}={raw!r}: give {FULL.small.label}, {FULL.big.label} or both")
+    return FULL.small.label in labels, FULL.big.label in labels
+
+
+def title() -> str:
+    try:
+        small, big = chosen_sizes()
+    except BenchError:
+        small, big = True, True  # reported when the workload runs
+    shown = [f"{s.customers:,}" for s, on in ((FULL.small, small), (FULL.big, big)) if on]
+    return f"segment refresh at {' and '.join(shown)} customers"
 
 
 # --- Refreshing -------------------------------------------------------------
@@ -808,15 +835,14 @@ def _by_slug(round_: Round) -> dict[str, Refreshed]:
     return {s.slug: s for s in round_.segments}
 
 
-def notes(sizes: Sizes, small: SizeRun, big: SizeRun) -> list[str]:
+def notes(sizes: Sizes, runs: Sequence[SizeRun]) -> list[str]:
     label = "--quick sizes" if sizes == QUICK else "full sizes"
     templates = ", ".join(
-        f"`{r.size.template}` ({'built in this run' if r.built else 'reused'})"
-        for r in (small, big)
+        f"`{r.size.template}` ({'built in this run' if r.built else 'reused'})" for r in runs
     )
     result = [
         f"{label}: `seed_demo --customers N --seed {SEED} --now {NOW_TEXT}` at "
-        f"{small.size.customers:,} and {big.size.customers:,} customers; the data ends at "
+        f"{' and '.join(f'{r.size.customers:,}' for r in runs)} customers; the data ends at "
         f"{NOW_TEXT}, the first refresh runs as of then, the next ones 1, 2 and 3 minutes "
         f"later (the change is ingested at +90 s). Databases copied from the templates "
         f"{templates}. A template is "
@@ -828,10 +854,15 @@ def notes(sizes: Sizes, small: SizeRun, big: SizeRun) -> list[str]:
         "`load_segments` builds the date traits' expression indexes (renewal_at) before "
         "the first refresh.",
     ]
+    if len(runs) == 1:
+        result.append(
+            f"Only {runs[0].size.customers:,} customers in this run ({SIZES_ENV}="
+            f"{os.environ.get(SIZES_ENV)}): the other size and the scaling rows were not run."
+        )
     return result
 
 
-def miss_notes(small: SizeRun, big: SizeRun) -> list[str]:
+def miss_notes(small: SizeRun | None, big: SizeRun) -> list[str]:
     """Where the time goes when a target was missed: EXPLAIN ANALYZE of the
     slowest first refresh's member query, what the slowest refresh after the
     change evaluated, and the diff statement of the write test."""
@@ -863,10 +894,8 @@ def miss_notes(small: SizeRun, big: SizeRun) -> list[str]:
     working = [r for r in big.changed.segments if not r.error]
     if working:
         slow = max(working, key=lambda r: r.seconds)
-        small_total = small.changed.seconds
-        if (
-            slow.seconds > CHANGED_REFRESH_TARGET_S
-            or big.changed.seconds > SCALING_TARGET * small_total
+        if slow.seconds > CHANGED_REFRESH_TARGET_S or (
+            small is not None and big.changed.seconds > SCALING_TARGET * small.changed.seconds
         ):
             out.append(
                 f"After the change, the slowest refresh is `{slow.slug}` ({slow.how}, "
@@ -883,7 +912,7 @@ def miss_notes(small: SizeRun, big: SizeRun) -> list[str]:
 # --- The workload -----------------------------------------------------------
 
 
-@workload("segments", "segment refresh at 100,000 and 1,000,000 customers")
+@workload("segments", title())
 def run(bench: Bench) -> Result:
     """The lifecycle segments (fixtures/segments.json) refreshed on the demo
     data, with `segment_refresh` called in-process, one segment after the
@@ -919,9 +948,23 @@ def run(bench: Bench) -> Result:
        memberships equal `segment_queryset(definition, now)` evaluated for
        everyone (the brute force; EXCEPT both ways in SQL, 0 differences)."""
     sizes = QUICK if bench.quick else FULL
+    want_small, want_big = chosen_sizes()
+    if not want_big:  # one size only: it is measured as the big one is
+        only = run_size(bench, sizes.small, changes=sizes.changes, writes=True, worker=True)
+    elif not want_small:
+        only = run_size(bench, sizes.big, changes=sizes.changes, writes=True, worker=True)
+    else:
+        only = None
+    if only is not None:
+        result = Result(rows=refresh_rows(only), notes=notes(sizes, [only]))
+        result.rows += changed_rows(only, changes=sizes.changes, targets=True)
+        result.rows += write_rows(only.writes)
+        result.rows += check_rows(only, changes=sizes.changes)
+        result.notes += miss_notes(None, only)
+        return result
     small = run_size(bench, sizes.small, changes=sizes.changes, writes=False, worker=False)
     big = run_size(bench, sizes.big, changes=sizes.changes, writes=True, worker=True)
-    result = Result(rows=refresh_rows(big), notes=notes(sizes, small, big))
+    result = Result(rows=refresh_rows(big), notes=notes(sizes, [small, big]))
     result.rows += changed_rows(big, changes=sizes.changes, targets=True)
     result.rows += write_rows(big.writes)
     result.rows += changed_rows(small, changes=sizes.changes, targets=False)

@@ -447,7 +447,7 @@ def process_hits(
 ) -> tuple[list[Row], list[str]]:
     from apps.customers.models import Event
     from apps.tracking.models import Engagement
-    from apps.tracking.services import tracking_process
+    from apps.tracking.services.processing import tracking_process
 
     hits = Engagement.objects.filter(processed_at__isnull=True).count()
     bench.settle()
@@ -589,7 +589,7 @@ def measure_webhook(bench: Bench, seeded: Seeded, sizes: Sizes) -> tuple[list[Ro
     from apps.customers.models import Event
     from apps.messaging.models import Suppression
     from apps.tracking.models import Engagement, ProviderEvent
-    from apps.tracking.services import tracking_process
+    from apps.tracking.services.processing import tracking_process
 
     now = datetime.now(UTC)
     traffic = webhook_traffic(seeded.webhook, sizes.webhook_events, now=now)
