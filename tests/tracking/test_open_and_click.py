@@ -300,6 +300,9 @@ def test_outside_a_transaction_a_hit_is_written_and_committed_in_one_round_trip(
     tracked_links_store(message_id=message.pk, urls=["https://example.com/a"])
     connection.ensure_connection()
     assert not connection.in_atomic_block
+    with connection.cursor() as cursor:
+        # The session's own value (the tests' embedded server runs with it off).
+        cursor.execute("SET synchronous_commit = on")
 
     with django_assert_num_queries(1):
         url = click_record(
