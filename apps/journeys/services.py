@@ -74,7 +74,7 @@ def _set_draft(journey: Journey, definition: JourneyDefinition) -> None:
 
 def journey_export(journey: Journey, *, version: int | None = None) -> dict[str, Any]:
     """The journey file of the draft, or of published version `version`, in
-    canonical form (see graph.py): `journey_import` of it stores the same."""
+    canonical form (see graph/checks.py): `journey_import` of it stores the same."""
     if version is None:
         definition = journey.draft or (
             journey.live_version.definition if journey.live_version_id else None

@@ -1,4 +1,4 @@
-"""Journey files (apps/journeys/graph.py, imported by journey_import) mutated
+"""Journey files (apps/journeys/graph/, imported by journey_import) mutated
 from a valid one: any file is either refused with a JourneyError listing
 (path, message) pairs, writing nothing, or imports (and publishes when
 asked). Never another exception."""

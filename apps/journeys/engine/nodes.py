@@ -4,7 +4,7 @@ A handler takes the visit (`Run`) and returns what it decided (`Move`,
 `visit.py`); `HANDLERS` maps a node type to its handler. A send node does
 not send by itself: it asks, and the chunk sends all its enrollments'
 messages in one `message_send_many` call; a branch asks its condition the
-same way. A new node type has its schema in `graph.py` and its handler here.
+same way. A new node type has its schema in `graph/schema.py` and its handler here.
 """
 
 import hashlib
