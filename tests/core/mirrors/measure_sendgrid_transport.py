@@ -13,7 +13,6 @@ Needs no database.
 """
 
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,24 +21,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
+from tests.fakes.process import fake_provider_process  # noqa: E402
+
 N = 2000
 GROUP = 8  # DELIVERY_CONCURRENCY's default
 ROUNDS = 3
 
 
 def main() -> None:
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.provider", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = fake.stdout.readline().strip()
+    with fake_provider_process() as url:
         measure(url)
-    finally:
-        fake.terminate()
-        fake.wait()
 
 
 def measure(url: str) -> None:

@@ -12,7 +12,6 @@ Needs no database.
 """
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,22 +19,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
+from tests.fakes.process import fake_provider_process  # noqa: E402
+
 N = 500
 ROUNDS = 8
 
 
 def main() -> None:
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.provider", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        measure(fake.stdout.readline().strip())
-    finally:
-        fake.terminate()
-        fake.wait()
+    with fake_provider_process() as url:
+        measure(url)
 
 
 def measure(url: str) -> None:
