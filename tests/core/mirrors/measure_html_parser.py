@@ -27,18 +27,9 @@ from apps.customers.models import Customer  # noqa: E402
 from apps.messaging import rendering  # noqa: E402
 from apps.messaging.html_text import html_to_text  # noqa: E402
 from apps.messaging.models import Category, Channel, Template  # noqa: E402
+from bench.messaging import EMAIL_HTML  # noqa: E402 - the renewal reminder, as a shipped template
 from tests.messaging.test_html_to_text import reference  # noqa: E402
 
-# bench/messaging.py's EMAIL_HTML (the renewal reminder), as a shipped template.
-EMAIL_HTML = (
-    "<html><body><p>Hi {{ customer.first_name | default('there') }},</p>"
-    "<p>Your {{ customer.plan }} plan renews on {{ customer.renewal_day }}. "
-    "You have used {{ customer.seats_used }} of {{ customer.seats }} seats this month."
-    "</p><p><a href='https://app.example.com/billing'>Review your plan</a></p>"
-    "<p style='color:#888'>{{ company.name }}, {{ company.postal_address }}. "
-    "<a href='{{ links.unsubscribe }}'>Unsubscribe</a> · "
-    "<a href='{{ links.preferences }}'>Preferences</a></p></body></html>"
-)
 N = 5000
 ROUNDS = 7
 
