@@ -295,7 +295,7 @@ def test_a_batch_that_is_not_a_list_is_refused(api, body):
     response = api("batch", body)
 
     assert response.status_code == 400
-    assert response.json()["error"] == "batch: must be a list of identify/track calls"
+    assert response.json()["error"] == "batch: must be a list of calls"
 
 
 def test_an_empty_batch_accepts_nothing(api):
