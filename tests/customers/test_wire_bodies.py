@@ -300,11 +300,20 @@ def test_a_batch_envelope_may_carry_what_segment_sends(send, api_key):
     assert send("batch", body).json() == {"accepted": 2, "errors": []}
 
 
-def test_the_path_names_the_call_type_whatever_the_body_says(send):
-    response = send("track", {**TRACK, "type": "identify"})
+def test_a_single_call_may_leave_its_type_out_or_say_the_path_s(send):
+    assert send("track", TRACK).status_code == 200
+    assert send("track", {**TRACK, "type": "track"}).status_code == 200
+    assert Event.objects.count() == 2
 
-    assert response.status_code == 200
-    assert Event.objects.get().name == "login"
+
+@pytest.mark.parametrize(
+    ("said", "got"), [("identify", "'identify'"), (None, "NoneType"), ({"a": 1}, "dict")]
+)
+def test_a_single_call_of_another_type_than_its_path_is_400(send, said, got):
+    response = send("track", {**TRACK, "type": said})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == f"type: must be 'track' on /track (or left out), got {got}"
 
 
 def test_a_single_call_refused_names_the_field(send):

@@ -78,13 +78,17 @@ def read_json_object(request: HttpRequest) -> dict:
 
 
 def _single_call(kind: str, *, summary: str, schema: str, ok: str) -> Callable:
-    """The endpoint of one call type: the path names the type, whatever the
-    body's `type` says (Segment's do too)."""
+    """The endpoint of one call type: the path names the type. A body may
+    leave `type` out (Segment's SDKs send it, the same); another type is a
+    client's mistake, refused as the document says (the type is a constant)."""
 
     def endpoint(request: HttpRequest):
         body = wire.payload(request, limit=wire.CALL)
         body.pop("writeKey", None)
-        body["type"] = kind
+        said = body.setdefault("type", kind)
+        if said != kind:
+            got = repr(said) if isinstance(said, str) and len(said) <= 50 else type(said).__name__
+            raise HttpError(400, f"type: must be {kind!r} on /{kind} (or left out), got {got}")
         try:
             call = parse_call(body)
         except ValueError as exc:
@@ -93,9 +97,10 @@ def _single_call(kind: str, *, summary: str, schema: str, ok: str) -> Callable:
         return Accepted()
 
     endpoint.__name__ = kind
-    endpoint.__doc__ = summary + _WIRE
+    endpoint.__doc__ = summary
     return router.post(
         f"/{kind}",
+        description=summary + _WIRE,
         response={200: Accepted, **ERRORS},
         auth=ingestion_auth(wire.CALL),
         # The ids the endpoints had when they lived in apps/customers/api.py:
@@ -145,11 +150,19 @@ alias = _single_call(
 )
 
 
+_BATCH = (
+    "Many calls at once, each with its `type`. Valid items are stored; invalid ones are "
+    "reported by index and nothing of them is written. The envelope's `sentAt` applies to "
+    "the items that have none, and its `context` lies under each item's own."
+)
+
+
 @router.post(
     "/batch",
     response={200: BatchOut, **ERRORS},
     auth=ingestion_auth(wire.BATCH),
     operation_id="apps_customers_api_batch",
+    description=_BATCH + _WIRE,
     openapi_extra=body_doc(
         "BatchIn",
         ok="The valid items are stored, even when others are refused: each refused "
@@ -159,10 +172,7 @@ alias = _single_call(
     ),
 )
 def batch(request: HttpRequest):
-    """Many calls at once, each with its `type`. Valid items are stored;
-    invalid ones are reported by index and nothing of them is written. The
-    envelope's `sentAt` applies to the items that have none, and its
-    `context` lies under each item's own."""
+    """Many calls at once (see `_BATCH`)."""
     body = wire.payload(request, limit=wire.BATCH)
     items = body.get("batch")
     if not isinstance(items, list):
@@ -181,9 +191,6 @@ def batch(request: HttpRequest):
             errors.append(BatchError(index=index, error=str(exc)))
     services.ingest(calls, received_at=timezone.now())
     return BatchOut(accepted=len(calls), errors=errors)
-
-
-batch.__doc__ = (batch.__doc__ or "") + _WIRE
 
 
 def envelope_apply(items: list, *, sent_at: Any, context: Any) -> None:

@@ -12,9 +12,11 @@ that is not gzip, or ends early, is a 400.
 
 The parsed object is kept on the request, so that the body's `writeKey`
 (read by the authentication, before the endpoint runs) costs no second read.
-Measured on this 2-core machine, a 100-event gzip batch (27 kB of JSON, 4 kB
-gzipped) takes about 0.2 ms from the raw bytes to the dict: inflate 30 us,
-UTF-8 check 2 us, JSON 170 us; the hashing of the write key 1 us.
+Measured on this 2-core machine (2026-12-08), a batch of 100 track calls as
+segment-analytics-python sends them (34 kB of JSON, 3.6 kB gzipped) takes
+0.21 ms from the request to the dict: inflating 26 us, the UTF-8 check 2 us,
+json.loads 150 us. That is 1% of the whole request in process (26 ms, the
+rest being the key's look-up, 0.55 ms, validation, 4.3 ms, and `ingest`).
 """
 
 import json
