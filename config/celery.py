@@ -59,6 +59,12 @@ def system_schedule() -> dict:
                 "expires": settings.JOURNEY_INGEST_SWEEP_INTERVAL_S * 2,
             },
         },
+        # Anonymous visitors past ANONYMOUS_PROFILE_TTL_DAYS, with their events.
+        "expire-anonymous": {
+            "task": "apps.customers.tasks.expire_anonymous",
+            "schedule": 3600.0,
+            "options": {"queue": "default", "expires": 3600},
+        },
         "heartbeat": {
             "task": "apps.core.tasks.heartbeat",
             "schedule": float(settings.HEARTBEAT_INTERVAL_S),

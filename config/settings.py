@@ -209,6 +209,11 @@ INGEST_TIMESTAMP_MAX_FUTURE_S = env.int("INGEST_TIMESTAMP_MAX_FUTURE_S", default
 # recursion limit would break reading and showing the data back.
 INGEST_JSON_MAX_DEPTH = env.int("INGEST_JSON_MAX_DEPTH", default=32)
 
+# --- Customers and anonymous visitors ---------------------------------------
+# An anonymous visitor (an SDK's anonymousId, never identified) not seen for
+# this many days is deleted with its events (apps/customers/services/anonymous.py).
+ANONYMOUS_PROFILE_TTL_DAYS = env.int("ANONYMOUS_PROFILE_TTL_DAYS", default=30)
+
 # --- Segments -------------------------------------------------------------
 # PostgreSQL work_mem for a segment refresh's transaction (hashing member sets).
 SEGMENT_REFRESH_WORK_MEM = env.str("SEGMENT_REFRESH_WORK_MEM", default="256MB")

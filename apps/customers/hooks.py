@@ -59,8 +59,8 @@ def on_ingest_in_transaction(fn: IngestListener) -> IngestListener:
     return fn
 
 
-def remove_listener(fn: IngestListener) -> None:
-    for registry in (_listeners, _in_transaction):
+def remove_listener(fn) -> None:
+    for registry in (_listeners, _in_transaction, _on_merge):
         if fn in registry:
             registry.remove(fn)
 
@@ -100,3 +100,31 @@ def notify(
                 len(event_ids),
                 len(changed_customer_ids),
             )
+
+
+# --- merges -------------------------------------------------------------------------
+#
+# When profiles merge (an anonymous visitor identified as a known customer, an
+# `alias`), the apps above hear of it inside the merging transaction, with the
+# (merged profile id, customer id) pairs: journeys ends the merged profile's
+# active enrollments. Like `on_ingest_in_transaction`, one cheap set-based
+# write; an error rolls the merge back.
+
+
+class MergeListener(Protocol):
+    def __call__(self, *, pairs: Sequence[tuple[int, int]], now: datetime) -> None: ...
+
+
+_on_merge: list[MergeListener] = []
+
+
+def on_merge_in_transaction(fn: MergeListener) -> MergeListener:
+    """Register `fn`; registering twice is a no-op."""
+    if fn not in _on_merge:
+        _on_merge.append(fn)
+    return fn
+
+
+def notify_merged(pairs: Sequence[tuple[int, int]], now: datetime) -> None:
+    for listener in list(_on_merge):
+        listener(pairs=pairs, now=now)

@@ -1,6 +1,7 @@
 import hashlib
 
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Upper
 
 from apps.core.jsonsafe import DeepJSONDecoder, DeepJSONEncoder
@@ -11,8 +12,44 @@ from .validation import validate_email, validate_phone, validate_timezone, valid
 CONTACT_FIELDS = ("email", "phone", "timezone", "locale")
 
 
+class CustomerQuerySet(models.QuerySet):
+    def known(self) -> "CustomerQuerySet":
+        """The customers a business knows: identified (a user id) and not
+        merged into another. Anonymous visitors and merged profiles receive
+        no messages, belong to no segment and are not counted."""
+        return self.filter(external_id__isnull=False, merged_into__isnull=True)
+
+
+# The same rule in SQL, for queries written by hand (`alias` names the table).
+def known_sql(alias: str) -> str:
+    return f"{alias}.external_id IS NOT NULL AND {alias}.merged_into_id IS NULL"
+
+
 class Customer(models.Model):
-    external_id = models.CharField(max_length=200, help_text="The business's own user id.")
+    """A person: known by the business's user id (`external_id`), or, until
+    identified, an anonymous visitor known only by the SDK's `anonymous_id`.
+    A profile merged into another (an anonymous visitor who signed up while
+    already known, an `alias`) stays as a record pointing at it
+    (`merged_into`), so its ids keep resolving to the customer it became."""
+
+    external_id = models.CharField(  # noqa: DJ001 - NULL: not identified yet
+        max_length=200, null=True, blank=True, help_text="The business's own user id."
+    )
+    anonymous_id = models.CharField(  # noqa: DJ001 - NULL: never seen anonymously
+        max_length=200,
+        null=True,
+        blank=True,
+        help_text="The SDK's anonymousId this profile was first known by.",
+    )
+    merged_into = models.ForeignKey(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="merged_profiles",
+        help_text="The customer this profile was merged into; its ids resolve there.",
+    )
+    merged_at = models.DateTimeField(null=True, blank=True)
     email = models.CharField(max_length=254, blank=True, validators=[validate_email])
     phone = models.CharField(
         max_length=16, blank=True, validators=[validate_phone], help_text="E.164"
@@ -41,19 +78,45 @@ class Customer(models.Model):
     # customers it stores events for.
     touched_seq = models.BigIntegerField(null=True, blank=True, editable=False)
 
+    objects = CustomerQuerySet.as_manager()
+
     class Meta:
         # Unique constraints rather than unique=True: Django adds a second,
         # LIKE-only index to unique varchar columns, which nothing here uses
         # and every insert would pay for.
-        constraints = [models.UniqueConstraint(fields=["external_id"], name="customer_external_id")]
+        constraints = [
+            models.UniqueConstraint(fields=["external_id"], name="customer_external_id"),
+            models.UniqueConstraint(fields=["anonymous_id"], name="customer_anonymous_id"),
+            models.CheckConstraint(
+                condition=Q(external_id__isnull=False) | Q(anonymous_id__isnull=False),
+                name="customer_has_an_id",
+            ),
+        ]
         indexes = [
+            # Merged profiles among a batch's user ids: a probe of this small
+            # index per id, before the customers are locked.
+            models.Index(
+                fields=["external_id"],
+                condition=Q(merged_into__isnull=False),
+                name="customer_merged_external",
+            ),
+            # Anonymous profiles past their time to live.
+            models.Index(
+                fields=["last_seen_at"],
+                condition=Q(external_id__isnull=True, merged_into__isnull=True),
+                name="customer_anonymous_seen",
+            ),
             models.Index(Upper("email"), name="customer_email_upper"),
             models.Index(fields=["phone"], name="customer_phone"),
             models.Index(fields=["touched_seq"], name="customer_touched"),
         ]
 
     def __str__(self) -> str:
-        return self.external_id
+        return self.external_id or f"anonymous {self.anonymous_id}"
+
+    @property
+    def is_known(self) -> bool:
+        return self.external_id is not None and self.merged_into_id is None
 
 
 class Event(models.Model):
@@ -64,6 +127,11 @@ class Event(models.Model):
     name = models.CharField(max_length=200)
     properties = models.JSONField(
         default=dict, blank=True, encoder=DeepJSONEncoder, decoder=DeepJSONDecoder
+    )
+    # What the sending SDK said about where it happened (locale, zone, user
+    # agent, campaign…: see schemas.KEPT_CONTEXT); NULL when nothing.
+    context = models.JSONField(
+        null=True, blank=True, encoder=DeepJSONEncoder, decoder=DeepJSONDecoder
     )
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField()
@@ -116,6 +184,50 @@ class EventStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} x{self.count}"
+
+
+class Account(models.Model):
+    """A company (Segment's `group` call): renewals at a B2B business are
+    decided per account. Its traits are what `{"account": C}` conditions
+    test."""
+
+    external_id = models.CharField(max_length=200, help_text="The business's own group id.")
+    name = models.CharField(max_length=200, blank=True)
+    traits = models.JSONField(
+        default=dict, blank=True, encoder=DeepJSONEncoder, decoder=DeepJSONDecoder
+    )
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    members = models.ManyToManyField(Customer, through="AccountMembership", related_name="accounts")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["external_id"], name="account_external_id")]
+
+    def __str__(self) -> str:
+        return self.name or self.external_id
+
+
+class AccountMembership(models.Model):
+    """A customer belongs to an account (a user may belong to several);
+    `grouped_at` is the latest `group` call, so templates know the current one."""
+
+    # Indexed by the unique (customer, account) constraint.
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="account_memberships", db_index=False
+    )
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
+    created_at = models.DateTimeField()
+    grouped_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "account"], name="membership_customer_account"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} in {self.account_id}"
 
 
 class ApiKey(models.Model):

@@ -4,6 +4,7 @@
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -37,13 +38,12 @@ def _id_to_str(value: Any) -> Any:
 
 
 def _parse_timestamp(value: Any) -> Any:
-    """An ISO-8601 text (UTC when it names no offset) within the ingestion
-    window (`INGEST_TIMESTAMP_MIN` to `INGEST_TIMESTAMP_MAX_FUTURE_S` ahead
-    of now), in UTC. Python reads offsets up to ±23:59 and PostgreSQL only up
-    to ±15:59; once in UTC any offset Python reads is stored as the moment it
-    names. The window is a rule of input, like a length, so the clock is read
-    here; a datetime is what our own code passes (its `now`, which may be a
-    simulated one) and is taken as it is."""
+    """An ISO-8601 text (UTC when it names no offset), as an aware datetime.
+    Python reads offsets up to ±23:59 and PostgreSQL only up to ±15:59; once
+    in UTC any offset Python reads is stored as the moment it names. A
+    datetime is what our own code passes (its `now`, which may be a simulated
+    one) and is taken as it is. Whether the time is acceptable is decided
+    once the client's clock is corrected (`_occurred_at`)."""
     if value is None or isinstance(value, datetime):
         return value
     if not isinstance(value, str):
@@ -54,18 +54,37 @@ def _parse_timestamp(value: Any) -> Any:
         raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
+    return value
+
+
+def _parse_timestamp_in_window(value: Any) -> Any:
+    """A timestamp that must lie in the ingestion window as sent (a consent
+    call's), in UTC."""
+    value = _parse_timestamp(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        problem = _window_problem(value, "")
+        if problem:
+            raise ValueError(problem.removeprefix(": "))
+        return value.astimezone(UTC)
+    return value
+
+
+def _window_problem(value: datetime, field: str) -> str | None:
+    """Why `value` is outside the ingestion window (`INGEST_TIMESTAMP_MIN` to
+    `INGEST_TIMESTAMP_MAX_FUTURE_S` ahead of now), or None. The window is a
+    rule of input, like a length, so the clock is read here."""
     # Compared before any conversion: year 9999 at -14:00 is past what a
     # Python datetime can hold in UTC, but comparing it is exact.
     earliest, ahead = _window()
     if value < earliest:
-        raise ValueError(f"is before {earliest.isoformat()}, the earliest time accepted")
+        return f"{field}: is before {earliest.isoformat()}, the earliest time accepted"
     latest = datetime.now(UTC) + ahead
     if value > latest:
-        raise ValueError(
-            f"is more than {ahead.total_seconds():.0f} s ahead of now "
+        return (
+            f"{field}: is more than {ahead.total_seconds():.0f} s ahead of now "
             f"({latest.isoformat(timespec='seconds')} at the latest)"
         )
-    return value.astimezone(UTC)
+    return None
 
 
 @cache
@@ -108,17 +127,53 @@ UserId = Annotated[
         }
     ),
 ]
-Timestamp = Annotated[
+_TIME_DOC = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}
+# A time in a Segment call: read as sent; when the call happened is checked
+# once corrected by `sentAt` (_occurred_at).
+ClientTime = Annotated[
     datetime | None,
     BeforeValidator(_parse_timestamp),
     WithJsonSchema(
         {
-            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+            **_TIME_DOC,
+            "description": "ISO-8601 (UTC when no offset is given). When the call happened "
+            "(`timestamp`, else `originalTimestamp`) is corrected by `sentAt` for the "
+            "client's clock, and must then lie from 1970-01-01 (INGEST_TIMESTAMP_MIN) to "
+            "one day ahead of now (INGEST_TIMESTAMP_MAX_FUTURE_S).",
+        }
+    ),
+]
+Timestamp = Annotated[
+    datetime | None,
+    BeforeValidator(_parse_timestamp_in_window),
+    WithJsonSchema(
+        {
+            **_TIME_DOC,
             "description": "ISO-8601 (UTC when no offset is given), from 1970-01-01 "
             "(INGEST_TIMESTAMP_MIN) to one day ahead of now (INGEST_TIMESTAMP_MAX_FUTURE_S).",
         }
     ),
 ]
+AnonymousId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    BeforeValidator(_id_to_str),
+]
+
+
+def _nullable(title: str, description: str) -> dict:
+    """The document of an id a call may leave out (or send as null)."""
+    return {
+        "anyOf": [
+            {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
+            {"type": "integer"},
+            {"type": "null"},
+        ],
+        "title": title,
+        "description": description,
+    }
+
+
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 _CONTACT_VALIDATORS = {
@@ -150,32 +205,137 @@ def _json_problem(value: dict, path: str) -> None:
             raise ValueError(reason)
 
 
+# What is kept of an SDK's `context` on the event: what marketing uses (the
+# visitor's language and zone, the device and app, the page and campaign it
+# came from). The IP address and anything derived from it are not kept.
+KEPT_CONTEXT = (
+    "locale", "timezone", "userAgent", "campaign", "referrer", "page", "app", "device", "os",
+    "screen", "library", "channel",
+)  # fmt: skip
+PAGE_EVENT = "page_viewed"
+SCREEN_EVENT = "screen_viewed"
+
+
+def _context_kept(context: Any) -> dict | None:
+    if not context:
+        return None
+    if not isinstance(context, dict):
+        raise ValueError(f"context: must be an object, got {type(context).__name__}")
+    kept = {k: context[k] for k in KEPT_CONTEXT if context.get(k) is not None}
+    if not kept:
+        return None
+    _json_problem(kept, "context")
+    return kept
+
+
+def _object(value: Any, field: str) -> dict:
+    """A traits or properties object; an explicit null (which SDKs send) is empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{field}: must be an object, got {type(value).__name__}")
+    _json_problem(value, field)
+    return value
+
+
 class _Call(BaseModel):
-    # Segment clients send more (context, integrations, anonymousId…): ignored.
+    """What every call has: who (the business's `userId`, or the SDK's
+    `anonymousId` for a visitor not identified yet; either may be both),
+    when, and a deduplication key. Fields the SDKs add that Tenure has no
+    use for (`integrations`, `_metadata`, `writeKey`, …) are ignored."""
+
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    user_id: UserId = Field(alias="userId")
-    timestamp: Timestamp = None
+    user_id: Annotated[
+        UserId | None,
+        WithJsonSchema(
+            _nullable(
+                "userId",
+                "The business's own user id (a number is stored "
+                "as its text). A call needs userId, anonymousId or both.",
+            )
+        ),
+    ] = Field(default=None, alias="userId")
+    anonymous_id: Annotated[
+        AnonymousId | None,
+        WithJsonSchema(
+            _nullable(
+                "anonymousId",
+                "The SDK's id of a visitor not identified "
+                "yet. With both ids, the visitor's profile merges into the "
+                "customer's.",
+            )
+        ),
+    ] = Field(default=None, alias="anonymousId")
+    timestamp: ClientTime = None
+    original_timestamp: ClientTime = Field(default=None, alias="originalTimestamp")
+    sent_at: ClientTime = Field(default=None, alias="sentAt")
     message_id: MessageId | None = Field(default=None, alias="messageId")
+    context: Annotated[
+        Any,
+        WithJsonSchema(
+            {
+                "type": ["object", "null"],
+                "description": "The SDK's context. Kept on the event: "
+                + ", ".join(KEPT_CONTEXT)
+                + " (never the IP address). `timezone` and `locale` fill a customer's "
+                "empty columns.",
+            }
+        ),
+    ] = None
+
+    def _check_call(self) -> None:
+        """The checks every call makes, from its type's one model validator
+        (each validator is a call from pydantic's Rust into Python)."""
+        if self.user_id is None and self.anonymous_id is None:
+            raise ValueError("userId: one of userId and anonymousId is required")
+        _text_problem(self.user_id, "userId")
+        _text_problem(self.anonymous_id, "anonymousId")
+        _text_problem(self.message_id, "messageId")
+        self.timestamp = _occurred_at(self.timestamp, self.original_timestamp, self.sent_at)
+        self.original_timestamp = self.sent_at = None
+        if self.context is not None:
+            self.context = _context_kept(self.context)
+
+
+def _occurred_at(
+    timestamp: datetime | None, original: datetime | None, sent_at: datetime | None
+) -> datetime | None:
+    """When the call happened, in UTC. With `sentAt`, the client's clock is
+    corrected as Segment does: the time is shifted by how far our receipt is
+    from `sentAt` (a phone whose clock runs an hour fast sends times an hour
+    ahead, and a `sentAt` an hour ahead too)."""
+    when = timestamp or original
+    if when is None:
+        return None
+    field = "timestamp" if timestamp is not None else "originalTimestamp"
+    if sent_at is not None:
+        try:
+            when = when + (datetime.now(UTC) - sent_at)
+        except OverflowError:
+            raise ValueError(f"{field}: cannot be corrected by sentAt (out of range)") from None
+    problem = _window_problem(when, field)
+    if problem:
+        raise ValueError(problem)
+    return when.astimezone(UTC)
 
 
 class IdentifyIn(_Call):
     """Upserts a customer; traits merge into the stored ones. The `email`,
-    `phone`, `timezone` and `locale` traits also fill the customer's columns."""
+    `phone`, `timezone` and `locale` traits also fill the customer's columns.
+    With both ids, the anonymous visitor's profile merges into the customer."""
 
     type: Literal["identify"] = "identify"
-    traits: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] | None = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _can_be_stored(self):
         """Text and traits PostgreSQL can store, and contact traits that fit
-        their columns: one validator for the whole call (each costs a call
-        from pydantic's Rust into Python)."""
-        _text_problem(self.user_id, "userId")
-        _text_problem(self.message_id, "messageId")
-        _json_problem(self.traits, "traits")
+        their columns: one validator for the whole call."""
+        self._check_call()
+        self.traits = traits = _object(self.traits, "traits")
         for field in CONTACT_FIELDS:
-            value = self.traits.get(field)
+            value = traits.get(field)
             if value is None:
                 continue
             if not isinstance(value, str):
@@ -191,35 +351,133 @@ class IdentifyIn(_Call):
         return self
 
 
+EventName = Annotated[
+    # pattern: a name of white space alone is refused (stripped, it is empty).
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")
+]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+
+
 class TrackIn(_Call):
     """Appends an event to a customer's history (creating the customer if new)."""
 
     type: Literal["track"] = "track"
-    # pattern: a name of white space alone is refused (stripped, it is empty).
-    event: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")
-    ]
-    properties: dict[str, Any] = Field(default_factory=dict)
+    event: EventName
+    properties: dict[str, Any] | None = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _can_be_stored(self):
-        _text_problem(self.user_id, "userId")
-        _text_problem(self.message_id, "messageId")
+        self._check_call()
         _text_problem(self.event, "event")
-        _json_problem(self.properties, "properties")
+        self.properties = _object(self.properties, "properties")
         return self
 
 
-Call = IdentifyIn | TrackIn
-CALL_TYPES: dict[str, type[_Call]] = {"identify": IdentifyIn, "track": TrackIn}
-TypedCall = Annotated[IdentifyIn | TrackIn, Field(discriminator="type")]
+class _ViewIn(TrackIn):
+    """A page or screen view, stored as an event (`page_viewed`,
+    `screen_viewed`) whose properties hold the view's `name`, `category` and
+    (pages) URL `path`, beside the properties sent: usable in conditions and
+    triggers like any event."""
+
+    name: ShortText | None = None
+    category: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _can_be_stored(self):
+        self._check_call()
+        self.event = PAGE_EVENT if self.type == "page" else SCREEN_EVENT
+        _text_problem(self.name, "name")
+        _text_problem(self.category, "category")
+        properties = {**_object(self.properties, "properties")}
+        for key in ("name", "category"):
+            if getattr(self, key) is not None:
+                properties[key] = getattr(self, key)
+        if self.type == "page" and "path" not in properties:
+            path = _page_path(properties.get("url"), self.context)
+            if path:
+                properties["path"] = path
+        self.properties = properties
+        return self
+
+
+def _page_path(url: Any, context: dict | None) -> str | None:
+    page = (context or {}).get("page")
+    if isinstance(page, dict) and isinstance(page.get("path"), str):
+        return page["path"]
+    if isinstance(url, str):
+        return urlsplit(url).path or "/"
+    return None
+
+
+class PageIn(_ViewIn):
+    """A web page view: the event `page_viewed`."""
+
+    type: Literal["page"] = "page"
+    event: EventName = PAGE_EVENT
+
+
+class ScreenIn(_ViewIn):
+    """A mobile screen view: the event `screen_viewed`."""
+
+    type: Literal["screen"] = "screen"
+    event: EventName = SCREEN_EVENT
+
+
+class GroupIn(_Call):
+    """Puts the customer in an account (a company): the account is created or
+    its traits merged, and the customer becomes one of its members (a
+    customer may belong to several). `traits.name` names the account."""
+
+    type: Literal["group"] = "group"
+    group_id: UserId = Field(alias="groupId")
+    traits: dict[str, Any] | None = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _can_be_stored(self):
+        self._check_call()
+        _text_problem(self.group_id, "groupId")
+        self.traits = _object(self.traits, "traits")
+        name = self.traits.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ValueError("traits.name: must be a string")
+        return self
+
+
+class AliasIn(_Call):
+    """Says that `previousId` (an anonymous id or an earlier user id) is the
+    same person as `userId`: the previous profile merges into the customer."""
+
+    type: Literal["alias"] = "alias"
+    user_id: UserId = Field(alias="userId")
+    previous_id: UserId = Field(alias="previousId")
+
+    @model_validator(mode="after")
+    def _can_be_stored(self):
+        self._check_call()
+        _text_problem(self.previous_id, "previousId")
+        if self.previous_id == self.user_id:
+            raise ValueError("previousId: must differ from userId (an alias to itself)")
+        return self
+
+
+Call = IdentifyIn | TrackIn | PageIn | ScreenIn | GroupIn | AliasIn
+CALL_TYPES: dict[str, type[_Call]] = {
+    "identify": IdentifyIn,
+    "track": TrackIn,
+    "page": PageIn,
+    "screen": ScreenIn,
+    "group": GroupIn,
+    "alias": AliasIn,
+}
+TypedCall = Annotated[Call, Field(discriminator="type")]
 # Parses and validates a JSON document in one pass (pydantic-core, in Rust):
 # the fast path for good input. Refusals are explained by `parse_call`.
 TYPED_CALL = TypeAdapter(TypedCall)
 
 
 class BatchIn(BaseModel):
-    """Up to the body limit of identify/track calls, each with its `type`.
+    """Up to SEGMENT_MAX_BATCH_ITEMS calls (identify, track, page, screen,
+    group, alias), each with its `type`.
 
     The document (it validates nothing: the endpoint reads its items one by
     one) lists the items as any value: one that is not a valid call is
@@ -232,8 +490,9 @@ class BatchIn(BaseModel):
             {
                 "type": "array",
                 "items": {
-                    "description": "An identify or track call (the IdentifyIn and TrackIn "
-                    "schemas, with `type`). An item that is not one is refused alone: "
+                    "description": "A call with its `type`: identify, track, page, screen, "
+                    "group or alias (the IdentifyIn, TrackIn, PageIn, ScreenIn, GroupIn and "
+                    "AliasIn schemas). An item that is not one is refused alone: "
                     "listed in the answer's `errors`, the other items stored."
                 },
             }
@@ -274,7 +533,7 @@ def parse_call(item: Any) -> Call:
         # Named by its type unless it is short text: its repr could be megabytes
         # long, or nested past what repr can walk.
         got = repr(kind) if isinstance(kind, str) and len(kind) <= 50 else type(kind).__name__
-        raise ValueError(f"type: must be 'identify' or 'track', got {got}")
+        raise ValueError(f"type: must be one of {', '.join(CALL_TYPES)}, got {got}")
     try:
         return CALL_TYPES[kind].model_validate(item)
     except ValidationError as exc:

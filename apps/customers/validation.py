@@ -40,3 +40,8 @@ def validate_email(value: str) -> None:
             _django_validate_email(value)
         except ValidationError:
             raise ValidationError(f"{value!r} is not an email address", code="email") from None
+
+
+def is_timezone(value: str) -> bool:
+    """Whether `value` is an IANA zone (what an SDK's context may fill in)."""
+    return value in _zones()

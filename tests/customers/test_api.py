@@ -78,7 +78,7 @@ def test_identify_without_user_id_is_refused_naming_the_field(api):
     response = api("identify", {"traits": {"plan": "pro"}})
 
     assert response.status_code == 400
-    assert response.json()["error"] == "userId: Field required"
+    assert response.json()["error"] == "userId: one of userId and anonymousId is required"
 
 
 def test_identify_with_traits_that_are_not_an_object_is_refused(api):
@@ -139,7 +139,7 @@ def test_a_repeated_message_id_stores_nothing_new_and_still_succeeds(api):
 @pytest.mark.parametrize(
     ("body", "error"),
     [
-        ({"event": "login"}, "userId: Field required"),
+        ({"event": "login"}, "userId: one of userId and anonymousId is required"),
         ({"userId": "u-1"}, "event: Field required"),
         ({"userId": "u-1", "event": 5}, "event: Input should be a valid string"),
         ({"userId": "u-1", "event": ""}, "event: String should have at least 1 character"),
@@ -255,7 +255,7 @@ def test_a_batch_stores_the_valid_items_and_reports_the_invalid_ones_by_index(ap
             "batch": [
                 {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}},
                 {"type": "track", "userId": "u-1", "event": "login"},
-                {"type": "page", "userId": "u-1"},
+                {"type": "stare", "userId": "u-1"},
                 {"type": "track", "event": "login"},
                 "not an object",
                 {"type": "identify", "userId": "u-2", "traits": {"phone": "12"}},
@@ -268,8 +268,12 @@ def test_a_batch_stores_the_valid_items_and_reports_the_invalid_ones_by_index(ap
     body = response.json()
     assert body["accepted"] == 3
     assert body["errors"] == [
-        {"index": 2, "error": "type: must be 'identify' or 'track', got 'page'"},
-        {"index": 3, "error": "userId: Field required"},
+        {
+            "index": 2,
+            "error": "type: must be one of identify, track, page, screen, group, alias, "
+            "got 'stare'",
+        },
+        {"index": 3, "error": "userId: one of userId and anonymousId is required"},
         {"index": 4, "error": "must be an object, got str"},
         {
             "index": 5,

@@ -196,7 +196,7 @@ def test_an_odd_item_type_is_refused_for_that_item_only(api, kind):
 
     assert response.status_code == 200
     assert response.json()["accepted"] == 1
-    assert response.json()["errors"][0]["error"].startswith("type: must be 'identify' or 'track'")
+    assert response.json()["errors"][0]["error"].startswith("type: must be one of identify, track,")
     assert len(response.json()["errors"][0]["error"]) < 200
 
 

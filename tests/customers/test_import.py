@@ -81,8 +81,8 @@ def test_bad_lines_are_reported_with_line_numbers_and_the_good_ones_kept(tmp_pat
     assert "2 calls accepted, 5 refused" in out.getvalue()
     lines = err.getvalue().splitlines()
     assert lines[0].startswith("mixed.jsonl:2: not valid JSON: Expecting value")
-    assert lines[1] == "mixed.jsonl:3: userId: Field required"
-    assert lines[2] == "mixed.jsonl:4: type: must be 'identify' or 'track', got 'alias'"
+    assert lines[1] == "mixed.jsonl:3: userId: one of userId and anonymousId is required"
+    assert lines[2] == "mixed.jsonl:4: previousId: Field required"
     assert lines[3].startswith("mixed.jsonl:6: traits.timezone: 'Nowhere/Land' is not an IANA")
     assert lines[4] == "mixed.jsonl:7: must be an object, got list"
     assert Event.objects.count() == 2
