@@ -9,6 +9,7 @@ import random
 import time
 import tracemalloc
 import zlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import override_settings
@@ -360,6 +361,56 @@ def test_an_envelope_without_sent_at_or_context_changes_nothing():
     envelope_apply(items, sent_at=None, context=None)
 
     assert items == [{"type": "track", "userId": "u"}]
+
+
+def test_the_envelope_sent_at_corrects_the_clock_of_the_items_without_their_own(send):
+    """A client whose clock runs an hour behind: its times are moved an hour on."""
+    now = datetime.now(UTC)
+    at = now - timedelta(days=1)
+    behind = (now - timedelta(hours=1)).isoformat()
+    batch = [
+        {"type": "track", "userId": "u-1", "event": "enveloped", "timestamp": at.isoformat()},
+        {
+            "type": "track",
+            "userId": "u-1",
+            "event": "own",
+            "timestamp": at.isoformat(),
+            "sentAt": now.isoformat(),
+        },
+    ]
+
+    response = send("batch", {"batch": batch, "sentAt": behind}, gzipped=True)
+
+    assert response.json() == {"accepted": 2, "errors": []}
+    moved = Event.objects.get(name="enveloped").occurred_at - at
+    kept = Event.objects.get(name="own").occurred_at - at
+    assert timedelta(hours=1) <= moved < timedelta(hours=1, seconds=30)
+    assert timedelta(0) <= kept < timedelta(seconds=30)
+
+
+def test_an_invalid_envelope_sent_at_refuses_each_item_naming_it(send):
+    response = send("batch", {"batch": tracks(2), "sentAt": "yesterday"})
+
+    assert response.status_code == 200
+    errors = response.json()["errors"]
+    assert [error["index"] for error in errors] == [0, 1]
+    assert all(error["error"].startswith("sentAt: ") for error in errors)
+    assert not Event.objects.exists()
+
+
+def test_the_envelope_context_is_kept_on_each_event_under_the_item_s_own(send):
+    library = {"name": "analytics-node", "version": "2.1.0"}
+    batch = tracks(2)
+    batch[0]["context"] = {"locale": "fr-FR"}
+    body = {"batch": batch, "context": {"library": library, "locale": "en-US"}}
+
+    assert send("batch", body, content_type=FORM, gzipped=True).status_code == 200
+
+    contexts = dict(Event.objects.values_list("customer__external_id", "context"))
+    assert contexts == {
+        "u-0": {"library": library, "locale": "fr-FR"},
+        "u-1": {"library": library, "locale": "en-US"},
+    }
 
 
 # --- never a 5xx ---------------------------------------------------------------
