@@ -4,6 +4,7 @@ fails only item by item; and never a 5xx for anything a client sends."""
 
 import base64
 import gzip
+import io
 import json
 import random
 import time
@@ -12,13 +13,16 @@ import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.test import override_settings
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import RequestFactory, override_settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from apps.customers.api.routes import envelope_apply
 from apps.customers.models import Customer, Event
+from config.wsgi import application
 
 pytestmark = pytest.mark.django_db
 
@@ -175,6 +179,56 @@ def test_an_unknown_content_encoding_is_400_naming_it(send):
 
 def test_identity_encoding_is_no_encoding(send):
     assert send("track", TRACK, encoding="identity").status_code == 200
+
+
+def call_chunked(data: bytes, key: str, **headers):
+    """Call the WSGI application as gunicorn does for a chunked body: no
+    CONTENT_LENGTH, the body de-chunked on `wsgi.input`, whose end the server
+    marks (`wsgi.input_terminated`)."""
+    environ = RequestFactory().post("/api/v1/batch").environ
+    del environ["CONTENT_LENGTH"]
+    environ.update(
+        {
+            "wsgi.input": io.BytesIO(data),
+            "wsgi.input_terminated": True,
+            "HTTP_TRANSFER_ENCODING": "chunked",
+            "HTTP_AUTHORIZATION": f"Bearer {key}",
+            **headers,
+        }
+    )
+    answered = {}
+    # As Django's test client does: the request signals must not close the
+    # test's connection (its transaction holds the test's rows).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        response = application(environ, lambda status, _: answered.update(status=status))
+        body = b"".join(response)
+        response.close()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    return int(answered["status"].split()[0]), json.loads(body)
+
+
+def test_a_chunked_gzip_body_is_read(api_key):
+    data = gzip.compress(json.dumps({"batch": tracks(2)}).encode())
+
+    answer = call_chunked(data, api_key[1], HTTP_CONTENT_ENCODING="gzip")
+
+    assert answer == (200, {"accepted": 2, "errors": []})
+    assert Event.objects.count() == 2
+
+
+@override_settings(API_MAX_BODY_BYTES=100)
+def test_a_chunked_body_over_the_raw_limit_is_413(api_key):
+    status, body = call_chunked(json.dumps({"batch": tracks(5)}).encode(), api_key[1])
+
+    assert status == 413
+    assert body["error"] == (
+        "request body is over 100 bytes as sent; the limit is 100 bytes (API_MAX_BODY_BYTES)"
+    )
+    assert not Event.objects.exists()
 
 
 # --- Segment's limits ---------------------------------------------------------
