@@ -74,8 +74,10 @@ def test_a_visitor_who_logs_in_as_a_known_customer_is_merged_into_it():
         received_at=NOW - timedelta(hours=10),
     )
     ingest(
-        [IdentifyIn(anonymousId="anon-1", traits={"plan": "free", "utm_source": "ads"})]
-        + visit("anon-1", 4),
+        [
+            IdentifyIn(anonymousId="anon-1", traits={"plan": "free", "utm_source": "ads"}),
+            *visit("anon-1", 4),
+        ],
         received_at=NOW,
     )
 
@@ -395,7 +397,7 @@ def _concurrently(*work) -> list:
         try:
             barrier.wait()
             fn()
-        except Exception as exc:  # noqa: BLE001 - reported to the test
+        except Exception as exc:
             errors[i] = exc
         finally:
             connection.close()
