@@ -100,6 +100,23 @@ def test_a_visitor_who_logs_in_as_a_known_customer_is_merged_into_it():
     assert list(Customer.objects.known()) == [customer]
 
 
+@pytest.mark.django_db(transaction=True)  # stamps are transaction ids
+def test_a_merge_stamps_the_customer_and_the_profile_for_the_next_segment_refresh():
+    from apps.customers.services import touch_watermark
+
+    ingest([IdentifyIn(userId="u-1")], received_at=NOW)
+    ingest(visit("anon-1", 2), received_at=NOW)
+    mark = touch_watermark()
+
+    ingest([IdentifyIn(userId="u-1", anonymousId="anon-1")], received_at=NOW - timedelta(days=1))
+
+    touched = Customer.objects.filter(touched_seq__gte=mark)
+    assert set(touched.values_list("external_id", "anonymous_id")) == {
+        ("u-1", None),
+        (None, "anon-1"),
+    }
+
+
 @pytest.mark.django_db
 def test_calls_for_a_merged_visitor_land_on_the_customer_it_became():
     ingest([IdentifyIn(userId="u-1")], received_at=NOW)
