@@ -181,7 +181,7 @@ def test_identity_encoding_is_no_encoding(send):
     assert send("track", TRACK, encoding="identity").status_code == 200
 
 
-def call_chunked(data: bytes, key: str, **headers):
+def call_chunked(data: bytes | io.RawIOBase, key: str, **headers):
     """Call the WSGI application as gunicorn does for a chunked body: no
     CONTENT_LENGTH, the body de-chunked on `wsgi.input`, whose end the server
     marks (`wsgi.input_terminated`)."""
@@ -189,7 +189,7 @@ def call_chunked(data: bytes, key: str, **headers):
     del environ["CONTENT_LENGTH"]
     environ.update(
         {
-            "wsgi.input": io.BytesIO(data),
+            "wsgi.input": io.BytesIO(data) if isinstance(data, bytes) else data,
             "wsgi.input_terminated": True,
             "HTTP_TRANSFER_ENCODING": "chunked",
             "HTTP_AUTHORIZATION": f"Bearer {key}",
@@ -229,6 +229,40 @@ def test_a_chunked_body_over_the_raw_limit_is_413(api_key):
         "request body is over 100 bytes as sent; the limit is 100 bytes (API_MAX_BODY_BYTES)"
     )
     assert not Event.objects.exists()
+
+
+class BadChunks(io.RawIOBase):
+    """A server's stream that fails as gunicorn's does on a malformed chunk
+    (its own exception class, not an OSError)."""
+
+    class InvalidChunkSize(Exception):
+        pass
+
+    def read(self, size=-1):
+        raise self.InvalidChunkSize("zz")
+
+
+class ClientGone(io.RawIOBase):
+    def read(self, size=-1):
+        raise OSError("connection reset by peer")
+
+
+def test_a_malformed_chunked_body_is_400_not_500(api_key):
+    status, body = call_chunked(BadChunks(), api_key[1])
+
+    assert (status, body) == (400, {"error": "request body is not valid chunked transfer encoding"})
+
+
+def test_a_body_cut_short_by_the_client_is_400_not_500(client, api_key):
+    response = client.generic(
+        "POST",
+        "/api/v1/track",
+        headers={"Authorization": f"Bearer {api_key[1]}"},
+        **{"wsgi.input": ClientGone(), "CONTENT_LENGTH": "100"},
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "request body could not be read to its end"}
 
 
 # --- Segment's limits ---------------------------------------------------------

@@ -73,9 +73,17 @@ def sent_bytes(request: HttpRequest) -> bytes:
     middleware could not check a length that was not given)."""
     meta = request.META
     if meta.get("CONTENT_LENGTH") or not meta.get("wsgi.input_terminated"):
-        return request.body
+        try:
+            return request.body
+        except OSError:  # UnreadablePostError: the client went away mid-body
+            raise HttpError(400, "request body could not be read to its end") from None
     cap = settings.API_MAX_BODY_BYTES
-    data = meta["wsgi.input"].read(cap + 1)
+    try:
+        data = meta["wsgi.input"].read(cap + 1)
+    except Exception:
+        # gunicorn raises its own ParseException subclasses (not OSError) for a
+        # malformed chunk; it is the client's input, so a 400, never a 500.
+        raise HttpError(400, "request body is not valid chunked transfer encoding") from None
     if len(data) > cap:
         raise HttpError(
             413,
