@@ -6,12 +6,25 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 
 from apps.customers.api import router as customers_router
-from apps.customers.schemas import BatchIn, IdentifyIn, TrackIn
+from apps.customers.api.routes import INGESTION_ENDPOINTS
+from apps.customers.schemas import (
+    AliasIn,
+    BatchIn,
+    GroupIn,
+    IdentifyIn,
+    PageIn,
+    ScreenIn,
+    TrackIn,
+)
 from apps.messaging.api import ConsentIn
 from apps.messaging.api import router as messaging_router
 
+WRITE_KEY_WHERE = (
+    "; or Segment's write key: Basic auth with the key as user name, or writeKey in the body"
+)
+
 # Bodies the endpoints parse themselves, documented as components.
-DOCUMENTED_BODIES = (IdentifyIn, TrackIn, BatchIn, ConsentIn)
+DOCUMENTED_BODIES = (IdentifyIn, TrackIn, PageIn, ScreenIn, GroupIn, AliasIn, BatchIn, ConsentIn)
 
 
 class TenureAPI(NinjaAPI):
@@ -30,12 +43,24 @@ class TenureAPI(NinjaAPI):
 api = TenureAPI(
     title="Tenure API",
     version="1",
-    description="Usage data in (identify, track, batch), Segment-spec shaped; consent "
-    "(granted or revoked per channel and email topic). "
+    description="Usage data in, wire-compatible with Segment's HTTP Tracking API "
+    "(identify, track, page, screen, group, alias, batch): point a Segment or RudderStack "
+    "SDK's host at `https://<tenure>/api` and it posts to `/api/v1/...` as it always does. "
+    "Consent (granted or revoked per channel and email topic). "
     "Text may not hold NUL characters or lone surrogates (PostgreSQL cannot store them), "
     "and timestamps lie between 1970 and one day ahead; such a value is refused with a 400 "
-    "naming the field (in a batch, only its item). "
-    "Authenticate with `Authorization: Bearer <key>` (`manage.py create_api_key NAME`).",
+    "naming the field (in a batch, only its item).\n\n"
+    "**Keys** (`manage.py create_api_key NAME`): `Authorization: Bearer <key>` everywhere; "
+    "the ingestion calls also take Segment's write-key conventions, "
+    '`Authorization: Basic base64("<key>:")` (the key as user name, any password) or '
+    "`writeKey` in the JSON body.\n\n"
+    "**Bodies** are JSON whatever the Content-Type says (`application/json`, `text/plain`, "
+    "`application/x-www-form-urlencoded`: what the SDKs send), plain or with "
+    "`Content-Encoding: gzip`. **Limits**, as Segment's: API_MAX_BODY_BYTES as sent "
+    "(1 MiB); once decompressed, SEGMENT_MAX_CALL_BYTES per single call (32 KiB) and "
+    "SEGMENT_MAX_BATCH_BYTES per batch (500 KiB); SEGMENT_MAX_BATCH_ITEMS items per batch "
+    "(2,500). Over a limit the answer is 413 naming it; a gzip stream that is corrupt is a "
+    "400. Bad input never gets a 5xx (the SDKs retry those).",
     urls_namespace="api-v1",
     openapi_url="/openapi.json",
     docs_url="/docs",
@@ -46,8 +71,13 @@ api.add_router("", messaging_router)
 
 @api.exception_handler(AuthenticationError)
 def _unauthorized(request: HttpRequest, exc: AuthenticationError):
+    # The ingestion calls say where else a Segment client may put its key.
+    match = request.resolver_match
+    where = WRITE_KEY_WHERE if match and match.url_name in INGESTION_ENDPOINTS else ""
     return api.create_response(
-        request, {"error": "missing or invalid API key (Authorization: Bearer <key>)"}, status=401
+        request,
+        {"error": f"missing or invalid API key (Authorization: Bearer <key>{where})"},
+        status=401,
     )
 
 

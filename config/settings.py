@@ -191,6 +191,12 @@ CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 # Django refuses bigger bodies itself; ours answer 413 first (BodySizeLimitMiddleware).
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
+# Segment's own limits, on the body as read (after gzip): a single call
+# (identify, track, page, screen, group, alias), a batch, and a batch's items.
+# Over them the answer is 413, which the SDKs do not retry (a 5xx they would).
+SEGMENT_MAX_CALL_BYTES = env.int("SEGMENT_MAX_CALL_BYTES", default=32 * 1024)
+SEGMENT_MAX_BATCH_BYTES = env.int("SEGMENT_MAX_BATCH_BYTES", default=500 * 1024)
+SEGMENT_MAX_BATCH_ITEMS = env.int("SEGMENT_MAX_BATCH_ITEMS", default=2500)
 # The times a call may carry (`timestamp`): from INGEST_TIMESTAMP_MIN (an ISO
 # date or time, UTC if no offset) to this many seconds ahead of now. Outside
 # it, the call is refused naming the field: a year-9999 time at -14:00 is

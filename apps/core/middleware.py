@@ -7,7 +7,9 @@ LIMITED_PREFIXES = ("/api/", "/webhooks/", "/t/", "/u/", "/preferences/", "/nps/
 
 class BodySizeLimitMiddleware:
     """Answers 413 with a readable message when a public endpoint's body is over
-    `API_MAX_BODY_BYTES`, without reading it."""
+    `API_MAX_BODY_BYTES`, without reading it. A compressed body is held to it
+    as sent (its Content-Length); the ingestion API holds what it inflates to
+    Segment's limits itself (apps/customers/api/wire.py)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -19,10 +21,16 @@ class BodySizeLimitMiddleware:
             try:
                 length = int(raw)
             except ValueError:
-                return JsonResponse({"error": f"invalid Content-Length {raw!r}"}, status=400)
+                length = -1
+            if length < 0:
+                return JsonResponse({"error": f"invalid Content-Length {raw[:40]!r}"}, status=400)
             if length > limit:
+                sent = " as sent (compressed)" if request.META.get("HTTP_CONTENT_ENCODING") else ""
                 return JsonResponse(
-                    {"error": f"request body is {length} bytes; the limit is {limit} bytes"},
+                    {
+                        "error": f"request body is {length} bytes{sent}; the limit is "
+                        f"{limit} bytes (API_MAX_BODY_BYTES)"
+                    },
                     status=413,
                 )
         return self.get_response(request)

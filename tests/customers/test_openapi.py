@@ -85,3 +85,40 @@ def test_every_operation_documents_its_errors_with_their_shape(doc, api):
 
     assert set(api("track", {}, key=None).json()) == {"error"}
     assert set(api("track", {"userId": ""}).json()) == {"error"}
+
+
+INGESTION = ("identify", "track", "page", "screen", "group", "alias", "batch")
+
+
+def test_the_ingestion_calls_document_basic_and_bearer_and_describe_write_key(doc):
+    schemes = doc["components"]["securitySchemes"]
+
+    assert schemes["WriteKeyBasic"]["type"] == "http"
+    assert schemes["WriteKeyBasic"]["scheme"] == "basic"
+    assert "writeKey" in schemes["WriteKeyBasic"]["description"]
+    assert schemes["ApiKeyAuth"]["scheme"] == "bearer"
+    for endpoint in INGESTION:
+        operation = doc["paths"][f"/api/v1/{endpoint}"]["post"]
+        assert operation["security"] == [{"WriteKeyBasic": []}, {"ApiKeyAuth": []}], endpoint
+        assert "writeKey" in operation["description"], endpoint
+    # The consent API takes Bearer only, and says so.
+    assert doc["paths"]["/api/v1/consent"]["post"]["security"] == [{"ApiKeyAuth": []}]
+
+
+def test_gzip_the_content_types_and_the_limits_are_documented(doc):
+    assert "Content-Encoding: gzip" in doc["info"]["description"]
+    for setting in ("SEGMENT_MAX_CALL_BYTES", "SEGMENT_MAX_BATCH_BYTES", "SEGMENT_MAX_BATCH_ITEMS"):
+        assert setting in doc["info"]["description"]
+    for endpoint in INGESTION:
+        operation = doc["paths"][f"/api/v1/{endpoint}"]["post"]
+        assert "gzip" in operation["description"] and "text/plain" in operation["description"]
+        limit = "SEGMENT_MAX_BATCH_BYTES" if endpoint == "batch" else "SEGMENT_MAX_CALL_BYTES"
+        assert limit in operation["responses"]["413"]["description"], endpoint
+    items = doc["paths"]["/api/v1/batch"]["post"]["responses"]["413"]["description"]
+    assert "SEGMENT_MAX_BATCH_ITEMS" in items
+
+
+def test_the_operation_ids_are_the_ones_clients_were_generated_with(doc):
+    for endpoint in INGESTION:
+        operation = doc["paths"][f"/api/v1/{endpoint}"]["post"]
+        assert operation["operationId"] == f"apps_customers_api_{endpoint}"
