@@ -232,7 +232,7 @@ def measure_merges(bench: Bench, sizes: Sizes) -> tuple[float, int, int]:
     moved = scalar(
         bench,
         "SELECT count(*) FROM customers_event e JOIN customers_customer c ON c.id = e.customer_id "
-        "WHERE c.anonymous_id IS NULL AND e.properties->>'path' = '/pricing'",
+        "WHERE c.external_id IS NOT NULL AND e.properties->>'path' = '/pricing'",
     )
     return watch.seconds, merged - left, moved
 

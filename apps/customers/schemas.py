@@ -244,7 +244,17 @@ class _Call(BaseModel):
     when, and a deduplication key. Fields the SDKs add that Tenure has no
     use for (`integrations`, `_metadata`, `writeKey`, …) are ignored."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        # The document says what the validator does: one of the ids at least.
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("userId", "anonymousId")
+            ]
+        },
+    )
 
     user_id: Annotated[
         UserId | None,

@@ -40,7 +40,8 @@ schema.config.generation.update(
 def map_body(context, body):
     """Generated bodies kept inside the rules the document states in words
     only (its description; JSON Schema cannot say them): text without NUL or
-    lone surrogates, timestamps from 1970 to a day ahead. Without this most
+    lone surrogates, timestamps from 1970 to a day ahead (after the
+    correction by sentAt), an alias to another id than its own. Without this most
     "valid" timestamps (hypothesis draws years 1 to 9999) are refused as
     documented and flagged as valid data refused. The refusals themselves
     are tested in tests/customers/test_hostile_input.py. Lengths and types
@@ -50,15 +51,24 @@ def map_body(context, body):
 
 def _within_the_rules(value, *, key):
     if isinstance(value, dict):
-        return {
+        kept = {
             _within_the_rules(k, key=None): _within_the_rules(v, key=k) for k, v in value.items()
         }
+        if "sentAt" in kept:
+            # sentAt shifts the call's time by the client's clock error: the
+            # same moment as the call's own time is a clock that is right.
+            kept["sentAt"] = kept.get("timestamp") or kept.get("originalTimestamp")
+        if "previousId" in kept and str(kept["previousId"]).strip() == str(
+            kept.get("userId")
+        ).strip():
+            kept["previousId"] = f"{kept['previousId']}-before"  # an alias to itself is refused
+        return kept
     if isinstance(value, list):
         return [_within_the_rules(v, key=None) for v in value]
     if not isinstance(value, str):
         return value
     value = value.replace("\x00", "0").encode("utf-8", "replace").decode("utf-8")
-    if key == "timestamp":
+    if key in ("timestamp", "originalTimestamp", "sentAt"):
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
