@@ -29,6 +29,7 @@ from .harness import (
 # One module per workload, in report order; each registers itself on import.
 WORKLOAD_MODULES = (
     "bench.ingestion",
+    "bench.segment",
     "bench.segments",
     "bench.messaging",
     "bench.tracking",

@@ -7,7 +7,15 @@ from ninja.errors import AuthenticationError, HttpError
 
 from apps.customers.api import router as customers_router
 from apps.customers.api.routes import INGESTION_ENDPOINTS
-from apps.customers.schemas import BatchIn, IdentifyIn, TrackIn
+from apps.customers.schemas import (
+    AliasIn,
+    BatchIn,
+    GroupIn,
+    IdentifyIn,
+    PageIn,
+    ScreenIn,
+    TrackIn,
+)
 from apps.messaging.api import ConsentIn
 from apps.messaging.api import router as messaging_router
 
@@ -16,9 +24,7 @@ WRITE_KEY_WHERE = (
 )
 
 # Bodies the endpoints parse themselves, documented as components.
-DOCUMENTED_BODIES = (IdentifyIn, TrackIn, BatchIn, ConsentIn)
-# ISSUE 17, TO EXTEND: PageIn, ScreenIn, GroupIn, AliasIn (apps/customers/api/routes.py
-# names them) join the tuple above once apps/customers/schemas.py has them.
+DOCUMENTED_BODIES = (IdentifyIn, TrackIn, PageIn, ScreenIn, GroupIn, AliasIn, BatchIn, ConsentIn)
 
 
 class TenureAPI(NinjaAPI):

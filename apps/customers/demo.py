@@ -42,7 +42,7 @@ from .demo_people import (
     slug,
     utc_offset_s,
 )
-from .schemas import Call, IdentifyIn, TrackIn
+from .schemas import Call, GroupIn, IdentifyIn, TrackIn
 from .services import IngestResult, ingest
 
 DAY = 86400.0
@@ -344,6 +344,16 @@ def demo_customer(*, seed: int, number: int, now: datetime) -> DemoCustomer:
             message_id=f"demo-{seed}-{number}-identify",
         )
     )
+    if work:
+        # Customers at the same company share its account (the `group` call).
+        customer.calls.append(
+            GroupIn(
+                user_id=external_id,
+                group_id=f"acct-{slug(company_name)}",
+                traits={"name": company_name, "plan": plan, "country": region.country},
+                timestamp=datetime.fromtimestamp(signup, UTC),
+            )
+        )
     b.events.sort(key=lambda e: e[0])
     for k, (ts, name, properties) in enumerate(b.events, start=1):
         customer.calls.append(

@@ -31,7 +31,7 @@ from django.db.models import OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
 
 from apps.core.bulk import chunks
-from apps.customers.models import Customer
+from apps.customers.models import Customer, known_sql
 from apps.segments.conditions import compile_condition, customer_matches, validate_definition
 
 from .graph import JourneyDefinition, JourneyError, parse_journey
@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 # Steps that are not nodes of the graph: why an enrollment ended early.
 GOAL_STEP = "(goal)"
 SEGMENT_EXIT_STEP = "(segment exit)"
+# A merged profile's enrollments end with this reason, at this step.
+MERGED_REASON = "merged"
+MERGED_STEP = "(merged)"
 # Holdout buckets: percent * 100, so a bucket is a hundredth of a percent.
 HOLDOUT_BUCKETS = 10_000
 # Enrollments in one statement above which PostgreSQL gets JOURNEY_ENROLL_WORK_MEM.
@@ -203,7 +206,9 @@ def _insert(
         f"SELECT %s, %s, s.customer_id, 'active', %s, %s, %s, {ctx}, "
         "COALESCE(s.holdout, FALSE), '', '' "
         f"FROM {source} JOIN {customer} AS c ON c.id = s.customer_id "
-        f"WHERE {reentry_sql} ORDER BY s.customer_id "
+        # Anonymous visitors and merged profiles are never enrolled: they
+        # cannot be messaged, and a merged profile's data is its customer's.
+        f"WHERE {known_sql('c')} AND {reentry_sql} ORDER BY s.customer_id "
         "ON CONFLICT (journey_id, customer_id) WHERE state = 'active' DO NOTHING"
         + (" RETURNING id, customer_id" if returning else "")
     )
@@ -439,24 +444,47 @@ def enrollments_exit_for_segment(
     version_ids = _versions_exiting_on(segment_slug, Definitions())
     if not version_ids:
         return 0
-    reason = f"left the segment {segment_slug!r}"
+    return _exit_active(
+        where="journey_version_id = ANY(%s::bigint[]) AND customer_id = ANY(%s::bigint[])",
+        params=[version_ids, sorted(set(customer_ids))],
+        reason=f"left the segment {segment_slug!r}",
+        step=SEGMENT_EXIT_STEP,
+        now=now,
+    )
+
+
+def enrollments_exit_merged(*, pairs: Sequence[tuple[int, int]], now: datetime) -> int:
+    """End, as exited with the reason `merged`, the active enrollments of
+    profiles merged into another customer (registered on the customers'
+    merge hook: it runs in the merging transaction). The customer they became
+    carries on in its own enrollments."""
+    return _exit_active(
+        where="customer_id = ANY(%s::bigint[])",
+        params=[sorted({source for source, _ in pairs})],
+        reason=MERGED_REASON,
+        step=MERGED_STEP,
+        now=now,
+    )
+
+
+def _exit_active(*, where: str, params: list, reason: str, step: str, now: datetime) -> int:
+    """End as exited the active enrollments `where` selects, recording a step
+    for each: one UPDATE … RETURNING and one bulk insert of steps."""
     table = Enrollment._meta.db_table
     sql = (
         f"UPDATE {table} SET state = %s, finished_at = %s, next_run_at = NULL, "  # noqa: S608
         "exit_reason = %s, lease_until = NULL, lease_token = '' "
-        "WHERE state = 'active' AND journey_version_id = ANY(%s::bigint[]) "
-        "AND customer_id = ANY(%s::bigint[]) RETURNING id"
+        f"WHERE state = 'active' AND {where} RETURNING id"
     )
-    members = sorted(set(customer_ids))
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(sql, [Enrollment.State.EXITED, now, reason, version_ids, members])
+            cursor.execute(sql, [Enrollment.State.EXITED, now, reason, *params])
             ended = [row[0] for row in cursor.fetchall()]
         EnrollmentStep.objects.bulk_create(
             [
                 EnrollmentStep(
                     enrollment_id=pk,
-                    node_id=SEGMENT_EXIT_STEP,
+                    node_id=step,
                     visit=1,
                     started_at=now,
                     finished_at=now,

@@ -193,7 +193,13 @@ def settings_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 
 
 def check_address(customer: Customer, channel: str, to_address: str | None = None) -> Decision:
-    """The address to send to: `to_address` if given, else the customer's own."""
+    """The address to send to: `to_address` if given, else the customer's own.
+    Anonymous visitors and merged profiles are never sent to (journeys do
+    not enroll them; this holds for any other path too)."""
+    if customer.external_id is None:
+        return Decision(SUPPRESS, "anonymous visitor: not identified, never messaged")
+    if customer.merged_into_id is not None:
+        return Decision(SUPPRESS, f"merged into customer {customer.merged_into_id}")
     address = to_address if to_address is not None else (
         customer.email if channel == Channel.EMAIL else customer.phone
     )  # fmt: skip

@@ -4,20 +4,25 @@ fails only item by item; and never a 5xx for anything a client sends."""
 
 import base64
 import gzip
+import io
 import json
 import random
 import time
 import tracemalloc
 import zlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.test import override_settings
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import RequestFactory, override_settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from apps.customers.api.routes import envelope_apply
 from apps.customers.models import Customer, Event
+from config.wsgi import application
 
 pytestmark = pytest.mark.django_db
 
@@ -174,6 +179,56 @@ def test_an_unknown_content_encoding_is_400_naming_it(send):
 
 def test_identity_encoding_is_no_encoding(send):
     assert send("track", TRACK, encoding="identity").status_code == 200
+
+
+def call_chunked(data: bytes, key: str, **headers):
+    """Call the WSGI application as gunicorn does for a chunked body: no
+    CONTENT_LENGTH, the body de-chunked on `wsgi.input`, whose end the server
+    marks (`wsgi.input_terminated`)."""
+    environ = RequestFactory().post("/api/v1/batch").environ
+    del environ["CONTENT_LENGTH"]
+    environ.update(
+        {
+            "wsgi.input": io.BytesIO(data),
+            "wsgi.input_terminated": True,
+            "HTTP_TRANSFER_ENCODING": "chunked",
+            "HTTP_AUTHORIZATION": f"Bearer {key}",
+            **headers,
+        }
+    )
+    answered = {}
+    # As Django's test client does: the request signals must not close the
+    # test's connection (its transaction holds the test's rows).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        response = application(environ, lambda status, _: answered.update(status=status))
+        body = b"".join(response)
+        response.close()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    return int(answered["status"].split()[0]), json.loads(body)
+
+
+def test_a_chunked_gzip_body_is_read(api_key):
+    data = gzip.compress(json.dumps({"batch": tracks(2)}).encode())
+
+    answer = call_chunked(data, api_key[1], HTTP_CONTENT_ENCODING="gzip")
+
+    assert answer == (200, {"accepted": 2, "errors": []})
+    assert Event.objects.count() == 2
+
+
+@override_settings(API_MAX_BODY_BYTES=100)
+def test_a_chunked_body_over_the_raw_limit_is_413(api_key):
+    status, body = call_chunked(json.dumps({"batch": tracks(5)}).encode(), api_key[1])
+
+    assert status == 413
+    assert body["error"] == (
+        "request body is over 100 bytes as sent; the limit is 100 bytes (API_MAX_BODY_BYTES)"
+    )
+    assert not Event.objects.exists()
 
 
 # --- Segment's limits ---------------------------------------------------------
@@ -360,6 +415,56 @@ def test_an_envelope_without_sent_at_or_context_changes_nothing():
     envelope_apply(items, sent_at=None, context=None)
 
     assert items == [{"type": "track", "userId": "u"}]
+
+
+def test_the_envelope_sent_at_corrects_the_clock_of_the_items_without_their_own(send):
+    """A client whose clock runs an hour behind: its times are moved an hour on."""
+    now = datetime.now(UTC)
+    at = now - timedelta(days=1)
+    behind = (now - timedelta(hours=1)).isoformat()
+    batch = [
+        {"type": "track", "userId": "u-1", "event": "enveloped", "timestamp": at.isoformat()},
+        {
+            "type": "track",
+            "userId": "u-1",
+            "event": "own",
+            "timestamp": at.isoformat(),
+            "sentAt": now.isoformat(),
+        },
+    ]
+
+    response = send("batch", {"batch": batch, "sentAt": behind}, gzipped=True)
+
+    assert response.json() == {"accepted": 2, "errors": []}
+    moved = Event.objects.get(name="enveloped").occurred_at - at
+    kept = Event.objects.get(name="own").occurred_at - at
+    assert timedelta(hours=1) <= moved < timedelta(hours=1, seconds=30)
+    assert timedelta(0) <= kept < timedelta(seconds=30)
+
+
+def test_an_invalid_envelope_sent_at_refuses_each_item_naming_it(send):
+    response = send("batch", {"batch": tracks(2), "sentAt": "yesterday"})
+
+    assert response.status_code == 200
+    errors = response.json()["errors"]
+    assert [error["index"] for error in errors] == [0, 1]
+    assert all(error["error"].startswith("sentAt: ") for error in errors)
+    assert not Event.objects.exists()
+
+
+def test_the_envelope_context_is_kept_on_each_event_under_the_item_s_own(send):
+    library = {"name": "analytics-node", "version": "2.1.0"}
+    batch = tracks(2)
+    batch[0]["context"] = {"locale": "fr-FR"}
+    body = {"batch": batch, "context": {"library": library, "locale": "en-US"}}
+
+    assert send("batch", body, content_type=FORM, gzipped=True).status_code == 200
+
+    contexts = dict(Event.objects.values_list("customer__external_id", "context"))
+    assert contexts == {
+        "u-0": {"library": library, "locale": "fr-FR"},
+        "u-1": {"library": library, "locale": "en-US"},
+    }
 
 
 # --- never a 5xx ---------------------------------------------------------------

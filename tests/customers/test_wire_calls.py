@@ -11,10 +11,7 @@ from django.apps import apps
 
 from apps.customers.models import Customer, Event
 
-pytestmark = [
-    pytest.mark.django_db,
-    pytest.mark.xfail(strict=False, reason="awaiting schemas"),
-]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

@@ -304,6 +304,10 @@ def profiles_merge(merges: Sequence[tuple[Profile, Profile]], *, now: datetime) 
         ), chained AS (
             UPDATE {_TABLE} AS c SET merged_into_id = m.target_id FROM {{staged}} AS m
             WHERE c.merged_into_id = m.source_id
+        ), targets AS (
+            -- Their events changed: segment conditions must see them again.
+            UPDATE {_TABLE} AS c SET touched_seq = {TOUCH_STAMP}
+            WHERE c.id IN (SELECT target_id FROM {{staged}})
         )
         UPDATE {_TABLE} AS c SET merged_into_id = m.target_id, merged_at = m.merged_at,
         touched_seq = {TOUCH_STAMP} FROM {{staged}} AS m WHERE c.id = m.source_id
