@@ -23,7 +23,7 @@ with_test_database = db=$$($(TEST_ENV) $(PY) -m config.embedded_postgres test-ur
 	$(TEST_ENV) DATABASE_URL=$$db $(1); status=$$?; \
 	$(TEST_ENV) $(PY) -m config.embedded_postgres stop 2>/dev/null; exit $$status
 
-.PHONY: install frontend run test fuzz chaos screenshots lint format bench services clean
+.PHONY: install frontend sdks run test fuzz chaos screenshots lint format bench services clean
 
 install: $(STAMP)
 
@@ -53,6 +53,18 @@ $(FRONTEND_MANIFEST): $(FRONTEND)/node_modules/.package-lock.json $(FRONTEND_SOU
 	cd $(FRONTEND) && npm run build
 	touch $@
 
+# Segment's Node SDK (@segment/analytics-node), which the tests drive against
+# a live server (tests/sdks/node, tests/integration/test_segment_sdks.py):
+# `npm ci` when its lock file changed.
+SDKS_NODE := tests/sdks/node
+
+sdks: $(SDKS_NODE)/node_modules/.package-lock.json
+
+$(SDKS_NODE)/node_modules/.package-lock.json: $(SDKS_NODE)/package-lock.json
+	@command -v npm >/dev/null || { echo "make sdks needs Node.js (20+) and npm: apt-get install nodejs npm"; exit 1; }
+	cd $(SDKS_NODE) && npm ci --no-audit --no-fund
+	touch $@
+
 # With DATABASE_URL unset, the first manage.py step starts the embedded
 # PostgreSQL under data/postgres (the first time: initdb); run_local points
 # web, worker and beat at it over its Unix socket and stops it on Ctrl-C.
@@ -78,7 +90,7 @@ services:
 		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 
 # Every test, once, on PostgreSQL + Redis.
-test: install frontend services
+test: install frontend sdks services
 	@$(call with_test_database,$(PY) -m pytest $(PYTEST_ARGS))
 
 # The attack inputs at scale (tests/attack): schemathesis against the OpenAPI

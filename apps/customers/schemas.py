@@ -333,7 +333,9 @@ def _occurred_at(
 class IdentifyIn(_Call):
     """Upserts a customer; traits merge into the stored ones. The `email`,
     `phone`, `timezone` and `locale` traits also fill the customer's columns.
-    With both ids, the anonymous visitor's profile merges into the customer."""
+    With both ids, the anonymous visitor's profile merges into the customer.
+    Without `traits`, those in `context.traits` are taken: RudderStack's SDKs
+    send an identify's traits there only."""
 
     type: Literal["identify"] = "identify"
     traits: dict[str, Any] | None = Field(default_factory=dict)
@@ -342,6 +344,10 @@ class IdentifyIn(_Call):
     def _can_be_stored(self):
         """Text and traits PostgreSQL can store, and contact traits that fit
         their columns: one validator for the whole call."""
+        if not self.traits and type(self.context) is dict:
+            from_context = self.context.get("traits")
+            if type(from_context) is dict:
+                self.traits = from_context  # checked below like `traits`
         self._check_call()
         self.traits = traits = _object(self.traits, "traits")
         for field in CONTACT_FIELDS:
