@@ -74,13 +74,22 @@ def _unauthorized(request: HttpRequest, exc: AuthenticationError):
     # The ingestion calls say where else a Segment client may put its key.
     match = request.resolver_match
     where = WRITE_KEY_WHERE if match and match.url_name in INGESTION_ENDPOINTS else ""
-    return api.create_response(
-        request,
-        {"error": f"missing or invalid API key (Authorization: Bearer <key>{where})"},
-        status=401,
-    )
+    message = f"missing or invalid API key (Authorization: Bearer <key>{where})"
+    return api.create_response(request, error_body(401, message), status=401)
 
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError):
-    return api.create_response(request, {"error": exc.message}, status=exc.status_code)
+    return api.create_response(
+        request, error_body(exc.status_code, exc.message), status=exc.status_code
+    )
+
+
+ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 413: "too_large"}
+
+
+def error_body(status: int, message: str) -> dict:
+    """`error` (Tenure's own clients read it) and `code` + `message`: the
+    RudderStack SDK reads an error answer's `code` and `message`, and without
+    them takes the answer for a network failure and retries it."""
+    return {"error": message, "code": ERROR_CODES.get(status, str(status)), "message": message}

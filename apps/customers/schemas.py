@@ -465,7 +465,11 @@ class AliasIn(_Call):
 
     type: Literal["alias"] = "alias"
     user_id: UserId = Field(alias="userId")
-    previous_id: UserId = Field(alias="previousId")
+    previous_id: UserId = Field(
+        alias="previousId",
+        description="The id the person had before (an anonymousId or an earlier userId); "
+        "must differ from userId.",
+    )
 
     @model_validator(mode="after")
     def _can_be_stored(self):
@@ -537,7 +541,12 @@ class Accepted(BaseModel):
 class ErrorOut(BaseModel):
     """A refusal: what is wrong, naming each offending field."""
 
-    error: str
+    error: str = Field(description="What is wrong, naming each offending field.")
+    code: str = Field(
+        description="The kind of refusal: invalid_request (400), unauthorized (401), "
+        "too_large (413)."
+    )
+    message: str = Field(description="The same as `error` (what RudderStack's SDKs read).")
 
 
 def parse_call(item: Any) -> Call:

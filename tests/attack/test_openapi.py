@@ -58,9 +58,10 @@ def _within_the_rules(value, *, key):
             # sentAt shifts the call's time by the client's clock error: the
             # same moment as the call's own time is a clock that is right.
             kept["sentAt"] = kept.get("timestamp") or kept.get("originalTimestamp")
-        if "previousId" in kept and str(kept["previousId"]).strip() == str(
-            kept.get("userId")
-        ).strip():
+        if (
+            "previousId" in kept
+            and str(kept["previousId"]).strip() == str(kept.get("userId")).strip()
+        ):
             kept["previousId"] = f"{kept['previousId']}-before"  # an alias to itself is refused
         return kept
     if isinstance(value, list):
@@ -80,6 +81,18 @@ def _within_the_rules(value, *, key):
 
 IN_WINDOW = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
 IN_WINDOW_TIMESTAMP = "2026-01-01T00:00:00Z"
+
+
+def checks_for(case) -> list:
+    """Every check, but for an alias to itself (`previousId` equal to
+    `userId`, which the document says in words is refused: JSON Schema cannot
+    say two fields differ) drawn outside the hook (schemathesis's coverage
+    phase): it must be refused, not accepted."""
+    body = case.body if isinstance(case.body, dict) else {}
+    if case.path.endswith("/alias") and "previousId" in body:
+        if str(body["previousId"]).strip() == str(body.get("userId")).strip():
+            return [c for c in ALL_CHECKS if c.__name__ != "positive_data_acceptance"]
+    return ALL_CHECKS
 
 
 def row_counts() -> dict[str, int]:
@@ -102,7 +115,7 @@ def bearer(api_key) -> dict[str, str]:
 def test_the_api_answers_as_documented_and_never_5xx(case, bearer, wsgi_keeps_the_test_connection):
     before = row_counts()
 
-    response = case.call_and_validate(headers=bearer, checks=ALL_CHECKS)
+    response = case.call_and_validate(headers=bearer, checks=checks_for(case))
 
     if 400 <= response.status_code < 500:
         after = row_counts()

@@ -87,7 +87,7 @@ def test_a_malformed_authorization_header_is_401_not_500(send, header):
     response = send("track", TRACK, authorization=header)
 
     assert response.status_code == 401
-    assert set(response.json()) == {"error"}
+    assert set(response.json()) == {"error", "code", "message"}
 
 
 def test_a_valid_write_key_in_the_body_works_without_a_header(send, key):

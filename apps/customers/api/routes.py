@@ -182,6 +182,7 @@ def batch(request: HttpRequest):
         raise HttpError(
             413, f"batch has {len(items)} items, at most {limit} (SEGMENT_MAX_BATCH_ITEMS)"
         )
+    wire.refuse_oversize_items(request, items)
     envelope_apply(items, sent_at=body.get("sentAt"), context=body.get("context"))
     calls, errors = [], []
     for index, item in enumerate(items):

@@ -161,6 +161,27 @@ def payload(request: HttpRequest, *, limit: Limit) -> dict:
     """The body's JSON object, read once per request (see the module's doc)."""
     data = getattr(request, "_tenure_payload", None)
     if data is None:
-        data = json_object(body_bytes(request, limit=limit))
+        raw = body_bytes(request, limit=limit)
+        data = json_object(raw)
         request._tenure_payload = data  # type: ignore[attr-defined]
+        request._tenure_payload_size = len(raw)  # type: ignore[attr-defined]
     return data
+
+
+def refuse_oversize_items(request: HttpRequest, items: list) -> None:
+    """A batch holding a call over the single call's limit is refused whole
+    (413, naming the item), as Segment does: the SDKs drop a batch answered
+    413 and retry one answered 5xx. Only a body bigger than that limit can
+    hold such a call, so a usual batch costs nothing here; a bigger one is
+    measured item by item as compact JSON."""
+    cap = CALL.bytes
+    if getattr(request, "_tenure_payload_size", 0) <= cap:
+        return
+    for index, item in enumerate(items):
+        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > cap:
+            raise HttpError(
+                413,
+                f"batch[{index}] is {size} bytes; the limit for a single call is {cap} bytes "
+                f"({CALL.setting})",
+            )
