@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.customers.models import Customer
-from apps.customers.schemas import GroupIn
+from apps.customers.schemas import GroupIn, IdentifyIn
 from apps.customers.services import ingest
 from apps.messaging.models import Category, Channel, Message, Template
 from apps.messaging.preview import template_preview
@@ -136,3 +136,17 @@ def test_the_preview_shows_the_customers_account(ada):
     preview = template_preview(template, customer=ada, now=NOW)
 
     assert preview["sms"]["body"] == "Beta on starter"
+
+
+def test_the_editors_sample_customer_is_never_an_anonymous_visitor():
+    from apps.messaging.forms import sample_customer
+
+    known = make_customer("known", email="known@example.com")
+    ingest(
+        [IdentifyIn(anonymousId="visitor", traits={"email": "visitor@example.com"})],
+        received_at=NOW,
+    )
+
+    assert Customer.objects.get(anonymous_id="visitor").pk > known.pk
+    assert sample_customer(Channel.EMAIL) == known
+    assert sample_customer(Channel.SMS) == known
