@@ -1,7 +1,8 @@
 """Customer 360: what the customer page shows below the customer itself,
-gathered across the apps (messages, NPS answers, the latest journeys step by
-step). Traits, events, segment history and the journeys list are the
-customer admin's own fields and inlines (customers, segments, journeys).
+gathered across the apps (its accounts, the identities merged into it,
+messages, NPS answers, the latest journeys step by step). Traits, events,
+segment history and the journeys list are the customer admin's own fields
+and inlines (customers, segments, journeys).
 
 It lives in analytics, on the top floor, because it reads the apps built on
 top of customers; the customer page (apps/customers/admin.py) shows it
@@ -12,11 +13,13 @@ years of history costs a few indexed queries, not a scan.
 """
 
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from django.db.models import Count
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from apps.customers.models import AccountMembership, Customer
 from apps.journeys.selectors import customer_timeline
 from apps.messaging.models import Message
 from apps.surveys.models import SurveyResponse
@@ -24,6 +27,8 @@ from apps.surveys.models import SurveyResponse
 MESSAGES_SHOWN = 20
 RESPONSES_SHOWN = 10
 JOURNEYS_SHOWN = 3
+ACCOUNTS_SHOWN = 20
+IDENTITIES_SHOWN = 20
 
 
 @dataclass
@@ -34,11 +39,30 @@ class Customer360:
     journeys: list | None = None  # [(enrollment, steps)]
     more_messages_url: str = ""
     timeline_url: str = ""
+    accounts: list | None = None  # [AccountMembership], the most recently grouped first
+    more_accounts_url: str = ""  # when there are more than shown
+    identities: list | None = None  # [Customer]: the profiles merged into this one
+    more_identities: int = 0  # how many more than shown
 
 
 def customer_360(customer, *, user) -> Customer360:
     """The sections `user` may see for this customer, newest first."""
     view = Customer360()
+    if user.has_perm("customers.view_account"):
+        memberships = AccountMembership.objects.filter(customer_id=customer.pk)
+        newest = memberships.select_related("account").order_by("-grouped_at", "-id")
+        view.accounts = list(newest[: ACCOUNTS_SHOWN + 1])
+        if len(view.accounts) > ACCOUNTS_SHOWN and customer.external_id:
+            # The account list finds a member's accounts by its external id.
+            view.more_accounts_url = (
+                reverse("admin:customers_account_changelist") + f"?{_search(customer)}"
+            )
+        view.accounts = view.accounts[:ACCOUNTS_SHOWN]
+    if user.has_perm("customers.view_customer"):
+        merged = Customer.objects.filter(merged_into_id=customer.pk)
+        view.identities = list(merged.order_by("-merged_at", "-id")[:IDENTITIES_SHOWN])
+        if len(view.identities) == IDENTITIES_SHOWN:
+            view.more_identities = merged.count() - IDENTITIES_SHOWN
     if user.has_perm("messaging.view_message"):
         rows = Message.objects.filter(customer_id=customer.pk)
         view.messages = list(
@@ -47,9 +71,10 @@ def customer_360(customer, *, user) -> Customer360:
         view.message_statuses = dict(
             rows.values_list("status").annotate(n=Count("id")).order_by("status")
         )
-        view.more_messages_url = (
-            reverse("admin:messaging_message_changelist") + f"?q={customer.external_id}"
-        )
+        if customer.external_id:
+            view.more_messages_url = (
+                reverse("admin:messaging_message_changelist") + f"?{_search(customer)}"
+            )
     if user.has_perm("surveys.view_surveyresponse"):
         view.responses = list(
             SurveyResponse.objects.filter(customer_id=customer.pk)
@@ -62,6 +87,10 @@ def customer_360(customer, *, user) -> Customer360:
             "admin:journeys_enrollment_customer_timeline", args=[customer.pk]
         )
     return view
+
+
+def _search(customer) -> str:
+    return urlencode({"q": customer.external_id})
 
 
 def customer_360_section(request, customer) -> str:

@@ -280,14 +280,14 @@ def _row(
 
 
 def preview_customer(channel: str, term: str = "") -> Customer | None:
-    """Whom to render for: the customer named by external id, email or phone,
-    else the newest customer who can receive the channel (real data, as the
+    """Whom to render for: the known customer named by external id, email or
+    phone, else the newest customer who can receive the channel (real data, as the
     template editor's preview does)."""
     from apps.customers.selectors import customer_search
     from apps.messaging.forms import sample_customer
 
     if term.strip():
-        return customer_search(Customer.objects.all(), term).order_by("pk").first()
+        return customer_search(Customer.objects.known(), term).order_by("pk").first()
     return sample_customer(channel)
 
 

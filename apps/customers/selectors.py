@@ -5,19 +5,43 @@ from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KT
 from django.db.models.functions import Length
 
-from .models import Customer, Event
+from .models import Account, AccountMembership, Customer, Event
 
 TRAIT_CHOICES_TTL_S = 300
 TRAIT_CHOICE_MAX_LENGTH = 100
 
 
 def customer_search(queryset: QuerySet[Customer], term: str) -> QuerySet[Customer]:
-    """Exact external id or phone, or email in any case: each side of the OR
-    has its own index, so this stays an index lookup at millions of rows."""
+    """Exact external id, anonymous id or phone, or email in any case, and
+    the customer a profile with that id was merged into: each side of the OR
+    has its own index (the merged profiles' customers are looked up first,
+    as ids), so this stays an index lookup at millions of rows."""
     term = term.strip()
     if not term:
         return queryset
-    return queryset.filter(Q(external_id=term) | Q(phone=term) | Q(email__iexact=term))
+    became = list(
+        Customer.objects.filter(Q(external_id=term) | Q(anonymous_id=term))
+        .filter(merged_into__isnull=False)
+        .values_list("merged_into_id", flat=True)
+    )
+    return queryset.filter(
+        Q(external_id=term)
+        | Q(anonymous_id=term)
+        | Q(phone=term)
+        | Q(email__iexact=term)
+        | Q(pk__in=became)
+    )
+
+
+def account_search(queryset: QuerySet[Account], term: str) -> QuerySet[Account]:
+    """Exact group id, part of the name (case-insensitive: a scan of the
+    accounts, far fewer than customers), or the accounts of the customer
+    with this exact external id."""
+    term = term.strip()
+    if not term:
+        return queryset
+    member = AccountMembership.objects.filter(customer__external_id=term).values("account_id")
+    return queryset.filter(Q(external_id=term) | Q(name__icontains=term) | Q(pk__in=member))
 
 
 def event_search(queryset: QuerySet[Event], term: str) -> QuerySet[Event]:

@@ -565,4 +565,6 @@ def _describe(c: dict, *, top: bool = False) -> str:
     if "nps" in c:
         window = f" in the last {c['within_days']} days" if c.get("within_days") else ""
         return f"latest NPS answer{window} is {c['nps']}"
+    if "account" in c:
+        return f"an account where {_describe(c['account'], top=True)}"
     return json.dumps(c, sort_keys=True)

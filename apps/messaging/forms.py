@@ -81,9 +81,10 @@ class CustomerField(forms.CharField):
 
 
 def sample_customer(channel: str) -> Customer | None:
-    """Whom to preview as when the marketer has not chosen: the newest customer
-    who can receive the channel (so the preview shows real data)."""
-    customers = Customer.objects.order_by("-pk")
+    """Whom to preview as when the marketer has not chosen: the newest known
+    customer who can receive the channel (so the preview shows real data;
+    never an anonymous visitor, who is sent nothing)."""
+    customers = Customer.objects.known().order_by("-pk")
     reachable = (
         customers.exclude(phone="") if channel == Channel.SMS else customers.exclude(email="")
     )

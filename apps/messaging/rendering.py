@@ -53,13 +53,16 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from apps.customers.models import CONTACT_FIELDS, Customer, Event
 
 from . import links, render_hooks, sandbox
+from .accounts_context import ACCOUNT_NAMES, SAMPLE_ACCOUNT, accounts_context
 from .html_text import html_to_text
 from .models import Category, Channel, Message, Template
 
 # The top-level names a template may use (docs/templates.md). Callers may add
 # more through `context`, other apps through `render_hooks.on_context` (surveys
 # adds `links.nps`).
-CONTEXT_NAMES = frozenset({"customer", "event", "journey", "message", "links", "company", "now"})
+CONTEXT_NAMES = frozenset(
+    {"customer", "account", "accounts", "event", "journey", "message", "links", "company", "now"}
+)
 
 # Parts of a template, in the order they are rendered, with whether they are HTML.
 EMAIL_PARTS = (("subject", False), ("preheader", False), ("html", True), ("text", False))
@@ -276,6 +279,8 @@ def render_context(
         },
         "now": now,
     }
+    if uses_accounts(template) and not set(context or {}) >= ACCOUNT_NAMES:
+        base.update(accounts_context(customer))
     # What other apps add (surveys: links.nps), then what the caller passed.
     added = render_hooks.context_additions(template=template, customer=customer, message=message)
     for key, value in [*added.items(), *(context or {}).items()]:
@@ -284,6 +289,24 @@ def render_context(
         else:
             base[key] = value
     return {key: _plain(value, key) for key, value in base.items()}
+
+
+def uses_accounts(template: Template) -> bool:
+    """Whether the template names `account` or `accounts` (read only then)."""
+    parts = SMS_PARTS if template.channel == Channel.SMS else EMAIL_PARTS
+    return any(
+        _names_used(source, html) & ACCOUNT_NAMES
+        for part, html in parts
+        if (source := getattr(template, part))
+    )
+
+
+@lru_cache(maxsize=1024)
+def _names_used(source: str, html: bool) -> frozenset[str]:
+    try:
+        return frozenset(meta.find_undeclared_variables(_ENVS[(html, True)].parse(source)))
+    except TemplateSyntaxError:
+        return frozenset()  # it fails to render anyway, saying why
 
 
 # --- rendering ---------------------------------------------------------------
@@ -473,7 +496,11 @@ def _sample_problems(template: Template) -> list[tuple[str, str]]:
     sandbox violations and, for marketing email, the compliance footer."""
     message = Message(pk=0, customer_id=0, channel=template.channel)
     data = render_context(
-        template, customer=_sample_customer(), now=datetime.now(UTC), message=message
+        template,
+        customer=_sample_customer(),
+        now=datetime.now(UTC),
+        message=message,
+        context={"account": SAMPLE_ACCOUNT, "accounts": [SAMPLE_ACCOUNT]},
     )
     try:
         rendered = _render_all(template, data, strict=False)

@@ -52,8 +52,9 @@ from apps.core.bulk import rows_insert
 from apps.customers.models import Customer
 
 from . import policies, render_hooks
+from .accounts_context import accounts_prefetch
 from .models import Channel, Message, Template
-from .rendering import TemplateRenderError, render
+from .rendering import TemplateRenderError, render, uses_accounts
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +280,8 @@ def _render(items: list[tuple[Message, policies.Ask, SendRequest]], *, now: date
     that message only, and so does a hook's error (the batch's hooks run
     again one message at a time to find it)."""
     htmls: list[tuple[Message, str]] = []
+    # The accounts of the customers whose template names them, in one query.
+    accounts_prefetch(ask.customer for _, ask, _ in items if uses_accounts(ask.template))
     for message, ask, request in items:
         try:
             rendered = render(

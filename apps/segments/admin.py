@@ -201,7 +201,7 @@ class SegmentMembershipAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_html(
             '<a href="{}">{}</a>',
             reverse("admin:customers_customer_change", args=[obj.customer_id]),
-            obj.customer.external_id,
+            str(obj.customer),  # an anonymous or merged profile has no external id
         )
 
 

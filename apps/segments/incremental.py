@@ -15,7 +15,14 @@ membership can change for two reasons only:
    event crosses now, now - 14 or now - 28 days. The customers whose data
    crossed an edge while the edge moved from `t0 + offset` to `t1 + offset`
    are found by index range scans (Event by name and time, EventStat by name
-   and last_at, a date trait by an expression index).
+   and last_at, a date trait by an expression index). A date trait of an
+   account (`{"account": {"trait": "renewal_at", "op": "within_next", …}}`)
+   has edges too: the members of the accounts whose date crossed one, found
+   by reading the accounts (far fewer than customers).
+
+An account's traits changing is a change of its members' data: the `group`
+call that changes them stamps every member (apps/customers/services/
+accounts.py), as it stamps a customer who joins an account.
 
 The union of both is the candidate set. Only the candidates are tested against
 the condition and diffed against their own open memberships: everyone else
@@ -37,12 +44,13 @@ from typing import Any
 from django.db import DatabaseError, connection
 from django.db.models import Q
 
-from apps.customers.models import Customer, Event, EventStat
+from apps.customers.models import Account, AccountMembership, Customer, Event, EventStat
 
 from .conditions.parsing import parse
 from .conditions.traits_sql import trait_time_index_name, trait_time_sql
 from .conditions.tree import (
     NPS_EVENT,
+    AccountMatch,
     All,
     AnyOf,
     Condition,
@@ -72,6 +80,7 @@ class Edges:
     event_times: set[tuple[str, timedelta]] = field(default_factory=set)
     last_times: set[tuple[str, timedelta]] = field(default_factory=set)
     trait_times: set[tuple[str, timedelta]] = field(default_factory=set)
+    account_trait_times: set[tuple[str, timedelta]] = field(default_factory=set)
 
     @property
     def traits(self) -> set[str]:
@@ -91,13 +100,17 @@ def time_edges(condition: Condition, lookup: Callable[[str], Any]) -> Edges:
     return edges
 
 
-def _collect(c: Condition, lookup, edges: Edges) -> None:
+def _collect(c: Condition, lookup, edges: Edges, *, account: bool = False) -> None:
+    """`account`: inside an `{"account": …}`, whose date traits are the
+    account's."""
     zero = timedelta(0)
     if isinstance(c, All | AnyOf):
         for item in c.items:
-            _collect(item, lookup, edges)
+            _collect(item, lookup, edges, account=account)
     elif isinstance(c, Not):
-        _collect(c.item, lookup, edges)
+        _collect(c.item, lookup, edges, account=account)
+    elif isinstance(c, AccountMatch):
+        _collect(c.item, lookup, edges, account=True)
     elif isinstance(c, TraitCompare):
         pass  # compares with a fixed value: time does not move it
     elif isinstance(c, TraitDate):
@@ -108,7 +121,8 @@ def _collect(c: Condition, lookup, edges: Edges) -> None:
             "before_days_ago": (-days,),
             "after_days_ago": (-days,),
         }[c.op]
-        edges.trait_times |= {(c.trait, offset) for offset in offsets}
+        times = edges.account_trait_times if account else edges.trait_times
+        times |= {(c.trait, offset) for offset in offsets}
     elif isinstance(c, EventRecency):
         _window(edges, c.event, c.days)
     elif isinstance(c, EventCount):
@@ -200,6 +214,8 @@ def candidates_sql(
             parts.append(stats.query.sql_with_params())
         for trait, offsets in _by_name(edges.trait_times).items():
             parts.append(_trait_crossed(trait, offsets, since, until))
+        for trait, offsets in _by_name(edges.account_trait_times).items():
+            parts.append(_account_trait_crossed(trait, offsets, since, until))
     sql = " UNION ".join(f"({part})" for part, _ in parts)
     return sql, [p for _, params in parts for p in params]
 
@@ -231,6 +247,22 @@ def _trait_crossed(
     ranges = " OR ".join([f"{expression} BETWEEN %s AND %s"] * len(offsets))
     params = [bound for offset in offsets for bound in (since + offset, until + offset)]
     return f"SELECT id FROM {Customer._meta.db_table} WHERE {ranges}", params  # noqa: S608
+
+
+def _account_trait_crossed(
+    trait: str, offsets: list[timedelta], since: datetime, until: datetime
+) -> tuple[str, list]:
+    """The members of the accounts whose date trait lies in [since + offset,
+    until + offset] for some offset (as `_trait_crossed`, on the accounts'
+    traits: there is no index, accounts are few beside customers)."""
+    expression = trait_time_sql(trait, column="a.traits")
+    ranges = " OR ".join([f"{expression} BETWEEN %s AND %s"] * len(offsets))
+    params = [bound for offset in offsets for bound in (since + offset, until + offset)]
+    sql = (
+        f"SELECT m.customer_id FROM {AccountMembership._meta.db_table} AS m "  # noqa: S608
+        f"JOIN {Account._meta.db_table} AS a ON a.id = m.account_id WHERE {ranges}"
+    )
+    return sql, params
 
 
 # --- an expression index per date trait ----------------------------------------------

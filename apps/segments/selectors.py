@@ -11,8 +11,9 @@ from .models import Segment, SegmentMembership
 
 def segment_members(segment: Segment) -> QuerySet[Customer]:
     """The customers in the segment now (open memberships). At most one open
-    membership per customer and segment, so the join repeats no one."""
-    return Customer.objects.filter(
+    membership per customer and segment, so the join repeats no one. Known
+    customers only: a profile merged since the last refresh is already gone."""
+    return Customer.objects.known().filter(
         segment_memberships__segment=segment, segment_memberships__exited_at__isnull=True
     )
 

@@ -416,8 +416,8 @@ def test_template_check_names_syntax_errors_sandbox_violations_and_unknown_names
         "body: line 1: access to attribute '__class__' of a _Namespace is not allowed in templates"
     ]
     assert template_check(sms("{{ custmer.first_name }}")) == [
-        "body: unknown variable custmer (templates can use company, customer, event, journey, "
-        "links, message, now)"
+        "body: unknown variable custmer (templates can use account, accounts, company, customer, "
+        "event, journey, links, message, now)"
     ]
 
 

@@ -282,7 +282,7 @@ def test_events_after_now_count_once_now_reaches_them(people):
          "not: must be an object like {\"trait\": …}, got a list"),
         ({"all": []}, "condition: all must be a non-empty list of conditions"),
         ({"trait": "plan", "event": "login"},
-         "condition: needs exactly one of all, any, not, trait, event, segment, nps; "
+         "condition: needs exactly one of all, any, not, trait, event, segment, nps, account; "
          "found 'trait', 'event'"),
         ("plan = pro", "condition: must be an object"),
         ({"nps": "fans", "within_days": 90},

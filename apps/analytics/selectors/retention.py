@@ -4,7 +4,7 @@ renewals by month, and signup cohorts' activity month by month."""
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from django.db.models import Count, Exists, FloatField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Count, Exists, FloatField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncMonth
 
@@ -34,9 +34,17 @@ def active_subscriptions(at: datetime) -> QuerySet[Event]:
         occurred_at__gte=OuterRef("occurred_at"),
         occurred_at__lt=at,
     )
-    return Event.objects.filter(name=STARTED, occurred_at__lt=at, pk=Subquery(latest)).exclude(
-        Exists(canceled)
+    return (
+        Event.objects.filter(name=STARTED, occurred_at__lt=at, pk=Subquery(latest))
+        .filter(_KNOWN)
+        .exclude(Exists(canceled))
     )
+
+
+# Known customers only (identified, not merged): anonymous visitors are not
+# counted as subscribers or in cohorts (a merged profile's events moved to the
+# customer it became).
+_KNOWN = Q(customer__external_id__isnull=False, customer__merged_into__isnull=True)
 
 
 def _mrr_sum() -> Sum:
@@ -138,14 +146,16 @@ def cohort_retention(*, now: datetime, months: int = 6) -> Cohorts:
     if not 1 <= months <= 24:
         raise ValueError(f"months: must be between 1 and 24, got {months}")
     first = add_months(month_start(now), -(months - 1))
-    signups = EventStat.objects.filter(name=SIGNED_UP, first_at__gte=first, first_at__lt=now)
+    signups = EventStat.objects.filter(
+        _KNOWN, name=SIGNED_UP, first_at__gte=first, first_at__lt=now
+    )
     sizes = {
         as_date(row["month"]): row["n"]
         for row in signups.annotate(month=TruncMonth("first_at", tzinfo=UTC))
         .values("month")
         .annotate(n=Count("id"))
     }
-    own = Event.objects.filter(occurred_at__gte=first, occurred_at__lt=now)
+    own = Event.objects.filter(_KNOWN, occurred_at__gte=first, occurred_at__lt=now)
     for prefix in DERIVED_PREFIXES:
         own = own.exclude(name__startswith=prefix)
     own = own.exclude(name__in=DERIVED_NAMES)

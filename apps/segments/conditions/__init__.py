@@ -24,6 +24,12 @@ Semantics:
   last `within_days` days. The events, not the survey tables, so segments
   never depend on the app above them and backtests see answers as of then.
 
+- `{"account": C}` is true when any of the customer's accounts (Segment's
+  `group` call) satisfies C, a trait condition or an all/any/not tree of
+  them, tested on the account's traits with the same trait predicates.
+- Only known customers (identified, not merged into another) ever match a
+  segment or a branch: `segment_queryset` and `customer_matches` say so.
+
 One operator beyond DESIGN.md's list, for "usage down by half":
 `{"event": E, "op": "dropped_by", "percent": 50, "days": 14}` matches when the
 count of E in the last `days` is at most (100 - percent)% of the count in the

@@ -1,8 +1,12 @@
 """Compiling a validated tree to one boolean SQL expression over `Customer`
 (a Q), evaluated as of `now`: a segment is one query, and a branch or goal
 tests one customer with the same SQL. Trait predicates are SQL expressions of
-their own (traits_sql.py); this module writes the event, NPS and segment
-conditions as (correlated) subqueries."""
+their own (traits_sql.py); this module writes the event, NPS, segment and
+account conditions as (correlated) subqueries.
+
+Segments hold only known customers (`Customer.objects.known()`: identified
+and not merged into another): anonymous visitors and merged profiles never
+match, whatever the condition."""
 
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,12 +15,13 @@ from django.db import connection
 from django.db.models import BooleanField, Count, Exists, Expression, F, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
-from apps.customers.models import Customer, Event, EventStat
+from apps.customers.models import AccountMembership, Customer, Event, EventStat
 
 from .parsing import parse
 from .traits_sql import TraitPredicate, TraitTimeBetween, TraitTimeIndexed, trait_time_index_name
 from .tree import (
     NPS_EVENT,
+    AccountMatch,
     All,
     AnyOf,
     Condition,
@@ -33,6 +38,9 @@ from .tree import (
 )
 from .validation import segment_lookup, validate_definition
 
+# An account's traits, seen from its memberships.
+_ACCOUNT_TRAITS = "account__traits"
+
 
 def segment_queryset(
     definition: Any, *, now: datetime, among: str | None = None
@@ -44,9 +52,9 @@ def segment_queryset(
     aggregating the events of everyone."""
     condition = validate_definition(definition)
     if among is None:
-        return Customer.objects.filter(compile_condition(condition, now=now))
+        return Customer.objects.known().filter(compile_condition(condition, now=now))
     q = compile_condition(condition, now=now, one_customer=True)
-    return Customer.objects.filter(_among(among)).filter(q)
+    return Customer.objects.known().filter(_among(among)).filter(q)
 
 
 def _among(ids_sql: str) -> RawSQL:
@@ -68,10 +76,11 @@ def customer_matches(
     context: str = "journey",
 ) -> bool:
     """Whether one customer matches, as of `now` (for branches and goals). The
-    event subqueries are correlated to this customer, so nothing else is read."""
+    event subqueries are correlated to this customer, so nothing else is read.
+    An anonymous visitor or a merged profile never matches."""
     condition = validate_definition(definition, context=context)
     q = compile_condition(condition, now=now, enrolled_at=enrolled_at, one_customer=True)
-    return Customer.objects.filter(pk=customer_id).filter(q).exists()
+    return Customer.objects.known().filter(pk=customer_id).filter(q).exists()
 
 
 def compile_condition(
@@ -141,9 +150,12 @@ class _Compiler:
             return self.segment(c)
         if isinstance(c, NpsCategory):
             return self.nps(c)
+        if isinstance(c, AccountMatch):
+            return self.account(c)
         raise TypeError(f"cannot compile {c!r}")
 
-    def trait_date(self, c: TraitDate) -> Q:
+    def date_bounds(self, c: TraitDate) -> tuple[datetime | None, datetime | None, bool]:
+        """(low, high, strict): the times a date trait must lie between."""
         days = timedelta(days=c.days)
         low, high = {
             "within_next": (self.now, self.now + days),
@@ -151,11 +163,41 @@ class _Compiler:
             "before_days_ago": (None, self.now - days),
             "after_days_ago": (self.now - days, None),
         }[c.op]
-        strict = c.op in ("before_days_ago", "after_days_ago")
+        return low, high, c.op in ("before_days_ago", "after_days_ago")
+
+    def trait_date(self, c: TraitDate) -> Q:
+        low, high, strict = self.date_bounds(c)
         if not self.one_customer and self.has_time_index(c.trait):
             # Everyone: the index finds the times in range, no trait is parsed.
             return Q(TraitTimeIndexed(c.trait, low, high, strict=strict))
         return Q(TraitTimeBetween(c.trait, low, high, strict=strict))
+
+    def account(self, c: AccountMatch) -> Q:
+        """Any of the customer's accounts satisfies the trait condition: an
+        EXISTS over the customer's memberships joined to their accounts, the
+        same trait predicates applied to the account's traits. A customer in
+        no account never matches (nor does `not` inside: it is still "an
+        account that…"); `{"not": {"account": C}}` is "no account that…"."""
+        memberships = AccountMembership.objects.filter(customer=OuterRef("pk"))
+        return Q(self.exists(memberships.filter(self.account_traits(c.item))))
+
+    def account_traits(self, c: Condition) -> Q:
+        """A Q over AccountMembership: the tree inside `{"account": …}`
+        (parsing lets only trait conditions and all/any/not in)."""
+        if isinstance(c, All | AnyOf):
+            parts = [self.account_traits(item) for item in c.items]
+            result = parts[0]
+            for part in parts[1:]:
+                result = result & part if isinstance(c, All) else result | part
+            return result
+        if isinstance(c, Not):
+            return ~self.account_traits(c.item)
+        if isinstance(c, TraitCompare):
+            return Q(TraitPredicate(c.trait, c.op, c.value, column=_ACCOUNT_TRAITS))
+        if isinstance(c, TraitDate):
+            low, high, strict = self.date_bounds(c)
+            return Q(TraitTimeBetween(c.trait, low, high, strict=strict, column=_ACCOUNT_TRAITS))
+        raise ConditionError(f"cannot test {type(c).__name__} on an account's traits")
 
     def has_time_index(self, trait: str) -> bool:
         """Whether the trait's time expression index (built for incremental

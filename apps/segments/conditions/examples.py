@@ -64,6 +64,12 @@ EXAMPLES: list[dict] = [
         },
     },
     {
+        "title": "At an enterprise account",
+        "description": "Any of the customer's accounts (Segment's group call) meets a trait "
+        "condition: trait tests combined with all / any / not.",
+        "definition": {"account": {"trait": "plan", "op": "eq", "value": "enterprise"}},
+    },
+    {
         "title": "In another segment",
         "description": "Nest a segment by its slug (cycles are refused).",
         "definition": {"segment": "trialing"},

@@ -10,6 +10,7 @@ from typing import Any
 from apps.core import jsonsafe
 
 from .tree import (
+    ACCOUNT_KINDS,
     COMPARE_OPS,
     CONTEXTS,
     COUNT_OPS,
@@ -19,6 +20,7 @@ from .tree import (
     RECENCY_OPS,
     TRAIT_NAME,
     TREND_OPS,
+    AccountMatch,
     All,
     AnyOf,
     Condition,
@@ -51,7 +53,9 @@ def fail(path: str, message: str) -> ConditionError:
     return ConditionError(f"{_at(path)}: {message}")
 
 
-KINDS = ("all", "any", "not", "trait", "event", "segment", "nps")
+KINDS = ("all", "any", "not", "trait", "event", "segment", "nps", "account")
+# Parsing inside an `{"account": C}`: only what tests an account's traits.
+_IN_ACCOUNT = "account"
 SLUG_RE = re.compile(r"[-a-zA-Z0-9_]{1,200}")
 KEYS = {
     "all": {"all"},
@@ -61,6 +65,7 @@ KEYS = {
     "event": {"event", "op", "value", "within_days", "days", "percent"},
     "segment": {"segment"},
     "nps": {"nps", "within_days"},
+    "account": {"account"},
 }
 
 
@@ -75,6 +80,12 @@ def _parse(node: Any, path: str, context: str) -> Condition:
     unknown = sorted(set(node) - KEYS[kind])
     if unknown:
         raise fail(path, f"unknown key {unknown[0]!r} in a {kind!r} condition")
+    if context == _IN_ACCOUNT and kind not in ACCOUNT_KINDS:
+        raise fail(
+            path,
+            f"an account condition tests the account's traits: {kind!r} conditions cannot "
+            "be used inside it (use trait conditions, combined with all, any and not)",
+        )
     if kind in ("all", "any"):
         items = node[kind]
         if not isinstance(items, list) or not items:
@@ -88,6 +99,9 @@ def _parse(node: Any, path: str, context: str) -> Condition:
         return _parse_trait(node, path)
     if kind == "event":
         return _parse_event(node, path, context)
+    if kind == "account":
+        inner = f"{path}.account" if path else "account"
+        return AccountMatch(_parse(node["account"], inner, _IN_ACCOUNT))
     if kind == "segment":
         slug = node["segment"]
         if not isinstance(slug, str) or not SLUG_RE.fullmatch(slug):

@@ -16,16 +16,18 @@ _ORDER = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
 class _TraitSQL(Expression):
-    """A boolean predicate on one trait of `Customer.traits` (jsonb). Never
-    NULL: a missing trait makes it false, so `not` of it is true."""
+    """A boolean predicate on one trait of a jsonb traits column: by default
+    `Customer.traits`; `column` names another as a field path from the
+    query's model (`account__traits`, an account's, from its memberships).
+    Never NULL: a missing trait makes it false, so `not` of it is true."""
 
     output_field = BooleanField()
     conditional = True
 
-    def __init__(self, trait: str):
+    def __init__(self, trait: str, *, column: str = "traits"):
         super().__init__()
         self.trait = trait
-        self.column = F("traits")
+        self.column = F(column)
 
     def get_source_expressions(self):
         return [self.column]
@@ -47,8 +49,8 @@ class _TraitSQL(Expression):
 class TraitPredicate(_TraitSQL):
     """eq, ne, in, not_in, gt, gte, lt, lte, contains, exists, not_exists."""
 
-    def __init__(self, trait: str, op: str, value: Any = None):
-        super().__init__(trait)
+    def __init__(self, trait: str, op: str, value: Any = None, *, column: str = "traits"):
+        super().__init__(trait, column=column)
         self.op, self.value = op, value
 
     def __repr__(self) -> str:
@@ -107,8 +109,16 @@ class TraitPredicate(_TraitSQL):
 class TraitTimeBetween(_TraitSQL):
     """An ISO-8601 time trait between two times (either end may be open)."""
 
-    def __init__(self, trait: str, low: datetime | None, high: datetime | None, *, strict: bool):
-        super().__init__(trait)
+    def __init__(
+        self,
+        trait: str,
+        low: datetime | None,
+        high: datetime | None,
+        *,
+        strict: bool,
+        column: str = "traits",
+    ):
+        super().__init__(trait, column=column)
         self.low, self.high, self.strict = low, high, strict
 
     def __repr__(self) -> str:

@@ -18,6 +18,8 @@ RECENCY_OPS = {"since", "not_since"}
 NPS_CATEGORIES = {"promoter", "passive", "detractor"}
 NPS_EVENT = "nps_responded"  # recorded by apps/surveys for each answer
 CONTEXTS = {"segment", "journey"}
+# What may be inside an `{"account": C}`: the account's traits, combined.
+ACCOUNT_KINDS = ("all", "any", "not", "trait")
 
 
 class ConditionError(ValueError):
@@ -91,6 +93,14 @@ class NpsCategory:
     within_days: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class AccountMatch:
+    """Any of the customer's accounts satisfies `item`: a trait condition, or
+    an all/any/not tree of them, tested on the account's traits."""
+
+    item: "Condition"
+
+
 Condition = (
     All
     | AnyOf
@@ -103,4 +113,5 @@ Condition = (
     | EventSinceEnrolled
     | SegmentRef
     | NpsCategory
+    | AccountMatch
 )

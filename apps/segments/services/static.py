@@ -49,7 +49,9 @@ def segment_static_upload(
     with transaction.atomic():
         # Uploads to one segment queue behind each other (the row lock).
         Segment.objects.select_for_update().filter(pk=segment.pk).values_list("pk").get()
-        listed = Customer.objects.filter(external_id__in=values_subquery(possible))
+        # Known customers only: the id of a profile merged into another is
+        # reported as unknown (its customer goes by another id now).
+        listed = Customer.objects.known().filter(external_id__in=values_subquery(possible))
         known = set(listed.values_list("external_id", flat=True))
         entered, exited, count, _ = apply_member_set(
             segment.pk,
