@@ -217,8 +217,6 @@ SCREEN_EVENT = "screen_viewed"
 
 
 def _context_kept(context: Any) -> dict | None:
-    if not context:
-        return None
     if not isinstance(context, dict):
         raise ValueError(f"context: must be an object, got {type(context).__name__}")
     kept = {k: context[k] for k in KEPT_CONTEXT if context.get(k) is not None}

@@ -189,7 +189,8 @@ def test_an_import_refuses_only_the_hostile_lines(tmp_path):
     assert sorted(Event.objects.values_list("name", flat=True)) == ["a", "d"]
 
 
-@pytest.mark.parametrize("kind", [nested(950), {}, ["track"], "x" * 100_000])
+# A long text, yet under SEGMENT_MAX_CALL_BYTES (a call over it fails its whole batch: 413).
+@pytest.mark.parametrize("kind", [nested(950), {}, ["track"], "x" * 30_000])
 def test_an_odd_item_type_is_refused_for_that_item_only(api, kind):
     bad = json.dumps({"type": kind, "userId": "u-bad"})
     good = json.dumps({"type": "track", "userId": "u-good", "event": "login"})

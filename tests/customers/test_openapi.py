@@ -79,7 +79,7 @@ def test_every_operation_documents_its_errors_with_their_shape(doc, api):
             for status in ("400", "401", "413"):
                 response = operation["responses"][status]
                 schema = resolve(doc, response["content"]["application/json"]["schema"])
-                assert schema["required"] == ["error"], (path, method, status)
+                assert schema["required"] == ["error", "code", "message"], (path, method, status)
                 assert response["description"] not in ("", "OK"), (path, method, status)
             assert "names each" in operation["responses"]["400"]["description"]
 
