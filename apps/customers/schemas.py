@@ -516,6 +516,36 @@ class BatchIn(BaseModel):
             }
         ),
     ]
+    sent_at: Annotated[
+        Any,
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+                "description": "When the client sent the batch: the `sentAt` of every item "
+                "without its own (it corrects the client's clock).",
+            }
+        ),
+    ] = Field(default=None, alias="sentAt")
+    context: Annotated[
+        Any,
+        WithJsonSchema(
+            {
+                "type": ["object", "null"],
+                "description": "A context for every item, under each item's own (the "
+                "item's keys win).",
+            }
+        ),
+    ] = None
+    write_key: Annotated[
+        Any,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "description": "The API key, when no Authorization header carries it "
+                "(analytics.js sends it here).",
+            }
+        ),
+    ] = Field(default=None, alias="writeKey")
 
 
 class BatchError(BaseModel):

@@ -145,9 +145,9 @@ def test_a_timestamp_in_the_future_is_refused(api, customer):
         "consent", {"userId": "u-1", "channel": "sms", "status": "granted", "timestamp": tomorrow}
     )
 
-    assert (response.status_code, response.json()) == (
+    assert (response.status_code, response.json()["error"]) == (
         400,
-        {"error": "timestamp: is in the future"},
+        "timestamp: is in the future",
     )
 
 
@@ -171,9 +171,9 @@ def test_consent_needs_a_valid_api_key(api):
 
     assert api("consent", body, key=None).status_code == 401
     response = api("consent", body, key="tk_wrong")
-    assert (response.status_code, response.json()) == (
+    assert (response.status_code, response.json()["error"]) == (
         401,
-        {"error": "missing or invalid API key (Authorization: Bearer <key>)"},
+        "missing or invalid API key (Authorization: Bearer <key>)",
     )
     assert not ConsentRecord.objects.exists()
 
