@@ -520,9 +520,9 @@ class BatchIn(BaseModel):
         Any,
         WithJsonSchema(
             {
-                "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
-                "description": "When the client sent the batch: the `sentAt` of every item "
-                "without its own (it corrects the client's clock).",
+                "description": "When the client sent the batch (ISO-8601): the `sentAt` of "
+                "every item without its own, which corrects the client's clock. Checked "
+                "with each item: a bad one is that item's error.",
             }
         ),
     ] = Field(default=None, alias="sentAt")
@@ -530,9 +530,9 @@ class BatchIn(BaseModel):
         Any,
         WithJsonSchema(
             {
-                "type": ["object", "null"],
-                "description": "A context for every item, under each item's own (the "
-                "item's keys win).",
+                "description": "A context object for every item, under each item's own "
+                "(the item's keys win). Checked with each item: one that is not an object "
+                "is the error of each item without a context of its own.",
             }
         ),
     ] = None
@@ -540,9 +540,8 @@ class BatchIn(BaseModel):
         Any,
         WithJsonSchema(
             {
-                "type": "string",
                 "description": "The API key, when no Authorization header carries it "
-                "(analytics.js sends it here).",
+                "(analytics.js sends it here); ignored when one does.",
             }
         ),
     ] = Field(default=None, alias="writeKey")
