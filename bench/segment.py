@@ -125,8 +125,10 @@ def accepted(status: int, body: bytes) -> str | None:
 
 
 def seed_customers(bench: Bench, traffic: SdkTraffic) -> None:
-    """The known customers, identified as a server SDK would, so the timed
-    rounds measure the steady state: events for customers who exist."""
+    """The known customers, identified as a server SDK would (with their zone
+    and locale), so the timed rounds measure the steady state: events for
+    customers who exist. (A first call with a context that fills a customer's
+    empty zone or locale costs a traits update more, once per customer.)"""
     from apps.customers.schemas import IdentifyIn
     from apps.customers.services import ingest
 
@@ -137,7 +139,12 @@ def seed_customers(bench: Bench, traffic: SdkTraffic) -> None:
                     IdentifyIn(
                         userId=u,
                         anonymousId=traffic.anonymous_ids[u],
-                        traits={"plan": traffic.rng.choice(PLANS), "email": f"{u}@example.com"},
+                        traits={
+                            "plan": traffic.rng.choice(PLANS),
+                            "email": f"{u}@example.com",
+                            "timezone": traffic.rng.choice(ZONES),
+                            "locale": traffic.rng.choice(LOCALES),
+                        },
                     )
                     for u in traffic.user_ids[start : start + 1000]
                 ],

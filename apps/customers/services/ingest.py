@@ -21,8 +21,8 @@ from ..models import CONTACT_FIELDS, Customer, Event, EventStat
 from ..schemas import Call, GroupIn, IdentifyIn, TrackIn
 from ..validation import is_timezone
 from .accounts import accounts_group
-from .profiles import Profile, Raced, profiles_locked, profiles_merge
-from .touch import TOUCH_STAMP, customers_touch
+from .profiles import Profile, Raced, profiles_locked, profiles_merge, profiles_traits_load
+from .touch import TOUCH_STAMP
 
 # How many times a batch starts over after a concurrent writer changed the
 # profiles it depends on (a merge racing another, a deadlock detected).
@@ -92,26 +92,25 @@ def _is_race(exc: Exception) -> bool:
 def _ingest_once(calls: Sequence[Call], received_at: datetime, source: str) -> IngestResult:
     result = IngestResult()
     with transaction.atomic():
-        with_traits = any(isinstance(c, IdentifyIn) or _context_fill(c) for c in calls)
-        found = profiles_locked(calls, received_at=received_at, with_traits=with_traits)
+        found = profiles_locked(calls, received_at=received_at)
+        profiles_traits_load(_needing_traits(calls, found.targets))
         merged_changed = profiles_merge(found.merges, now=received_at)
         result.profiles_merged = len(found.merges)
-        changed, stamped = _apply_identities(
-            calls, found.targets, received_at, with_traits=found.with_traits, dirty=merged_changed
-        )
-        result.customers_created = len(found.created)
-        result.customers_updated = len(changed - found.created)
         events = [
             (c, t) for c, t in zip(calls, found.targets, strict=True) if isinstance(c, TrackIn)
         ]
+        with_events: set[int] = set()
         if events:
             result.event_ids, rows = _insert_events(events, received_at)
             result.events_stored = len(rows)
             result.events_duplicate = len(events) - len(rows)
             _upsert_stats(rows)
-            # Customers with new events that no update above has stamped yet
-            # (new customers are stamped by the database as they are inserted).
-            customers_touch({row[0] for row in rows} - stamped - found.created)
+            with_events = {row[0] for row in rows}
+        changed = _apply_identities(
+            calls, found.targets, received_at, dirty=merged_changed, with_events=with_events
+        )
+        result.customers_created = len(found.created)
+        result.customers_updated = len(changed - found.created)
         groups = [
             (c, t.pk) for c, t in zip(calls, found.targets, strict=True) if isinstance(c, GroupIn)
         ]
@@ -123,6 +122,17 @@ def _ingest_once(calls: Sequence[Call], received_at: datetime, source: str) -> I
             partial(hooks.notify, list(result.event_ids), changed_ids, received_at, source)
         )
     return result
+
+
+def _needing_traits(calls: Sequence[Call], targets: Sequence[Profile]) -> list[Profile]:
+    """The customers whose traits this batch may change: those identified
+    with traits, and those whose empty contact columns an SDK's context fills."""
+    return [
+        t
+        for c, t in zip(calls, targets, strict=True)
+        if (isinstance(c, IdentifyIn) and c.traits)
+        or any(not getattr(t, column) for column in _context_fill(c))
+    ]
 
 
 def _context_fill(call: Call) -> dict[str, str]:
@@ -149,16 +159,16 @@ def _apply_identities(
     targets: Sequence[Profile],
     received_at: datetime,
     *,
-    with_traits: bool,
     dirty: set[int],
-) -> tuple[set[int], set[int]]:
-    """Merge traits and move `last_seen_at` forward; write only the customers
-    whose row really changed (or that a merge changed: `dirty`). Returns the
-    ids whose traits or contact columns changed (a later `last_seen_at` alone
-    is not an update), and the ids of the customers written with a touch
-    stamp: every customer written, so that the customers of a batch of events
-    are mostly stamped by the update that moves their `last_seen_at` anyway,
-    not by a second one."""
+    with_events: set[int],
+) -> set[int]:
+    """Merge traits and move `last_seen_at` forward, and write the customers
+    in at most two statements: those whose traits or contact columns changed
+    (or a merge changed: `dirty`), and the others that were seen later or got
+    new events (`with_events`), which a segment refresh must see again: one
+    UPDATE stamps them all, where a separate touch used to update many of
+    the same rows twice. Returns the ids whose traits or contact columns
+    changed (a later `last_seen_at` alone is not an update)."""
     seen_changed: dict[int, Profile] = {}
     traits_changed: dict[int, Profile] = {t.pk: t for t in targets if t.pk in dirty}
     for call, customer in zip(calls, targets, strict=True):
@@ -166,8 +176,6 @@ def _apply_identities(
         if customer.last_seen_at is None or seen > customer.last_seen_at:
             customer.last_seen_at = seen
             seen_changed[customer.pk] = customer
-        if not with_traits:
-            continue
         update = call.traits if isinstance(call, IdentifyIn) else {}
         fills = {
             column: value
@@ -198,14 +206,15 @@ def _apply_identities(
             (("traits", "jsonb"), *((f, "text") for f in CONTACT_FIELDS),
              ("last_seen_at", "timestamptz"), ("updated_at", "timestamptz")),
         )  # fmt: skip
-    seen_only = [c for pk, c in seen_changed.items() if pk not in traits_changed]
+    by_pk = {t.pk: t for t in targets}
+    seen_only = (seen_changed.keys() | with_events) - traits_changed.keys()
     if seen_only:
         _staged_update(
             "customer_seen",
-            [(c.pk, c.last_seen_at, received_at) for c in seen_only],
+            [(pk, by_pk[pk].last_seen_at, received_at) for pk in sorted(seen_only)],
             (("last_seen_at", "timestamptz"), ("updated_at", "timestamptz")),
         )
-    return set(traits_changed), {*seen_changed, *traits_changed}
+    return set(traits_changed)
 
 
 def _staged_update(name: str, rows: list[tuple], columns: Sequence[tuple[str, str]]) -> None:
