@@ -27,10 +27,21 @@ def chunks(items: Sequence, size: int = SQL_CHUNK) -> Iterable[Sequence]:
         yield chunk
 
 
-def staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, statement: str):
+def staged_write(
+    name: str,
+    columns: Sequence[tuple[str, str]],
+    rows: list,
+    statement: str,
+    params: Sequence | dict | None = None,
+):
     """Run `statement` with `rows` readable as the table `{staged}`, and return
     what it returns. The rows are COPYed into a temporary table of `columns`
-    (name, SQL type): no parameter limit, no query splitting."""
+    (name, SQL type): no parameter limit, no query splitting.
+
+    The temporary table has no statistics, so the planner guesses its size
+    (thousands of rows): joined to a big table it may choose to read all of
+    it. A statement that joins one passes the keys as well, as an array
+    parameter (`params`, `= ANY(%s)`), whose length the planner knows."""
     returned: list[tuple] = []
     names = ", ".join(c for c, _ in columns)
     table = f"tenure_staged_{name}"
@@ -41,7 +52,7 @@ def staged_write(name: str, columns: Sequence[tuple[str, str]], rows: list, stat
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({types}) ON COMMIT DELETE ROWS")
         copy_rows(cursor, table, names, rows)
-        cursor.execute(statement.replace("{staged}", table))
+        cursor.execute(statement.replace("{staged}", table), params)
         if cursor.description:
             returned = cursor.fetchall()
         # Emptied for the next batch in this transaction (commit empties it

@@ -41,11 +41,14 @@ class Customer(models.Model):
         blank=True,
         help_text="The SDK's anonymousId this profile was first known by.",
     )
+    # Indexed by customer_merged_into, a partial index: a full one would take
+    # an entry for every customer on each of their (frequent) updates.
     merged_into = models.ForeignKey(
         "self",
         on_delete=models.CASCADE,
         null=True,
         blank=True,
+        db_index=False,
         related_name="merged_profiles",
         help_text="The customer this profile was merged into; its ids resolve there.",
     )
@@ -86,7 +89,13 @@ class Customer(models.Model):
         # and every insert would pay for.
         constraints = [
             models.UniqueConstraint(fields=["external_id"], name="customer_external_id"),
-            models.UniqueConstraint(fields=["anonymous_id"], name="customer_anonymous_id"),
+            # Partial: most customers have none, and each update of a row
+            # writes an entry in every index that covers it.
+            models.UniqueConstraint(
+                fields=["anonymous_id"],
+                condition=Q(anonymous_id__isnull=False),
+                name="customer_anonymous_id",
+            ),
             models.CheckConstraint(
                 condition=Q(external_id__isnull=False) | Q(anonymous_id__isnull=False),
                 name="customer_has_an_id",
@@ -99,6 +108,11 @@ class Customer(models.Model):
                 fields=["external_id"],
                 condition=Q(merged_into__isnull=False),
                 name="customer_merged_external",
+            ),
+            models.Index(
+                fields=["merged_into"],
+                condition=Q(merged_into__isnull=False),
+                name="customer_merged_into",
             ),
             # Anonymous profiles past their time to live.
             models.Index(

@@ -227,7 +227,9 @@ def _staged_update(name: str, rows: list[tuple], columns: Sequence[tuple[str, st
         [("id", "bigint"), *columns],
         rows,
         f"UPDATE {table} AS c SET {assignments}, touched_seq = {TOUCH_STAMP} "  # noqa: S608
-        "FROM {staged} AS s WHERE c.id = s.id",
+        # The ids again as an array: probes by primary key (see staged_write).
+        "FROM {staged} AS s WHERE c.id = s.id AND c.id = ANY(%s::bigint[])",
+        [[row[0] for row in rows]],
     )
 
 
