@@ -76,3 +76,12 @@ def trait_values(trait: str, *, limit: int = 50) -> list[str]:
         )
         cache.set(key, values, TRAIT_CHOICES_TTL_S)
     return values
+
+
+def customer_by_user_id(user_id: str) -> Customer | None:
+    """The customer a user id names now: a profile merged into another (an
+    `alias` from an old id) resolves to the customer it became."""
+    customer = Customer.objects.filter(external_id=user_id).first()
+    while customer is not None and customer.merged_into_id is not None:
+        customer = Customer.objects.filter(pk=customer.merged_into_id).first()
+    return customer

@@ -21,7 +21,6 @@ from pydantic import (
 )
 
 from apps.customers.api import ERRORS, ApiKeyAuth, body_doc, read_json_object
-from apps.customers.models import Customer
 from apps.customers.schemas import (
     IdentifyIn,
     StoredText,
@@ -29,6 +28,7 @@ from apps.customers.schemas import (
     UserId,
     describe_errors,
 )
+from apps.customers.selectors import customer_by_user_id
 from apps.customers.services import ingest
 
 from .consent import consent_record
@@ -138,10 +138,10 @@ def consent(request: HttpRequest):
     recorded_at = body.timestamp or now
     if recorded_at > now + CLOCK_SKEW:
         raise HttpError(400, "timestamp: is in the future")
-    customer = Customer.objects.filter(external_id=body.user_id).first()
+    customer = customer_by_user_id(body.user_id)
     if customer is None:
         ingest([IdentifyIn(userId=body.user_id)], received_at=now)
-        customer = Customer.objects.get(external_id=body.user_id)
+        customer = customer_by_user_id(body.user_id)
     try:
         record = consent_record(
             customer=customer,

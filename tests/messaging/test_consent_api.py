@@ -189,3 +189,18 @@ def test_the_endpoint_and_its_body_are_in_the_openapi_document(client):
     assert set(body["required"]) == {"userId", "channel", "status"}
     assert {"topic", "source", "wording", "timestamp", "ip", "userAgent"} <= set(body["properties"])
     assert set(operation["responses"]) >= {"200", "400", "401"}
+
+
+def test_consent_for_an_aliased_user_id_is_recorded_on_the_customer_it_became(api):
+    from apps.customers.models import Customer
+    from apps.customers.schemas import AliasIn, IdentifyIn
+    from apps.customers.services import ingest
+
+    now = timezone.now()
+    ingest([IdentifyIn(userId="old-1"), IdentifyIn(userId="new-1")], received_at=now)
+    ingest([AliasIn(previousId="old-1", userId="new-1")], received_at=now)
+
+    response = api("consent", {"userId": "old-1", "channel": "sms", "status": "granted"})
+
+    assert response.status_code == 200
+    assert ConsentRecord.objects.get().customer == Customer.objects.get(external_id="new-1")

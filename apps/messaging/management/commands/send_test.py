@@ -2,7 +2,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from apps.customers.models import Customer
+from apps.customers.selectors import customer_by_user_id
 from apps.messaging.forms import clean_address
 from apps.messaging.models import Channel, Message, Template
 from apps.messaging.rendering import TemplateRenderError, render
@@ -34,7 +34,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"no template with slug {template!r}" + (f" (templates: {known})" if known else "")
             )
-        person = Customer.objects.filter(external_id=customer).first()
+        person = customer_by_user_id(customer)
         if person is None:
             raise CommandError(f"no customer with external id {customer!r}")
         sms = found.channel == Channel.SMS
