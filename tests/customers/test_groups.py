@@ -103,3 +103,13 @@ def test_import_events_takes_group_and_alias_lines(tmp_path):
     assert Customer.objects.get(anonymous_id="anon-1").merged_into == customer
     assert list(customer.accounts.values_list("name", flat=True)) == ["Acme"]
     assert Event.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_membership_is_dated_by_the_group_calls_own_time():
+    signed_up = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+    ingest([GroupIn(userId="u-1", groupId="acme", timestamp=signed_up)], received_at=NOW)
+
+    membership = AccountMembership.objects.get()
+    assert (membership.created_at, membership.grouped_at) == (signed_up, signed_up)

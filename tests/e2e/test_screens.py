@@ -11,7 +11,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from apps.customers.demo import demo_seed
-from apps.customers.models import Customer, Event
+from apps.customers.models import Account, Customer, Event
 from apps.journeys.engine import engine_tick, enrollments_advance
 from apps.journeys.enrollment import enrollment_start
 from apps.journeys.models import Journey
@@ -141,3 +141,11 @@ def test_a_marketer_opens_the_builder_every_dashboard_and_customer_360(page, mar
     expect(page.get_by_test_id("c360-messages")).to_contain_text("onboarding / welcome")
     expect(page.get_by_test_id("c360-enrollment").first).to_contain_text("Onboarding")
     shot(page, "customer-360", full_page=True)
+
+    # An account (the `group` call): demo customers at one company share it.
+    account = Account.objects.annotate(n=Count("memberships")).order_by("-n", "pk").first()
+    assert account is not None and account.n >= 2
+    page.goto(f"/admin/customers/account/{account.pk}/change/")
+    members = page.get_by_test_id("account-members")
+    expect(members.locator("tbody tr")).to_have_count(min(account.n, 100))  # the latest 100
+    shot(page, "account", full_page=True)

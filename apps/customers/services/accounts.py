@@ -60,13 +60,18 @@ def accounts_group(groups: Sequence[tuple[GroupIn, int]], *, now: datetime) -> N
             "updated_at = s.at FROM {staged} AS s WHERE a.id = s.id",
         )
         account_members_touch(pk for pk, *_ in changed)
-    memberships = sorted(
-        {(customer_id, accounts[call.group_id][0]) for call, customer_id in groups}
-    )
+    # Joined and last grouped when the call says it happened (an import's
+    # group calls carry their own times), the latest of a batch's.
+    grouped: dict[tuple[int, int], datetime] = {}
+    for call, customer_id in groups:
+        key = (customer_id, accounts[call.group_id][0])
+        at = call.timestamp or now
+        grouped[key] = max(at, grouped.get(key, at))
+    memberships = sorted(grouped.items())
     joined = staged_write(
         "account_member",
         (("customer_id", "bigint"), ("account_id", "bigint"), ("at", "timestamptz")),
-        [(c, a, now) for c, a in memberships],
+        [(c, a, at) for (c, a), at in memberships],
         f"INSERT INTO {AccountMembership._meta.db_table} "  # noqa: S608
         "(customer_id, account_id, created_at, grouped_at) "
         "SELECT customer_id, account_id, at, at FROM {staged} WHERE true "
