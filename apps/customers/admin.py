@@ -100,9 +100,9 @@ class ProfileFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         value = self.value()
         if value == "anonymous":
-            return queryset.filter(external_id__isnull=True, merged_into__isnull=True)
+            return queryset.anonymous()
         if value == "merged":
-            return queryset.filter(merged_into__isnull=False)
+            return queryset.merged()
         if value == self.ALL:
             return queryset
         return queryset.known()

@@ -12,12 +12,27 @@ from .validation import validate_email, validate_phone, validate_timezone, valid
 CONTACT_FIELDS = ("email", "phone", "timezone", "locale")
 
 
+# The three kinds of profile, as filters (the admin's Profile filter, the
+# time to live of visitors and the partial index it reads agree on them).
+KNOWN = Q(external_id__isnull=False, merged_into__isnull=True)
+ANONYMOUS = Q(external_id__isnull=True, merged_into__isnull=True)
+MERGED = Q(merged_into__isnull=False)
+
+
 class CustomerQuerySet(models.QuerySet):
     def known(self) -> "CustomerQuerySet":
         """The customers a business knows: identified (a user id) and not
         merged into another. Anonymous visitors and merged profiles receive
         no messages, belong to no segment and are not counted."""
-        return self.filter(external_id__isnull=False, merged_into__isnull=True)
+        return self.filter(KNOWN)
+
+    def anonymous(self) -> "CustomerQuerySet":
+        """Visitors known only by an SDK's anonymous id, never identified."""
+        return self.filter(ANONYMOUS)
+
+    def merged(self) -> "CustomerQuerySet":
+        """Profiles merged into another customer (records of its old ids)."""
+        return self.filter(MERGED)
 
 
 # The same rule in SQL, for queries written by hand (`alias` names the table).
@@ -117,7 +132,7 @@ class Customer(models.Model):
             # Anonymous profiles past their time to live.
             models.Index(
                 fields=["last_seen_at"],
-                condition=Q(external_id__isnull=True, merged_into__isnull=True),
+                condition=ANONYMOUS,
                 name="customer_anonymous_seen",
             ),
             models.Index(Upper("email"), name="customer_email_upper"),

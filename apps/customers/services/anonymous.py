@@ -25,9 +25,8 @@ def anonymous_profiles_expire(*, now: datetime, chunk: int = SQL_CHUNK) -> int:
     while True:
         with transaction.atomic():
             ids = list(
-                Customer.objects.filter(
-                    external_id__isnull=True, merged_into__isnull=True, last_seen_at__lt=cutoff
-                )
+                Customer.objects.anonymous()
+                .filter(last_seen_at__lt=cutoff)
                 .order_by("last_seen_at")
                 .select_for_update(skip_locked=True)
                 .values_list("pk", flat=True)[:chunk]

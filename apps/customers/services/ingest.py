@@ -93,7 +93,8 @@ def _ingest_once(calls: Sequence[Call], received_at: datetime, source: str) -> I
     result = IngestResult()
     with transaction.atomic():
         found = profiles_locked(calls, received_at=received_at)
-        profiles_traits_load(_needing_traits(calls, found.targets))
+        fills = [_context_fill(c) for c in calls]
+        profiles_traits_load(_needing_traits(calls, found.targets, fills))
         merged_changed = profiles_merge(found.merges, now=received_at)
         result.profiles_merged = len(found.merges)
         events = [
@@ -107,7 +108,12 @@ def _ingest_once(calls: Sequence[Call], received_at: datetime, source: str) -> I
             _upsert_stats(rows)
             with_events = {row[0] for row in rows}
         changed = _apply_identities(
-            calls, found.targets, received_at, dirty=merged_changed, with_events=with_events
+            calls,
+            found.targets,
+            received_at,
+            fills=fills,
+            dirty=merged_changed,
+            with_events=with_events,
         )
         result.customers_created = len(found.created)
         result.customers_updated = len(changed - found.created)
@@ -124,14 +130,15 @@ def _ingest_once(calls: Sequence[Call], received_at: datetime, source: str) -> I
     return result
 
 
-def _needing_traits(calls: Sequence[Call], targets: Sequence[Profile]) -> list[Profile]:
+def _needing_traits(
+    calls: Sequence[Call], targets: Sequence[Profile], fills: Sequence[dict[str, str]]
+) -> list[Profile]:
     """The customers whose traits this batch may change: those identified
     with traits, and those whose empty contact columns an SDK's context fills."""
     return [
         t
-        for c, t in zip(calls, targets, strict=True)
-        if (isinstance(c, IdentifyIn) and c.traits)
-        or any(not getattr(t, column) for column in _context_fill(c))
+        for c, t, fill in zip(calls, targets, fills, strict=True)
+        if (isinstance(c, IdentifyIn) and c.traits) or any(not getattr(t, f) for f in fill)
     ]
 
 
@@ -159,6 +166,7 @@ def _apply_identities(
     targets: Sequence[Profile],
     received_at: datetime,
     *,
+    fills: Sequence[dict[str, str]],
     dirty: set[int],
     with_events: set[int],
 ) -> set[int]:
@@ -171,23 +179,23 @@ def _apply_identities(
     changed (a later `last_seen_at` alone is not an update)."""
     seen_changed: dict[int, Profile] = {}
     traits_changed: dict[int, Profile] = {t.pk: t for t in targets if t.pk in dirty}
-    for call, customer in zip(calls, targets, strict=True):
+    for call, customer, fill in zip(calls, targets, fills, strict=True):
         seen = call.timestamp or received_at
         if customer.last_seen_at is None or seen > customer.last_seen_at:
             customer.last_seen_at = seen
             seen_changed[customer.pk] = customer
         update = call.traits if isinstance(call, IdentifyIn) else {}
-        fills = {
+        filled = {
             column: value
-            for column, value in _context_fill(call).items()
+            for column, value in fill.items()
             if not getattr(customer, column) and column not in update
         }
-        if update or fills:
+        if update or filled:
             # Traits an older version stored as something else than an object
             # (a list, a text) are replaced: they cannot be merged into.
             stored = customer.traits if isinstance(customer.traits, dict) else {}
-            merged = {**stored, **fills, **update}
-            contact = {c: v or "" for c, v in {**fills, **update}.items() if c in CONTACT_FIELDS}
+            merged = {**stored, **filled, **update}
+            contact = {c: v or "" for c, v in {**filled, **update}.items() if c in CONTACT_FIELDS}
             if merged != customer.traits or any(
                 getattr(customer, c) != v for c, v in contact.items()
             ):

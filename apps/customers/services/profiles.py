@@ -68,7 +68,6 @@ class Profiles:
 
     targets: list[Profile]
     created: set[int]
-    promoted: list[Profile]
     merges: list[tuple[Profile, Profile]]
 
 
@@ -148,7 +147,7 @@ def profiles_locked(calls: Sequence[Call], *, received_at: datetime) -> Profiles
         else:
             profile = by_anon.get(call.anonymous_id) or by_user[linked[call.anonymous_id]]
         targets.append(resolve(profile))
-    return Profiles(targets, created, promoted, merges)
+    return Profiles(targets, created, merges)
 
 
 def _links(calls: Sequence[Call]) -> list[tuple[str, str, str]]:
